@@ -1,0 +1,295 @@
+"""One client connection: handshake, ordered checks, concurrent handlers, one writer.
+
+The reader loop does everything that must keep wire order (parsing, handshake-order
+errors, invalid params) inline, then runs each request in its own task, so a long-poll
+read never blocks a terminate. Every outgoing frame goes through one bounded outbox
+drained by one writer task.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+
+import protocol_schema as wire
+
+from ._core.events import Closed, Exited, Output, SeqEvent
+from ._environment import environment_info
+from ._errors import RpcError
+from ._fs import FsService
+from ._session import Session, SessionRegistry
+from ._transport import MessageTransport, TransportClosed
+
+log = logging.getLogger("exec_runtime.connection")
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class Connection:
+    def __init__(self, transport: MessageTransport, registry: SessionRegistry) -> None:
+        self.transport = transport
+        self.codec = transport.codec
+        self.registry = registry
+        self.config = registry.config
+        self.session: Session | None = None
+        self.initialized = False
+        self.fs = FsService()
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[bytes](
+            registry.config.outbox_frames
+        )
+        self._handlers: dict[str, Handler] = {
+            "environment/info": self._environment_info,
+            "environment/status": self._environment_status,
+            "process/start": self._process_start,
+            "process/read": self._process_read,
+            "process/write": self._process_write,
+            "process/signal": self._process_signal,
+            "process/terminate": self._process_terminate,
+            "process/resize": self._process_resize,
+            "fs/readFile": self.fs.read_file,
+            "fs/writeFile": self.fs.write_file,
+            "fs/createDirectory": self.fs.create_directory,
+            "fs/getMetadata": self.fs.get_metadata,
+            "fs/canonicalize": self.fs.canonicalize,
+            "fs/readDirectory": self.fs.read_directory,
+            "fs/walk": self.fs.walk,
+            "fs/remove": self.fs.remove,
+            "fs/copy": self.fs.copy,
+            "fs/open": self.fs.open,
+            "fs/readBlock": self.fs.read_block,
+            "fs/close": self.fs.close,
+        }
+
+    async def serve(self) -> None:
+        """Serve until the peer goes away; then detach the session and close handles."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                try:
+                    await self._read_loop(nursery)
+                finally:
+                    self._detach()
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.fs.aclose()
+
+    def _detach(self) -> None:
+        if self.session is not None:
+            self.session.detach(self)
+
+    # --- outgoing -------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        async with self._outbox_receive:
+            async for frame in self._outbox_receive:
+                try:
+                    await self.transport.send_message(frame)
+                except TransportClosed:
+                    return
+
+    async def _send(self, message: Any) -> None:
+        try:
+            await self._outbox_send.send(self.codec.encode(message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the connection is going away; a detached session retains state
+
+    async def _send_error(self, request_id: wire.RequestId, code: int, message: str) -> None:
+        error = wire.ErrorObject(code=code, message=message)
+        await self._send(wire.ErrorResponse(id=request_id, error=error))
+
+    async def send_process_event(self, process_id: str, event: SeqEvent) -> None:
+        params: Any
+        if isinstance(event, Output):
+            method = "process/output"
+            params = wire.ProcessOutputParams(
+                process_id=process_id, seq=event.seq, stream=event.stream, chunk=event.data
+            )
+        elif isinstance(event, Exited):
+            method = "process/exited"
+            params = wire.ProcessExitedParams(
+                process_id=process_id,
+                seq=event.seq,
+                exit_code=event.exit_code,
+                sandbox_denied=event.sandbox_denied,
+            )
+        else:
+            assert isinstance(event, Closed)
+            method = "process/closed"
+            params = wire.ProcessClosedParams(process_id=process_id, seq=event.seq)
+        await self._send(wire.Notification(method=method, params=params))
+
+    # --- incoming -------------------------------------------------------------------
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                data = await self.transport.receive_message()
+            except TransportClosed:
+                return
+            try:
+                message = self.codec.decode_message(data)
+            except wire.MalformedMessage as exc:
+                await self._send_error(wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, str(exc))
+                continue
+            await self._dispatch(message, nursery)
+
+    async def _dispatch(self, message: wire.IncomingMessage, nursery: trio.Nursery) -> None:
+        if message.id is msgspec.UNSET:
+            self._notification(message)
+            return
+        request_id = message.id
+        if request_id is None or message.method is None:
+            if message.method is None and (len(message.result) or message.error is not None):
+                log.debug("ignoring a response to id %r we never sent", request_id)
+                return
+            await self._send_error(
+                wire.errors.MALFORMED_ID if request_id is None else request_id,
+                wire.errors.INVALID_REQUEST,
+                "invalid request: a request needs an id and a method",
+            )
+            return
+        spec = wire.METHODS.get(message.method)
+        if spec is None:
+            await self._send_error(
+                request_id, wire.errors.METHOD_NOT_FOUND, f"unknown method {message.method}"
+            )
+            return
+        try:
+            if message.method != "initialize":
+                self._check_handshake(spec)
+            params = self.codec.decode(message.params, spec.params)
+            if message.method == "initialize":
+                result = await self._initialize(params)
+                await self._send(wire.Response(id=request_id, result=result))
+                return
+        except wire.InvalidParams as exc:
+            await self._send_error(request_id, wire.errors.INVALID_PARAMS, str(exc))
+            return
+        except RpcError as exc:
+            await self._send_error(request_id, exc.code, exc.message)
+            return
+        nursery.start_soon(self._handle, request_id, self._handlers[message.method], params)
+
+    def _notification(self, message: wire.IncomingMessage) -> None:
+        if message.method == wire.INITIALIZED and self.session is not None:
+            self.initialized = True
+        else:
+            log.debug("ignoring notification %r", message.method)
+
+    def _check_handshake(self, spec: wire.MethodSpec) -> None:
+        if self.session is None:
+            raise RpcError.invalid_request(
+                f"client must call initialize before using {spec.family} methods"
+            )
+        if not self.initialized:
+            raise RpcError.invalid_request(
+                f"client must send initialized before using {spec.family} methods"
+            )
+
+    async def _handle(self, request_id: wire.RequestId, handler: Handler, params: Any) -> None:
+        try:
+            result = await handler(params)
+        except RpcError as exc:
+            await self._send_error(request_id, exc.code, exc.message)
+        except Exception as exc:  # a bug must not take the connection down
+            log.exception("internal error in a handler")
+            await self._send_error(request_id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}")
+        else:
+            await self._send(wire.Response(id=request_id, result=result))
+
+    # --- handshake ------------------------------------------------------------------
+
+    async def _initialize(self, params: wire.InitializeParams) -> wire.InitializeResult:
+        if self.session is not None:
+            raise RpcError.invalid_request("initialize may only be sent once per connection")
+        if params.resume_session_id:
+            session = self.registry.resume(params.resume_session_id, self)
+        else:
+            session = await self.registry.create()
+            session.attach(self)
+        self.session = session
+        log.info("client %r attached to session %s", params.client_name, session.id)
+        return wire.InitializeResult(session_id=session.id, environment_info=environment_info())
+
+    def _attached_session(self) -> Session:
+        session = self.session
+        assert session is not None  # the reader loop checked the handshake
+        if session.attached is not self:
+            raise RpcError.invalid_request("session has been resumed by another connection")
+        return session
+
+    # --- environment ----------------------------------------------------------------
+
+    async def _environment_info(self, params: wire.EmptyParams) -> wire.EnvironmentInfo:
+        return environment_info()
+
+    async def _environment_status(
+        self, params: wire.EmptyParams
+    ) -> wire.EnvironmentStatusResult:
+        return wire.EnvironmentStatusResult()
+
+    # --- processes ------------------------------------------------------------------
+
+    async def _process_start(self, params: wire.ProcessStartParams) -> wire.ProcessStartResult:
+        await self._attached_session().start_process(params)
+        return wire.ProcessStartResult(process_id=params.process_id)
+
+    async def _process_read(self, params: wire.ProcessReadParams) -> wire.ProcessReadResult:
+        session = self._attached_session()
+        managed = session.running(params.process_id)
+        assert managed.sequencer is not None
+        after_seq = params.after_seq or 0
+        if params.max_bytes is not None and params.max_bytes < 0:
+            raise RpcError.invalid_params("maxBytes must not be negative")
+        wait_ms = params.wait_ms or 0
+        if wait_ms > 0:
+            deadline = trio.current_time() + wait_ms / 1000 if wait_ms < math.inf else math.inf
+            await managed.sequencer.wait_readable(
+                after_seq, deadline, lambda: self._attached_session() and None
+            )
+        result = managed.sequencer.sequence.read(after_seq, params.max_bytes)
+        return wire.ProcessReadResult(
+            chunks=[wire.ReadChunk(seq=c.seq, stream=c.stream, chunk=c.data) for c in result.chunks],
+            next_seq=result.next_seq,
+            exited=result.exited,
+            exit_code=result.exit_code,
+            closed=result.closed,
+            failure=None,
+            sandbox_denied=result.sandbox_denied,
+            earliest_retained_seq=result.earliest_retained_seq,
+        )
+
+    async def _process_write(self, params: wire.ProcessWriteParams) -> wire.ProcessWriteResult:
+        if not params.write_id:
+            raise RpcError.invalid_params("writeId must not be empty")
+        session = self._attached_session()
+        managed = session.get(params.process_id)
+        if managed is None:
+            return wire.ProcessWriteResult(status="unknownProcess")
+        if managed.stdin is None:
+            return wire.ProcessWriteResult(status="starting")
+        status = await managed.stdin.write(params.write_id, params.chunk, params.close_stdin)
+        return wire.ProcessWriteResult(status=status)
+
+    async def _process_signal(self, params: wire.ProcessSignalParams) -> wire.EmptyResult:
+        managed = self._attached_session().get(params.process_id)
+        if managed is not None:
+            managed.send_signal(params.signal)
+        return wire.EmptyResult()
+
+    async def _process_terminate(
+        self, params: wire.ProcessTerminateParams
+    ) -> wire.ProcessTerminateResult:
+        managed = self._attached_session().get(params.process_id)
+        running = managed.terminate() if managed is not None else False
+        return wire.ProcessTerminateResult(running=running)
+
+    async def _process_resize(self, params: wire.ProcessResizeParams) -> wire.EmptyResult:
+        self._attached_session().running(params.process_id).resize(params.rows, params.cols)
+        return wire.EmptyResult()

@@ -1,0 +1,1 @@
+"""The sans-IO core: pure, synchronous ordering rules. Nothing here imports trio."""

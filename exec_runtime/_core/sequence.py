@@ -1,0 +1,178 @@
+"""One process's event sequence: seq assignment, retention, and read rules (PROTOCOL §4-§6).
+
+Pure and synchronous. The daemon's sequencer task feeds it what the process task
+observed (a chunk, a stream EOF, the exit) and publishes the events it returns.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+
+import attrs
+
+from .events import Closed, Exited, Output, SeqEvent, StreamName
+
+DEFAULT_RETAIN_BYTES = 1 << 20
+DEFAULT_RETAIN_CHUNKS = 50_000
+
+
+class SequenceError(Exception):
+    """The caller broke the sequence's contract (a bug in the I/O shell, not bad input)."""
+
+
+@attrs.frozen
+class RetentionLimits:
+    max_bytes: int = DEFAULT_RETAIN_BYTES
+    max_chunks: int = DEFAULT_RETAIN_CHUNKS
+
+
+@attrs.frozen
+class ReadResult:
+    chunks: list[Output]
+    next_seq: int
+    exited: bool
+    exit_code: int | None
+    closed: bool
+    sandbox_denied: bool
+    earliest_retained_seq: int
+
+
+class Retention:
+    """A FIFO of output chunks bounded by bytes and by count; the oldest whole chunks go first.
+
+    A list with a moving head (instead of a deque) so reads can bisect by seq.
+    """
+
+    def __init__(self, limits: RetentionLimits) -> None:
+        self.limits = limits
+        self._chunks: list[Output] = []
+        self._head = 0
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._chunks) - self._head
+
+    def append(self, chunk: Output) -> None:
+        self._chunks.append(chunk)
+        self.bytes += len(chunk.data)
+        while len(self) and (
+            self.bytes > self.limits.max_bytes or len(self) > self.limits.max_chunks
+        ):
+            self.bytes -= len(self._chunks[self._head].data)
+            self._head += 1
+        if self._head > 1024 and self._head * 2 > len(self._chunks):
+            del self._chunks[: self._head]
+            self._head = 0
+
+    def first_seq(self) -> int | None:
+        return self._chunks[self._head].seq if len(self) else None
+
+    def after(self, after_seq: int) -> Iterable[Output]:
+        start = bisect_right(self._chunks, after_seq, lo=self._head, key=lambda c: c.seq)
+        return (self._chunks[i] for i in range(start, len(self._chunks)))
+
+    def has_after(self, after_seq: int) -> bool:
+        return len(self) > 0 and self._chunks[-1].seq > after_seq
+
+
+class ProcessSequence:
+    """The single source of truth for one process's seqs.
+
+    ``streams`` names the output streams that must reach EOF before ``closed``:
+    ``("stdout", "stderr")`` for pipes, ``("pty",)`` for a terminal.
+    """
+
+    def __init__(
+        self, streams: Iterable[StreamName], limits: RetentionLimits | None = None
+    ) -> None:
+        self._open_streams: set[StreamName] = set(streams)
+        self._all_streams = frozenset(self._open_streams)
+        self.retention = Retention(limits or RetentionLimits())
+        self.next_seq = 1
+        self.exit_code: int | None = None
+        self.sandbox_denied = False
+        self.closed_seq: int | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_code is not None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_seq is not None
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    def _take_seq(self) -> int:
+        if self.closed:
+            raise SequenceError("nothing may follow closed")
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    def record_output(self, stream: StreamName, data: bytes) -> Output:
+        if stream not in self._open_streams:
+            raise SequenceError(f"stream {stream} is not open")
+        if not data:
+            raise SequenceError("an output chunk is never empty")
+        event = Output(self._take_seq(), stream, data)
+        self.retention.append(event)
+        return event
+
+    def record_eof(self, stream: StreamName) -> list[SeqEvent]:
+        if stream not in self._all_streams:
+            raise SequenceError(f"unknown stream {stream}")
+        self._open_streams.discard(stream)
+        return self._maybe_close()
+
+    def record_exit(self, exit_code: int, sandbox_denied: bool = False) -> list[SeqEvent]:
+        if self.exited:
+            raise SequenceError("the exit is recorded once")
+        self.exit_code = exit_code
+        self.sandbox_denied = sandbox_denied
+        events: list[SeqEvent] = [Exited(self._take_seq(), exit_code, sandbox_denied)]
+        return events + self._maybe_close()
+
+    def _maybe_close(self) -> list[SeqEvent]:
+        if self.closed or self._open_streams or not self.exited:
+            return []
+        seq = self._take_seq()
+        self.closed_seq = seq
+        return [Closed(seq)]
+
+    @property
+    def earliest_retained_seq(self) -> int:
+        first = self.retention.first_seq()
+        return self.next_seq if first is None else first
+
+    def read_ready(self, after_seq: int) -> bool:
+        """Whether a long poll from ``after_seq`` returns now (PROTOCOL §4 process/read)."""
+        if self.retention.has_after(after_seq) or self.closed:
+            return True
+        return self.exited and after_seq < self.last_seq
+
+    def read(self, after_seq: int = 0, max_bytes: int | None = None) -> ReadResult:
+        chunks: list[Output] = []
+        if max_bytes is None:
+            chunks = list(self.retention.after(after_seq))
+            next_seq = self.next_seq
+        else:
+            total = 0
+            for chunk in self.retention.after(after_seq):
+                if chunks and total + len(chunk.data) > max_bytes:
+                    break
+                chunks.append(chunk)
+                total += len(chunk.data)
+            next_seq = chunks[-1].seq + 1 if chunks else self.next_seq
+        return ReadResult(
+            chunks=chunks,
+            next_seq=next_seq,
+            exited=self.exited,
+            exit_code=self.exit_code,
+            closed=self.closed,
+            sandbox_denied=self.sandbox_denied,
+            earliest_retained_seq=self.earliest_retained_seq,
+        )

@@ -1,0 +1,39 @@
+"""``environment/info``: facts about the daemon's host."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from importlib import metadata
+
+import protocol_schema as wire
+
+
+def executor_version() -> str:
+    try:
+        return metadata.version("exec-runtime")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0.0.0+local"
+
+
+def environment_info() -> wire.EnvironmentInfo:
+    shell_path = os.environ.get("SHELL") or shutil.which("sh") or "/bin/sh"
+    return wire.EnvironmentInfo(
+        shell=wire.ShellInfo(name=os.path.basename(shell_path), path=shell_path),
+        executor_version=executor_version(),
+        cwd=os.getcwd(),
+        user_home_dir=os.path.expanduser("~"),
+        platform_os=platform.system().lower(),
+        temp_dir=tempfile.gettempdir(),
+        capabilities={
+            "tty": True,
+            "ttySize": True,
+            "resize": True,
+            "closeStdin": True,
+            "signals": ["interrupt", "terminate", "kill", "hangup"],
+            "earliestRetainedSeq": True,
+            "msgpack": True,
+        },
+    )

@@ -1,0 +1,98 @@
+"""The HTTP side of the WebSocket listener: read the opening request ourselves, answer
+``/readyz`` and refusals (403 for a browser Origin, 401 for a bad token) before any
+upgrade, then hand the untouched bytes to trio-websocket."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+import trio
+
+MAX_HEAD_BYTES: Final = 64 * 1024
+
+
+class BadRequest(Exception):
+    pass
+
+
+@attrs.frozen
+class RequestHead:
+    method: str
+    target: str
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    raw: bytes
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def is_upgrade(self) -> bool:
+        return "websocket" in self.headers.get("upgrade", "").lower()
+
+
+async def read_request_head(stream: trio.abc.ReceiveStream) -> RequestHead:
+    buffer = bytearray()
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise BadRequest("request head too large")
+        data = await stream.receive_some(16 * 1024)
+        if not data:
+            raise BadRequest("connection closed before the request head ended")
+        buffer += data
+    return parse_request_head(bytes(buffer))
+
+
+def parse_request_head(raw: bytes) -> RequestHead:
+    head, _, _ = raw.partition(b"\r\n\r\n")
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = lines[0].split(" ", 2)
+    except ValueError:
+        raise BadRequest("malformed request line") from None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise BadRequest("malformed header line")
+        key = name.strip().lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return RequestHead(method, target, headers, raw)
+
+
+def response(status: int, reason: str, body: bytes = b"", extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
+    ).encode() + body
+
+
+class ReplayStream(trio.abc.Stream):
+    """A stream that first yields bytes already read from ``inner``, then reads ``inner``."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self.inner = inner
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self.inner, trio.abc.HalfCloseableStream):
+            await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

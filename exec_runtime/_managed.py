@@ -1,0 +1,131 @@
+"""One process as a session sees it: starting → running → closed, then forgotten."""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ._core.events import SeqEvent
+from ._core.sequence import ProcessSequence, RetentionLimits
+from ._errors import RpcError
+from ._process import Child, ChildMessage, SpawnSpec, spawn
+from ._sequencer import Sequencer
+from ._stdin import StdinWriter
+
+CHANNEL_CAPACITY = 16
+"""Messages between the child task and the sequencer: small, so backpressure is prompt."""
+
+SIGNALS = {
+    "interrupt": signal.SIGINT,
+    "terminate": signal.SIGTERM,
+    "kill": signal.SIGKILL,
+    "hangup": signal.SIGHUP,
+}
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+
+
+class ManagedProcess:
+    def __init__(
+        self,
+        process_id: str,
+        limits: RetentionLimits,
+        publish: Callable[[str, SeqEvent], Awaitable[None]],
+    ) -> None:
+        self.process_id = process_id
+        self.state = State.STARTING
+        self._limits = limits
+        self._publish = publish
+        self._start_scope = trio.CancelScope()
+        self._start_cancelled = False
+        self.child: Child | None = None
+        self.sequencer: Sequencer | None = None
+        self.stdin: StdinWriter | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.sequencer is not None and self.sequencer.sequence.exited
+
+    def cancel_start(self) -> None:
+        self._start_cancelled = True
+        self._start_scope.cancel()
+
+    async def run(
+        self,
+        spec: SpawnSpec,
+        closed_ttl: float,
+        start_delay: float = 0.0,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Spawn, report started, then supervise until closed and ``closed_ttl`` passed."""
+        child: Child | None = None
+        with self._start_scope:
+            if start_delay:
+                await trio.sleep(start_delay)  # a test hook that widens the starting window
+            try:
+                child = await spawn(spec)
+            except OSError as exc:
+                raise RpcError.internal(str(exc)) from None
+        if child is None or self._start_cancelled:
+            if child is not None:
+                await child.aclose()
+            raise RpcError.invalid_request(f"process {self.process_id} start was cancelled")
+        try:
+            await self._supervise(child, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await child.aclose()
+        await trio.sleep(closed_ttl)
+
+    async def _supervise(self, child: Child, task_status: trio.TaskStatus[None]) -> None:
+        self.child = child
+        self.sequencer = Sequencer(
+            ProcessSequence(child.streams, self._limits),
+            lambda event: self._publish(self.process_id, event),
+        )
+        self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
+        send, receive = trio.open_memory_channel[ChildMessage](CHANNEL_CAPACITY)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child.run, send)
+            nursery.start_soon(self.stdin.run)
+            self.state = State.RUNNING
+            task_status.started()
+            await self.sequencer.run(receive)
+            # Closed: stdin has nothing left to serve.
+            nursery.cancel_scope.cancel()
+
+    def send_signal(self, name: str) -> None:
+        """Signal the group; a no-op for a starting or exited process (PROTOCOL §4)."""
+        if self.child is None or self.exited:
+            return
+        if not self.child.signal_group(SIGNALS[name]):
+            return
+
+    def terminate(self) -> bool:
+        """SIGKILL the group. Returns whether the process was running (or starting)."""
+        if self.state is State.STARTING:
+            self.cancel_start()
+            return True
+        assert self.child is not None
+        was_running = not self.exited
+        # Kill the group even after the leader exited: a grandchild may hold the pipes.
+        self.child.signal_group(signal.SIGKILL)
+        return was_running
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.child is None or self.child.pty_master is None:
+            raise RpcError.invalid_request(f"process {self.process_id} is not a tty process")
+        if rows <= 0 or cols <= 0 or rows > 0xFFFF or cols > 0xFFFF:
+            raise RpcError.invalid_params("rows and cols must be between 1 and 65535")
+        try:
+            self.child.resize(rows, cols)
+        except OSError as exc:
+            raise RpcError.internal(f"resize failed: {os.strerror(exc.errno or 0)}") from None

@@ -1,0 +1,54 @@
+"""File URIs on the wire, native absolute paths inside."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, unquote, urlsplit
+
+from ._errors import RpcError
+
+
+def path_from_file_uri(uri: str, what: str = "path") -> str:
+    """Parse a ``file:`` URI into an absolute native path, or raise -32602.
+
+    ``what`` names the field in the error message (``cwd`` uses the protocol's wording).
+    """
+    problem = _uri_problem(uri)
+    if problem is not None:
+        if what == "cwd":
+            raise RpcError.invalid_params(f"cwd URI {uri} is not valid on this host: {problem}")
+        raise RpcError.invalid_params(f"{what} URI {uri} is not valid on this host: {problem}")
+    return os.path.normpath(unquote(urlsplit(uri).path))
+
+
+def _uri_problem(uri: str) -> str | None:
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        return "not a file: URI"
+    if parts.netloc not in ("", "localhost"):
+        return f"host {parts.netloc!r} is not this host"
+    if parts.query or parts.fragment:
+        return "a file URI has no query or fragment"
+    path = unquote(parts.path)
+    if not PurePosixPath(path).is_absolute():
+        return "the path is not absolute"
+    if "\x00" in path:
+        return "the path contains a NUL byte"
+    return None
+
+
+def file_uri(path: str | os.PathLike[str]) -> str:
+    """An absolute file URI for a local path (relative paths resolve against the cwd)."""
+    absolute = os.path.abspath(os.fspath(path))
+    return "file://" + quote(absolute)
+
+
+def uri_for_remote(path: str | os.PathLike[str]) -> str:
+    """A file URI for a path on the daemon's host; it must already be absolute there."""
+    text = os.fspath(path)
+    if text.startswith("file:"):
+        return text
+    if not PurePosixPath(text).is_absolute():
+        raise ValueError(f"path {text!r} must be absolute on the daemon's host")
+    return "file://" + quote(str(Path(text)))

@@ -1,0 +1,221 @@
+"""One supervised child: spawn (pipes or PTY, own process group), pump its output, wait.
+
+The child task turns OS events into :data:`ChildMessage` values on a memory channel.
+It never assigns sequence numbers: that is the sequencer's job (``_sequencer.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import termios
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+import trio
+
+from ._core.events import StreamName
+
+READ_SIZE: Final = 64 * 1024
+DEFAULT_TTY_SIZE: Final = (24, 80)
+
+
+@attrs.frozen
+class SpawnSpec:
+    argv: Sequence[str]
+    cwd: str
+    env: dict[str, str]
+    tty: bool = False
+    pipe_stdin: bool = False
+    arg0: str | None = None
+    tty_size: tuple[int, int] = DEFAULT_TTY_SIZE
+
+
+@attrs.frozen
+class ChunkRead:
+    stream: StreamName
+    data: bytes
+
+
+@attrs.frozen
+class StreamEnded:
+    stream: StreamName
+
+
+@attrs.frozen
+class ChildExited:
+    exit_code: int
+
+
+ChildMessage = ChunkRead | StreamEnded | ChildExited
+
+
+def exit_code_of(returncode: int) -> int:
+    """The OS exit code, or 128+N for death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def resolve_executable(program: str, env_path: str | None) -> str:
+    """``argv[0]`` looked up on the daemon's PATH, as a shell would."""
+    if "/" in program:
+        return program
+    found = shutil.which(program, path=env_path)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {program!r}")
+    return found
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _become_terminal_leader() -> None:  # pragma: no cover - runs in the child
+    # After setsid (start_new_session), make the PTY on fd 0 our controlling terminal,
+    # so job control and SIGWINCH on resize reach the foreground process group.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Child:
+    """A spawned process and the OS resources attached to it."""
+
+    def __init__(
+        self,
+        process: trio.Process,
+        outputs: list[tuple[StreamName, trio.abc.ReceiveStream]],
+        stdin: trio.abc.SendStream | None,
+        pty_master: int | None,
+    ) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.outputs = outputs
+        self.stdin = stdin
+        self.pty_master = pty_master
+        self.returncode: int | None = None
+
+    @property
+    def streams(self) -> tuple[StreamName, ...]:
+        return tuple(name for name, _ in self.outputs)
+
+    def signal_group(self, signum: int) -> bool:
+        """Send ``signum`` to the child's process group. False if the group is gone."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.pty_master is None:
+            raise ValueError("not a terminal")
+        set_winsize(self.pty_master, rows, cols)
+
+    async def run(self, send: trio.MemorySendChannel[ChildMessage]) -> None:
+        """Pump every output and wait for the exit; on cancel, kill the group and reap.
+
+        Owns ``send``: each pump gets a clone, so the receiver sees EndOfChannel only
+        after the exit and every EOF were delivered.
+        """
+        try:
+            async with send, trio.open_nursery() as nursery:
+                for name, stream in self.outputs:
+                    nursery.start_soon(_pump, name, stream, send.clone())
+                self.returncode = await self.process.wait()
+                await send.send(ChildExited(exit_code_of(self.returncode)))
+        except BaseException:
+            # Cancelled (session ended) or failed: kill the whole group, including a
+            # grandchild that outlived the leader and still holds a pipe.
+            self.signal_group(signal.SIGKILL)
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def kill_and_reap(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        with trio.CancelScope(shield=True):
+            self.returncode = await self.process.wait()
+
+    async def aclose(self) -> None:
+        """Kill the group if the leader still runs, reap it, release every fd."""
+        if self.process.returncode is None:
+            await self.kill_and_reap()
+        for _, stream in self.outputs:
+            await stream.aclose()
+        if self.stdin is not None:
+            await self.stdin.aclose()
+        if self.pty_master is not None:
+            os.close(self.pty_master)
+            self.pty_master = None
+
+
+async def _pump(
+    name: StreamName, stream: trio.abc.ReceiveStream, send: trio.MemorySendChannel[ChildMessage]
+) -> None:
+    async with send:
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                # A PTY master reads EIO once every slave fd is closed: that is its EOF.
+                data = b""
+            if not data:
+                break
+            await send.send(ChunkRead(name, data))
+        await send.send(StreamEnded(name))
+
+
+async def spawn(spec: SpawnSpec) -> Child:
+    """Start the child in a new session (so a new process group). Raises OSError."""
+    executable = resolve_executable(spec.argv[0], spec.env.get("PATH", os.environ.get("PATH")))
+    args = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
+    if spec.tty:
+        return await _spawn_pty(spec, executable, args)
+    process = await trio.lowlevel.open_process(
+        args,
+        executable=executable,
+        cwd=spec.cwd,
+        env=spec.env,
+        stdin=subprocess.PIPE if spec.pipe_stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    outputs: list[tuple[StreamName, trio.abc.ReceiveStream]] = [
+        ("stdout", process.stdout),
+        ("stderr", process.stderr),
+    ]
+    return Child(process, outputs, process.stdin, None)
+
+
+async def _spawn_pty(spec: SpawnSpec, executable: str, args: list[str]) -> Child:
+    master, slave = os.openpty()
+    try:
+        set_winsize(master, *spec.tty_size)
+        process = await trio.lowlevel.open_process(
+            args,
+            executable=executable,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=_become_terminal_leader,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    # One fd for both directions: FdStream dups it, so each side closes its own copy.
+    reader = trio.lowlevel.FdStream(os.dup(master))
+    writer = trio.lowlevel.FdStream(os.dup(master))
+    os.set_blocking(master, False)
+    return Child(process, [("pty", reader)], writer, master)

@@ -1,0 +1,60 @@
+"""The per-process sequencer task: the only place a process's seqs are decided.
+
+It consumes what the child task observed, records it in the pure
+:class:`ProcessSequence`, wakes long-poll readers, then publishes each event to the
+attached connection (if any). Publishing awaits the connection's bounded outbox, so
+a slow client slows this task, which stops draining the channel, which stops the
+pumps, which lets the child's pipe fill: backpressure all the way to the child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ._core.events import SeqEvent
+from ._core.sequence import ProcessSequence
+from ._process import ChildExited, ChildMessage, ChunkRead, StreamEnded
+
+Publish = Callable[[SeqEvent], Awaitable[None]]
+
+
+class Sequencer:
+    def __init__(self, sequence: ProcessSequence, publish: Publish) -> None:
+        self.sequence = sequence
+        self._publish = publish
+        self._changed = trio.Event()
+
+    def wake_readers(self) -> None:
+        """Wake every waiting long poll so it re-checks (new state or a session change)."""
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    async def run(self, receive: trio.MemoryReceiveChannel[ChildMessage]) -> None:
+        async with receive:
+            async for message in receive:
+                events = self._record(message)
+                self.wake_readers()
+                for event in events:
+                    await self._publish(event)
+
+    def _record(self, message: ChildMessage) -> list[SeqEvent]:
+        if isinstance(message, ChunkRead):
+            return [self.sequence.record_output(message.stream, message.data)]
+        if isinstance(message, StreamEnded):
+            return self.sequence.record_eof(message.stream)
+        assert isinstance(message, ChildExited)
+        return self.sequence.record_exit(message.exit_code)
+
+    async def wait_readable(
+        self, after_seq: int, deadline: float, check: Callable[[], None]
+    ) -> None:
+        """Long poll: return when a read from ``after_seq`` is ready or at ``deadline``.
+
+        ``check`` runs after every wake-up and may raise (e.g. the session moved).
+        """
+        while not self.sequence.read_ready(after_seq) and trio.current_time() < deadline:
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+            check()

@@ -1,0 +1,205 @@
+"""A session: a Trio nursery that owns its processes; attach, detach and TTL (PROTOCOL §3)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Protocol
+
+import trio
+
+import protocol_schema as wire
+
+from ._config import ServerConfig
+from ._core.env_policy import build_child_env
+from ._core.events import SeqEvent
+from ._core.sequence import RetentionLimits
+from ._errors import RpcError
+from ._managed import ManagedProcess, State
+from ._paths import path_from_file_uri
+from ._process import DEFAULT_TTY_SIZE, SpawnSpec
+
+log = logging.getLogger("exec_runtime.session")
+
+
+class EventSink(Protocol):
+    """Where an attached session sends its notifications (a connection)."""
+
+    async def send_process_event(self, process_id: str, event: SeqEvent) -> None: ...
+
+
+class Session:
+    def __init__(self, session_id: str, config: ServerConfig) -> None:
+        self.id = session_id
+        self.config = config
+        self.processes: dict[str, ManagedProcess] = {}
+        self.attached: EventSink | None = None
+        self._limits = RetentionLimits(config.retain_bytes, config.retain_chunks)
+        self._nursery: trio.Nursery | None = None
+        self._attachment_changed = trio.Event()
+        self._closed = False
+
+    # --- lifetime -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the session's processes until it has been detached for ``detached_ttl``."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    while self.attached is not None:
+                        await self._attachment_changed.wait()
+                    with trio.move_on_after(self.config.detached_ttl):
+                        while self.attached is None:
+                            await self._attachment_changed.wait()
+                        continue
+                    break
+                log.info("session %s expired after %.1fs detached", self.id, self.config.detached_ttl)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._closed = True
+
+    def close(self) -> None:
+        """End the session now: cancelling the nursery kills every process group."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _changed(self) -> None:
+        changed, self._attachment_changed = self._attachment_changed, trio.Event()
+        changed.set()
+        for managed in self.processes.values():
+            if managed.sequencer is not None:
+                managed.sequencer.wake_readers()
+
+    def attach(self, sink: EventSink) -> None:
+        self.attached = sink
+        self._changed()
+
+    def detach(self, sink: EventSink) -> None:
+        if self.attached is sink:
+            self.attached = None
+            self._changed()
+
+    async def publish(self, process_id: str, event: SeqEvent) -> None:
+        sink = self.attached
+        if sink is not None:
+            await sink.send_process_event(process_id, event)
+
+    # --- processes ------------------------------------------------------------------
+
+    def get(self, process_id: str) -> ManagedProcess | None:
+        return self.processes.get(process_id)
+
+    def running(self, process_id: str) -> ManagedProcess:
+        """The process, or -32600 if unknown or still starting."""
+        managed = self.processes.get(process_id)
+        if managed is None:
+            raise RpcError.invalid_request(f"unknown process id {process_id}")
+        if managed.state is State.STARTING:
+            raise RpcError.invalid_request(f"process id {process_id} is starting")
+        return managed
+
+    def __iter__(self) -> Iterator[ManagedProcess]:
+        return iter(list(self.processes.values()))
+
+    async def start_process(self, params: wire.ProcessStartParams) -> None:
+        spec = self._spawn_spec(params)
+        if self._nursery is None or self._closed:
+            raise RpcError.invalid_request(f"session {self.id} has ended")
+        if params.process_id in self.processes:
+            raise RpcError.invalid_request(f"process {params.process_id} already exists")
+        managed = ManagedProcess(params.process_id, self._limits, self.publish)
+        self.processes[params.process_id] = managed
+        try:
+            await self._nursery.start(self._own_process, managed, spec)
+        except BaseException:
+            self._forget(managed)
+            raise
+
+    async def _own_process(
+        self,
+        managed: ManagedProcess,
+        spec: SpawnSpec,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await managed.run(
+                spec,
+                self.config.closed_ttl,
+                self.config.start_delay,
+                task_status=task_status,
+            )
+        finally:
+            self._forget(managed)
+
+    def _forget(self, managed: ManagedProcess) -> None:
+        if self.processes.get(managed.process_id) is managed:
+            del self.processes[managed.process_id]
+
+    def _spawn_spec(self, params: wire.ProcessStartParams) -> SpawnSpec:
+        if not params.argv:
+            raise RpcError.invalid_params("argv must not be empty")
+        if not params.process_id:
+            raise RpcError.invalid_params("processId must not be empty")
+        cwd = path_from_file_uri(params.cwd, "cwd")
+        if not os.path.isdir(cwd):
+            raise RpcError.invalid_params(
+                f"cwd URI {params.cwd} is not valid on this host: not a directory"
+            )
+        tty_size = DEFAULT_TTY_SIZE
+        if params.tty_size is not None:
+            tty_size = (params.tty_size.rows, params.tty_size.cols)
+            if not all(0 < n <= 0xFFFF for n in tty_size):
+                raise RpcError.invalid_params("ttySize rows and cols must be between 1 and 65535")
+        return SpawnSpec(
+            argv=list(params.argv),
+            cwd=cwd,
+            env=build_child_env(os.environ, params.env, params.env_policy),
+            tty=params.tty,
+            pipe_stdin=params.pipe_stdin and not params.tty,
+            arg0=params.arg0,
+            tty_size=tty_size,
+        )
+
+
+class SessionRegistry:
+    """Every live session; sessions run in the daemon's session nursery."""
+
+    def __init__(self, nursery: trio.Nursery, config: ServerConfig) -> None:
+        self._nursery = nursery
+        self.config = config
+        self.sessions: dict[str, Session] = {}
+
+    async def create(self) -> Session:
+        session = Session(str(uuid.uuid4()), self.config)
+        self.sessions[session.id] = session
+        await self._nursery.start(self._own, session)
+        return session
+
+    async def _own(
+        self, session: Session, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await session.run(task_status=task_status)
+        finally:
+            self.sessions.pop(session.id, None)
+
+    def resume(self, session_id: str, sink: EventSink) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None or session._closed:
+            raise RpcError.invalid_request(f"unknown session id {session_id}")
+        if session.attached is not None:
+            raise RpcError(
+                wire.errors.SESSION_ATTACHED,
+                f"session {session_id} is already attached to another connection",
+            )
+        session.attach(sink)
+        return session
+
+    def close_all(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close()

@@ -1,0 +1,141 @@
+"""Message transports: one JSON-RPC message per frame (WebSocket), per line (stdio), or
+per in-memory item. The connection logic only sees :class:`MessageTransport`."""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import trio
+import trio_websocket
+
+import protocol_schema as wire
+
+
+class TransportClosed(Exception):
+    """The peer went away or the transport was closed."""
+
+
+class MessageTransport(Protocol):
+    codec: wire.Codec
+
+    async def send_message(self, data: bytes) -> None: ...
+
+    async def receive_message(self) -> bytes | str: ...
+
+    async def aclose(self) -> None: ...
+
+
+class WebSocketTransport:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, codec: wire.Codec) -> None:
+        self.ws = ws
+        self.codec = codec
+
+    async def send_message(self, data: bytes) -> None:
+        try:
+            # Text frames for JSON, binary frames for msgpack (PROTOCOL §1).
+            await self.ws.send_message(data if self.codec.binary else data.decode())
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(str(exc)) from None
+
+    async def receive_message(self) -> bytes | str:
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(str(exc)) from None
+
+    async def aclose(self) -> None:
+        await self.ws.aclose()
+
+
+class StreamLineTransport:
+    """One JSON message per line on a byte stream (stdio); blank lines are skipped."""
+
+    def __init__(
+        self,
+        receive: trio.abc.ReceiveStream,
+        send: trio.abc.SendStream,
+        max_line: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.codec = wire.JSON
+        self._receive = receive
+        self._send = send
+        self._max_line = max_line
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._send_lock = trio.Lock()
+
+    async def send_message(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                await self._send.send_all(data + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise TransportClosed(str(exc)) from None
+
+    async def receive_message(self) -> bytes:
+        while True:
+            newline = self._buffer.find(b"\n", self._scanned)
+            if newline >= 0:
+                line = bytes(self._buffer[:newline]).rstrip(b"\r")
+                del self._buffer[: newline + 1]
+                self._scanned = 0
+                if line.strip():
+                    return line
+                continue
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > self._max_line:
+                raise TransportClosed("line exceeds the message size limit")
+            try:
+                data = await self._receive.receive_some(256 * 1024)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise TransportClosed(str(exc)) from None
+            if not data:
+                if self._buffer.strip():
+                    line = bytes(self._buffer)
+                    self._buffer.clear()
+                    return line
+                raise TransportClosed("end of stream")
+            self._buffer += data
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+class MemoryTransport:
+    """One end of an in-process pair: the whole stack without a socket."""
+
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[bytes],
+        receive: trio.MemoryReceiveChannel[bytes],
+        codec: wire.Codec,
+    ) -> None:
+        self.codec = codec
+        self._send = send
+        self._receive = receive
+
+    async def send_message(self, data: bytes) -> None:
+        try:
+            await self._send.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc) or "peer closed") from None
+
+    async def receive_message(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc) or "peer closed") from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def memory_transport_pair(
+    codec: wire.Codec = wire.JSON, capacity: float = 64
+) -> tuple[MemoryTransport, MemoryTransport]:
+    """Two connected transports. Bounded ``capacity`` gives real backpressure."""
+    a_send, b_receive = trio.open_memory_channel[bytes](capacity)
+    b_send, a_receive = trio.open_memory_channel[bytes](capacity)
+    return MemoryTransport(a_send, a_receive, codec), MemoryTransport(b_send, b_receive, codec)

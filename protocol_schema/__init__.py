@@ -1,0 +1,74 @@
+"""The exec protocol's wire contract: every struct, the method registry, codecs and schema.
+
+Nothing here performs I/O. See PROTOCOL.md for the rules these types carry.
+"""
+
+from . import errors
+from .codec import (
+    JSON,
+    MSGPACK,
+    MSGPACK_SUBPROTOCOL,
+    Codec,
+    InvalidParams,
+    MalformedMessage,
+    codec_for_subprotocol,
+)
+from .envelope import (
+    ErrorObject,
+    ErrorResponse,
+    IncomingMessage,
+    Notification,
+    Request,
+    RequestId,
+    Response,
+    TraceContext,
+)
+from .fs import *  # noqa: F403
+from .fs import __all__ as _fs_all
+from .methods import INITIALIZED, METHODS, NOTIFICATIONS, MethodSpec
+from .process import (
+    EnvPolicy,
+    InheritMode,
+    ProcessClosedParams,
+    ProcessExitedParams,
+    ProcessOutputParams,
+    ProcessReadParams,
+    ProcessReadResult,
+    ProcessResizeParams,
+    ProcessSignalParams,
+    ProcessStartParams,
+    ProcessStartResult,
+    ProcessTerminateParams,
+    ProcessTerminateResult,
+    ProcessWriteParams,
+    ProcessWriteResult,
+    ReadChunk,
+    SignalName,
+    StreamName,
+    TtySize,
+    WriteStatus,
+)
+from .schema import json_schema, json_schema_text
+from .session import (
+    EmptyParams,
+    EmptyResult,
+    EnvironmentInfo,
+    EnvironmentStatusResult,
+    InitializeParams,
+    InitializeResult,
+    ShellInfo,
+)
+
+__all__ = [  # noqa: RUF022
+    "errors", "Codec", "JSON", "MSGPACK", "MSGPACK_SUBPROTOCOL", "InvalidParams",
+    "MalformedMessage", "codec_for_subprotocol", "ErrorObject", "ErrorResponse",
+    "IncomingMessage", "Notification", "Request", "RequestId", "Response", "TraceContext",
+    "INITIALIZED", "METHODS", "NOTIFICATIONS", "MethodSpec", "EnvPolicy", "InheritMode",
+    "ProcessClosedParams", "ProcessExitedParams", "ProcessOutputParams", "ProcessReadParams",
+    "ProcessReadResult", "ProcessResizeParams", "ProcessSignalParams", "ProcessStartParams",
+    "ProcessStartResult", "ProcessTerminateParams", "ProcessTerminateResult",
+    "ProcessWriteParams", "ProcessWriteResult", "ReadChunk", "SignalName", "StreamName",
+    "TtySize", "WriteStatus", "json_schema", "json_schema_text", "EmptyParams", "EmptyResult",
+    "EnvironmentInfo", "EnvironmentStatusResult", "InitializeParams", "InitializeResult",
+    "ShellInfo", *_fs_all,
+]

@@ -1,0 +1,118 @@
+"""Process methods and notifications (PROTOCOL.md §4, §5)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ._base import WireStruct
+
+StreamName = Literal["stdout", "stderr", "pty"]
+SignalName = Literal["interrupt", "terminate", "kill", "hangup"]
+WriteStatus = Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
+InheritMode = Literal["all", "none", "core"]
+
+
+class EnvPolicy(WireStruct):
+    inherit: InheritMode = "all"
+    ignore_default_excludes: bool = False
+    exclude: list[str] = []
+    set: dict[str, str] = {}
+    include_only: list[str] = []
+
+
+class TtySize(WireStruct):
+    rows: int
+    cols: int
+
+
+class ProcessStartParams(WireStruct):
+    process_id: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str] = {}
+    tty: bool = False
+    env_policy: EnvPolicy | None = None
+    pipe_stdin: bool = False
+    arg0: str | None = None
+    tty_size: TtySize | None = None
+
+
+class ProcessStartResult(WireStruct, omit_defaults=False):
+    process_id: str
+    sandbox_type: Literal["none"] = "none"
+
+
+class ProcessReadParams(WireStruct):
+    process_id: str
+    after_seq: int | None = None
+    max_bytes: int | None = None
+    wait_ms: int | None = None
+
+
+class ReadChunk(WireStruct):
+    seq: int
+    stream: StreamName
+    chunk: bytes
+
+
+class ProcessReadResult(WireStruct, omit_defaults=False):
+    chunks: list[ReadChunk]
+    next_seq: int
+    exited: bool
+    exit_code: int | None
+    closed: bool
+    failure: str | None
+    sandbox_denied: bool
+    earliest_retained_seq: int | None = None
+
+
+class ProcessWriteParams(WireStruct):
+    process_id: str
+    write_id: str
+    chunk: bytes = b""
+    close_stdin: bool = False
+
+
+class ProcessWriteResult(WireStruct, omit_defaults=False):
+    status: WriteStatus
+
+
+class ProcessSignalParams(WireStruct):
+    process_id: str
+    signal: SignalName
+
+
+class ProcessTerminateParams(WireStruct):
+    process_id: str
+
+
+class ProcessTerminateResult(WireStruct, omit_defaults=False):
+    running: bool
+
+
+class ProcessResizeParams(WireStruct):
+    process_id: str
+    rows: int
+    cols: int
+
+
+class ProcessOutputParams(WireStruct, omit_defaults=False):
+    process_id: str
+    seq: int
+    stream: StreamName
+    chunk: bytes
+
+
+class ProcessExitedParams(WireStruct, omit_defaults=False):
+    process_id: str
+    seq: int
+    exit_code: int
+    # UNSET marks a legacy exit without the field; the client then reads once to learn it.
+    sandbox_denied: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class ProcessClosedParams(WireStruct, omit_defaults=False):
+    process_id: str
+    seq: int

@@ -1,0 +1,157 @@
+"""Shared fixtures: an in-process daemon on a loopback port and a raw wire client."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+from hypothesis import HealthCheck, settings
+
+from exec_runtime import ServerConfig, serve
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None)
+settings.register_profile("soak", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+class WireError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RawClient:
+    """A deliberately thin JSON-RPC client, so daemon tests see exactly the wire."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, nursery: trio.Nursery) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self._waiting: dict[Any, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self.notifications: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.all_messages: list[dict[str, Any]] = []
+        self._changed = trio.Event()
+        self.session_id: str | None = None
+        nursery.start_soon(self._reader)
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                data = await self.ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
+            message = json.loads(data)
+            self.all_messages.append(message)
+            if "method" in message:
+                self.notifications[message["params"]["processId"]].append(message)
+            elif message.get("id") in self._waiting:
+                self._waiting.pop(message["id"]).send_nowait(message)
+            else:
+                self.notifications["__unmatched__"].append(message)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send_message(data)
+
+    async def request(self, method: str, params: Any = None, **extra: Any) -> dict[str, Any]:
+        request_id = extra.pop("id", None) or next(self._ids)
+        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        self._waiting[request_id] = send
+        message: dict[str, Any] = {"id": request_id, "method": method, **extra}
+        if params is not None:
+            message["params"] = params
+        await self.ws.send_message(json.dumps(message))
+        return await receive.receive()
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        reply = await self.request(method, params)
+        if "error" in reply:
+            raise WireError(reply["error"]["code"], reply["error"]["message"])
+        return reply["result"]
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        message: dict[str, Any] = {"method": method}
+        if params is not None:
+            message["params"] = params
+        await self.ws.send_message(json.dumps(message))
+
+    async def handshake(self, resume: str | None = None) -> str:
+        params: dict[str, Any] = {"clientName": "test"}
+        if resume:
+            params["resumeSessionId"] = resume
+        result = await self.call("initialize", params)
+        await self.notify("initialized")
+        self.session_id = result["sessionId"]
+        return str(result["sessionId"])
+
+    async def start(self, process_id: str, argv: list[str], **params: Any) -> Any:
+        params.setdefault("cwd", "file://" + os.getcwd())
+        params.setdefault("env", dict(os.environ))
+        params.setdefault("tty", False)
+        return await self.call("process/start", {"processId": process_id, "argv": argv, **params})
+
+    async def wait_closed(self, process_id: str) -> list[dict[str, Any]]:
+        """Every notification for the process, once ``process/closed`` has arrived."""
+        while not any(m["method"] == "process/closed" for m in self.notifications[process_id]):
+            await self._changed.wait()
+        return sorted(self.notifications[process_id], key=lambda m: m["params"]["seq"])
+
+    async def read_all(self, process_id: str, after: int = 0) -> dict[str, Any]:
+        """Long-poll until closed; returns the last result with every chunk collected."""
+        chunks: list[dict[str, Any]] = []
+        while True:
+            result = await self.call(
+                "process/read", {"processId": process_id, "afterSeq": after, "waitMs": 5000}
+            )
+            chunks += result["chunks"]
+            if result["chunks"]:
+                after = result["chunks"][-1]["seq"]
+            if result["closed"]:
+                result["chunks"] = chunks
+                return result
+
+
+def output_of(events: list[dict[str, Any]], stream: str = "stdout") -> bytes:
+    import base64
+
+    return b"".join(
+        base64.b64decode(m["params"]["chunk"])
+        for m in events
+        if m["method"] == "process/output" and m["params"]["stream"] == stream
+    )
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    return ServerConfig()
+
+
+@pytest.fixture
+async def daemon(server_config: ServerConfig, nursery: trio.Nursery) -> AsyncIterator[str]:
+    url = await nursery.start(serve, server_config)
+    yield url
+
+
+@pytest.fixture
+async def connect(daemon: str, nursery: trio.Nursery) -> Any:
+    async def _connect(
+        handshake: bool = True, url: str | None = None, **kwargs: Any
+    ) -> RawClient:
+        ws = await trio_websocket.connect_websocket_url(nursery, url or daemon, **kwargs)
+        client = RawClient(ws, nursery)
+        if handshake:
+            await client.handshake()
+        return client
+
+    return _connect
