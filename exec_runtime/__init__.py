@@ -1,6 +1,50 @@
-"""exec-runtime: run processes for a remote client, with Trio structured concurrency."""
+"""exec-runtime: run processes for a remote client, with Trio structured concurrency.
 
+Public API::
+
+    async with exec_runtime.open_client("ws://127.0.0.1:PORT") as client:   # remote
+    async with exec_runtime.open_local() as client:                         # in-process
+        result = await client.run(["echo", "hi"])
+        proc = await client.start(["sh", "-c", "..."])
+        async for event in proc.events(): ...
+
+    url = await nursery.start(exec_runtime.serve, exec_runtime.ServerConfig())  # embed the daemon
+"""
+
+from ._client import ClientState, ClientStatistics, ExecClient
+from ._client_process import ProcessHandle, StdinClosedError
 from ._config import ServerConfig
+from ._core.events import Closed, Event, Exited, Failed, Output
+from ._errors import (
+    ClientClosedError,
+    ExecRuntimeError,
+    ProcessFailed,
+    ProtocolError,
+    SessionLostError,
+    TransportError,
+)
+from ._open import open_client, open_local
 from ._server import serve
 
-__all__ = ["ServerConfig", "serve"]
+__all__ = [
+    "ClientClosedError",
+    "ClientState",
+    "ClientStatistics",
+    "Closed",
+    "Event",
+    "ExecClient",
+    "ExecRuntimeError",
+    "Exited",
+    "Failed",
+    "Output",
+    "ProcessFailed",
+    "ProcessHandle",
+    "ProtocolError",
+    "ServerConfig",
+    "SessionLostError",
+    "StdinClosedError",
+    "TransportError",
+    "open_client",
+    "open_local",
+    "serve",
+]

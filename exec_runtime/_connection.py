@@ -229,10 +229,10 @@ class Connection:
     async def _environment_info(self, params: wire.EmptyParams) -> wire.EnvironmentInfo:
         return environment_info()
 
-    async def _environment_status(
-        self, params: wire.EmptyParams
-    ) -> wire.EnvironmentStatusResult:
-        return wire.EnvironmentStatusResult()
+    async def _environment_status(self, params: wire.EmptyParams) -> dict[str, str]:
+        # Not EnvironmentStatusResult(): its only field holds its default, and wire
+        # structs omit defaults, which would put ``{}`` on the wire (PROTOCOL §7).
+        return {"status": "ready"}
 
     # --- processes ------------------------------------------------------------------
 

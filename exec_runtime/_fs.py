@@ -450,7 +450,7 @@ class FsService:
     def open_handles(self) -> int:
         return len(self._handles)
 
-    async def _run(self, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts]) -> T:
+    async def _run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         limiter = self._limiter_override or shared_limiter()
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
 

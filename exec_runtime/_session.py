@@ -151,17 +151,17 @@ class Session:
                 f"cwd URI {params.cwd} is not valid on this host: not a directory"
             )
         tty_size = DEFAULT_TTY_SIZE
-        if params.tty_size is not None:
-            tty_size = (params.tty_size.rows, params.tty_size.cols)
+        if (size := params.tty_size_value) is not None:
+            tty_size = (size.rows, size.cols)
             if not all(0 < n <= 0xFFFF for n in tty_size):
                 raise RpcError.invalid_params("ttySize rows and cols must be between 1 and 65535")
         return SpawnSpec(
             argv=list(params.argv),
             cwd=cwd,
-            env=build_child_env(os.environ, params.env, params.env_policy),
+            env=build_child_env(os.environ, params.env, params.env_policy_value),
             tty=params.tty,
-            pipe_stdin=params.pipe_stdin and not params.tty,
-            arg0=params.arg0,
+            pipe_stdin=params.pipe_stdin_value and not params.tty,
+            arg0=params.arg0_value,
             tty_size=tty_size,
         )
 

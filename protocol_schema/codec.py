@@ -16,6 +16,9 @@ T = TypeVar("T")
 
 MSGPACK_SUBPROTOCOL: Final = "exec-runtime.msgpack.v1"
 _EMPTY_OBJECT: Final = {"json": b"{}", "msgpack": b"\x80"}
+# What an absent or null ``params``/``result`` looks like: an empty Raw, or null.
+# Exact bytes, not stripped: in msgpack b" " is the integer 32, not whitespace.
+_NULLS: Final = {"json": (b"", b"null"), "msgpack": (b"", b"\xc0")}
 
 
 class MalformedMessage(ValueError):
@@ -35,6 +38,7 @@ class Codec:
         self.name = name
         self.binary = name == "msgpack"
         self._empty = msgspec.Raw(_EMPTY_OBJECT[name])
+        self._nulls = _NULLS[name]
         self._decoders: dict[type, Any] = {}
         if self.binary:
             self._encoder: Any = msgspec.msgpack.Encoder()
@@ -47,6 +51,9 @@ class Codec:
         return self._encoder.encode(message)  # type: ignore[no-any-return]
 
     def decode_message(self, data: bytes | str) -> IncomingMessage:
+        if self.binary and isinstance(data, str):
+            # A text frame on a msgpack connection: garbage, not a crash (TypeError).
+            raise MalformedMessage("malformed message: msgpack messages travel in binary frames")
         try:
             return self._envelope_decoder.decode(data)  # type: ignore[no-any-return]
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -58,7 +65,7 @@ class Codec:
         if decoder is None:
             module = msgspec.msgpack if self.binary else msgspec.json
             decoder = self._decoders[type_] = module.Decoder(type_)
-        if raw is None or (len(raw) <= 4 and bytes(raw).strip() in (b"", b"null", b"\xc0")):
+        if raw is None or (len(raw) <= 4 and bytes(raw) in self._nulls):
             raw = self._empty
         try:
             return decoder.decode(raw)  # type: ignore[no-any-return]

@@ -90,7 +90,9 @@ class FsReadDirectoryResult(WireStruct, omit_defaults=False):
     entries: list[FsDirectoryEntry]
 
 
-class FsWalkOptions(WireStruct):
+class FsWalkOptions(WireStruct, omit_defaults=False):
+    """Always sent in full: Codex requires ``followDirectorySymlinks`` (PROTOCOL §10)."""
+
     max_depth: int
     max_directories: int
     max_entries: int

@@ -14,7 +14,9 @@ WriteStatus = Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
 InheritMode = Literal["all", "none", "core"]
 
 
-class EnvPolicy(WireStruct):
+class EnvPolicy(WireStruct, omit_defaults=False):
+    """All five members always go on the wire: Codex daemons require them (PROTOCOL §10)."""
+
     inherit: InheritMode = "all"
     ignore_default_excludes: bool = False
     exclude: list[str] = []
@@ -27,16 +29,38 @@ class TtySize(WireStruct):
     cols: int
 
 
-class ProcessStartParams(WireStruct):
+class ProcessStartParams(WireStruct, omit_defaults=False):
+    """``env`` and ``tty`` are always sent; the optional members are omitted when unset.
+
+    Absent, null and the default mean the same (PROTOCOL §4), so readers use the
+    ``*_value`` properties instead of the raw optional fields.
+    """
+
     process_id: str
     argv: list[str]
     cwd: str
     env: dict[str, str] = {}
     tty: bool = False
-    env_policy: EnvPolicy | None = None
-    pipe_stdin: bool = False
-    arg0: str | None = None
-    tty_size: TtySize | None = None
+    env_policy: EnvPolicy | None | msgspec.UnsetType = msgspec.UNSET
+    pipe_stdin: bool | None | msgspec.UnsetType = msgspec.UNSET
+    arg0: str | None | msgspec.UnsetType = msgspec.UNSET
+    tty_size: TtySize | None | msgspec.UnsetType = msgspec.UNSET
+
+    @property
+    def env_policy_value(self) -> EnvPolicy | None:
+        return self.env_policy if isinstance(self.env_policy, EnvPolicy) else None
+
+    @property
+    def pipe_stdin_value(self) -> bool:
+        return self.pipe_stdin is True
+
+    @property
+    def arg0_value(self) -> str | None:
+        return self.arg0 if isinstance(self.arg0, str) else None
+
+    @property
+    def tty_size_value(self) -> TtySize | None:
+        return self.tty_size if isinstance(self.tty_size, TtySize) else None
 
 
 class ProcessStartResult(WireStruct, omit_defaults=False):

@@ -125,6 +125,9 @@ class ProcessSequence:
     def record_eof(self, stream: StreamName) -> list[SeqEvent]:
         if stream not in self._all_streams:
             raise SequenceError(f"unknown stream {stream}")
+        if stream not in self._open_streams:
+            # Each stream ends once; this also keeps anything from following closed.
+            raise SequenceError(f"stream {stream} already ended")
         self._open_streams.discard(stream)
         return self._maybe_close()
 

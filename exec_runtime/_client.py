@@ -1,0 +1,647 @@
+"""ExecClient: calls, pushed events, zero-read completion, reconnect and replay (PROTOCOL §9).
+
+Ownership: the client's nursery runs the supervisor task, which runs one *link* task
+per connection (its own nursery holds the transport internals and the reader). The
+reader never blocks: responses go to waiting calls, notifications to per-process
+reorder buffers. When a link is lost the supervisor recovers the same session, then
+catches every unfinished process up with ``process/read{afterSeq: lastPublishedSeq}``.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import os
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import msgspec
+import trio
+
+import protocol_schema as wire
+
+from ._client_process import ProcessHandle, ProcessStream
+from ._core.events import Closed, Exited, Failed, Output, SeqEvent
+from ._core.recovery import GapLost, ReadSnapshot, events_after
+from ._core.reorder import ReorderOverflow
+from ._errors import (
+    ClientClosedError,
+    ExecRuntimeError,
+    ProcessFailed,
+    ProtocolError,
+    SessionLostError,
+    TransportError,
+)
+from ._paths import uri_for_remote
+from ._transport import MessageTransport, TransportClosed
+
+log = logging.getLogger("exec_runtime.client")
+T = TypeVar("T")
+
+RECOVERY_DEADLINE = 25.0
+RETRY_INTERVAL = 0.1
+GAP_GRACE = 0.05
+"""How long a seq gap may wait for the live stream before a ``process/read`` fills it."""
+
+# A mutating request in flight when the link dies has an unknown outcome: never replay
+# it. Everything else is safe to re-send after recovery (writes keep their writeId).
+MUTATING = frozenset(
+    {
+        "process/start",
+        "process/signal",
+        "process/terminate",
+        "process/resize",
+        "fs/writeFile",
+        "fs/createDirectory",
+        "fs/remove",
+        "fs/copy",
+        "fs/open",
+        "fs/close",
+    }
+)
+DISCONNECTED = "exec-server transport disconnected"
+
+
+class ClientState(enum.Enum):
+    CONNECTED = "connected"
+    RECOVERING = "recovering"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class Connector(Protocol):
+    """Opens a fresh transport; the nursery hosts whatever tasks the transport needs."""
+
+    async def connect(self, nursery: trio.Nursery) -> MessageTransport: ...
+
+
+@attrs.frozen
+class ClientStatistics:
+    calls: dict[str, int]
+    reconnects: int
+    recoveries: int
+    events_published: int
+    gap_reads: int
+    failed_processes: int
+    state: str
+
+
+class _LinkLost(Exception):
+    pass
+
+
+class _PendingCall:
+    __slots__ = ("done", "lost", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: wire.IncomingMessage | None = None
+        self.lost = False
+
+
+class _Link:
+    """One live connection: its transport and the calls waiting on it."""
+
+    def __init__(self, transport: MessageTransport) -> None:
+        self.transport = transport
+        self.codec = transport.codec
+        self.pending: dict[int, _PendingCall] = {}
+        self.lost = trio.Event()
+
+    def mark_lost(self) -> None:
+        self.lost.set()
+        for call in self.pending.values():
+            call.lost = True
+            call.done.set()
+        self.pending.clear()
+
+    async def send(self, message: Any) -> None:
+        if self.lost.is_set():
+            raise _LinkLost
+        try:
+            await self.transport.send_message(self.codec.encode(message))
+        except TransportClosed:
+            self.mark_lost()
+            raise _LinkLost from None
+
+
+class ExecClient:
+    """Run processes through an exec daemon. Create with ``open_client``/``open_local``."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        nursery: trio.Nursery,
+        *,
+        client_name: str = "exec-runtime",
+        recovery_deadline: float = RECOVERY_DEADLINE,
+        retry_interval: float = RETRY_INTERVAL,
+        final_read: bool = False,
+    ) -> None:
+        self._connector = connector
+        self._nursery = nursery
+        self.client_name = client_name
+        self._recovery_deadline = recovery_deadline
+        self._retry_interval = retry_interval
+        self._final_read = final_read  # benchmark A/B only: one read before returning
+        self._ids = itertools.count(1)
+        self._link: _Link | None = None
+        self._state = ClientState.RECOVERING
+        self._state_changed = trio.Event()
+        self._failure: ExecRuntimeError | None = None
+        self._streams: dict[str, ProcessStream] = {}
+        self._gapped: set[str] = set()
+        self._gap_wakeup = trio.Event()
+        self._calls: Counter[str] = Counter()
+        self._reconnects = 0
+        self._recoveries = 0
+        self._events_published = 0
+        self._gap_reads = 0
+        self._failed_processes = 0
+        self.session_id: str | None = None
+        self.environment: wire.EnvironmentInfo | None = None
+
+    # --- public API ---------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(
+            calls=dict(self._calls),
+            reconnects=self._reconnects,
+            recoveries=self._recoveries,
+            events_published=self._events_published,
+            gap_reads=self._gap_reads,
+            failed_processes=self._failed_processes,
+            state=self._state.value,
+        )
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        env_policy: wire.EnvPolicy | Mapping[str, Any] | None = None,
+        tty: bool = False,
+        pipe_stdin: bool = False,
+        process_id: str | None = None,
+        tty_size: tuple[int, int] | None = None,
+        arg0: str | None = None,
+    ) -> ProcessHandle:
+        """Start a process and return its handle; its events are pushed from now on.
+
+        With neither ``env`` nor ``env_policy``, the child inherits the daemon's
+        environment minus names matching ``*KEY*``, ``*SECRET*``, ``*TOKEN*``,
+        ``*PASSWORD*``. ``env`` alone is the exact environment; with ``env_policy`` it
+        is an overlay.
+        """
+        if isinstance(argv, str | bytes):
+            raise TypeError("argv must be a sequence of strings, not a string")
+        if self._state in (ClientState.FAILED, ClientState.CLOSED):
+            raise self._closed_error()
+        process_id = process_id or uuid.uuid4().hex
+        if process_id in self._streams:
+            raise ValueError(f"process id {process_id!r} is already in use by this client")
+        params = wire.ProcessStartParams(
+            process_id=process_id,
+            argv=[os.fspath(a) for a in argv],
+            cwd=self._cwd_uri(cwd),
+            env=dict(env) if env is not None else {},
+            tty=tty,
+        )
+        policy = _env_policy(env, env_policy)
+        if policy is not None:
+            params.env_policy = policy
+        if pipe_stdin:
+            params.pipe_stdin = True
+        if arg0 is not None:
+            params.arg0 = arg0
+        if tty_size is not None:
+            params.tty_size = wire.TtySize(rows=tty_size[0], cols=tty_size[1])
+        # Register first: the process's events may arrive before the start response.
+        stream = ProcessStream(process_id)
+        self._streams[process_id] = stream
+        try:
+            await self._call("process/start", params, wire.ProcessStartResult)
+        except BaseException:
+            self._streams.pop(process_id, None)
+            raise
+        stream.started = True
+        return ProcessHandle(self, stream)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        env_policy: wire.EnvPolicy | Mapping[str, Any] | None = None,
+        tty: bool = False,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run to completion, like ``trio.run_process`` with captured output.
+
+        Completes from pushed events alone. Cancelling it kills the process group.
+        ``check=True`` raises ``subprocess.CalledProcessError`` on a non-zero exit.
+        A PTY's output is returned as stdout.
+        """
+        proc = await self.start(
+            argv, cwd=cwd, env=env, env_policy=env_policy, tty=tty, pipe_stdin=input is not None
+        )
+        stdout: list[bytes] = []
+        stderr: list[bytes] = []
+        try:
+            if input is not None:
+                if input:
+                    await proc.write(input)
+                await proc.close_stdin()
+            async for event in proc.events():
+                if isinstance(event, Output):
+                    (stderr if event.stream == "stderr" else stdout).append(event.data)
+                elif isinstance(event, Failed):
+                    raise ProcessFailed(event.message)
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await proc.terminate()
+                except ExecRuntimeError:
+                    pass
+            raise
+        if self._final_read:
+            await self._read(proc.process_id, 0, wait_ms=0)
+        returncode = await proc.wait()
+        out, err = b"".join(stdout), b"".join(stderr)
+        if check and returncode != 0:
+            raise subprocess.CalledProcessError(returncode, list(argv), out, err)
+        return subprocess.CompletedProcess(list(argv), returncode, out, err)
+
+    async def environment_info(self) -> wire.EnvironmentInfo:
+        return await self._call("environment/info", wire.EmptyParams(), wire.EnvironmentInfo)
+
+    async def aclose(self) -> None:
+        """Close the connection. Processes keep running until the session's TTL."""
+        if self._state is not ClientState.FAILED:
+            self._set_state(ClientState.CLOSED)
+        link = self._link
+        if link is not None:
+            link.mark_lost()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await link.transport.aclose()
+
+    # --- calls --------------------------------------------------------------------
+
+    def _closed_error(self) -> ExecRuntimeError:
+        if self._state is ClientState.FAILED and self._failure is not None:
+            return ClientClosedError(f"the client failed: {self._failure}")
+        return ClientClosedError("the client is closed")
+
+    def _cwd_uri(self, cwd: str | os.PathLike[str] | None) -> str:
+        if cwd is None:
+            return uri_for_remote(self.environment.cwd if self.environment else os.getcwd())
+        return uri_for_remote(cwd)
+
+    async def _connected_link(self) -> _Link:
+        while True:
+            if self._state is ClientState.CONNECTED and self._link is not None:
+                return self._link
+            if self._state in (ClientState.FAILED, ClientState.CLOSED):
+                raise self._closed_error()
+            await self._state_changed.wait()
+
+    async def _call(self, method: str, params: Any, result_type: type[T]) -> T:
+        self._calls[method] += 1
+        while True:
+            link = await self._connected_link()
+            try:
+                return await self._call_on(link, method, params, result_type)
+            except _LinkLost:
+                if method in MUTATING:
+                    raise TransportError(DISCONNECTED) from None
+                # Reads are idempotent and writes carry their writeId: retry after recovery.
+
+    async def _call_on(self, link: _Link, method: str, params: Any, result_type: type[T]) -> T:
+        request_id = next(self._ids)
+        call = _PendingCall()
+        link.pending[request_id] = call
+        try:
+            await link.send(wire.Request(id=request_id, method=method, params=params))
+            await call.done.wait()
+        finally:
+            link.pending.pop(request_id, None)
+        if call.lost or call.reply is None:
+            raise _LinkLost
+        reply = call.reply
+        if reply.error is not None:
+            raise ProtocolError(reply.error.code, reply.error.message, reply.error.data)
+        try:
+            return link.codec.decode(reply.result, result_type)
+        except wire.InvalidParams as exc:
+            raise ProtocolError(
+                wire.errors.INTERNAL_ERROR, f"bad {method} result from the daemon: {exc}"
+            ) from None
+
+    async def _read(self, process_id: str, after_seq: int, wait_ms: int = 0) -> ReadSnapshot:
+        self._gap_reads += 1
+        result = await self._call(
+            "process/read",
+            wire.ProcessReadParams(process_id=process_id, after_seq=after_seq, wait_ms=wait_ms),
+            wire.ProcessReadResult,
+        )
+        return _snapshot(result)
+
+    async def _write(self, process_id: str, data: bytes, write_id: str, close: bool) -> str:
+        result = await self._call(
+            "process/write",
+            wire.ProcessWriteParams(
+                process_id=process_id, write_id=write_id, chunk=data, close_stdin=close
+            ),
+            wire.ProcessWriteResult,
+        )
+        return result.status
+
+    async def _signal(self, process_id: str, signal: str) -> None:
+        params = wire.ProcessSignalParams(process_id=process_id, signal=signal)  # type: ignore[arg-type]
+        await self._call("process/signal", params, wire.EmptyResult)
+
+    async def _terminate(self, process_id: str) -> bool:
+        result = await self._call(
+            "process/terminate",
+            wire.ProcessTerminateParams(process_id=process_id),
+            wire.ProcessTerminateResult,
+        )
+        return result.running
+
+    async def _resize(self, process_id: str, rows: int, cols: int) -> None:
+        params = wire.ProcessResizeParams(process_id=process_id, rows=rows, cols=cols)
+        await self._call("process/resize", params, wire.EmptyResult)
+
+    # --- events -------------------------------------------------------------------
+
+    def _on_notification(self, link: _Link, message: wire.IncomingMessage) -> None:
+        method = message.method
+        params_type = wire.NOTIFICATIONS.get(method or "")
+        if params_type is None or method == wire.INITIALIZED:
+            log.debug("ignoring notification %r", method)
+            return
+        try:
+            params = link.codec.decode(message.params, params_type)
+        except wire.InvalidParams as exc:
+            log.warning("ignoring a malformed %s notification: %s", method, exc)
+            return
+        stream = self._streams.get(params.process_id)
+        if stream is None:
+            return  # finished, or not ours
+        event: SeqEvent
+        if isinstance(params, wire.ProcessOutputParams):
+            event = Output(params.seq, params.stream, params.chunk)
+        elif isinstance(params, wire.ProcessExitedParams):
+            if params.sandbox_denied is msgspec.UNSET:
+                self._mark_gapped(stream)  # a legacy exit: read once to learn sandboxDenied
+            event = Exited(params.seq, params.exit_code, params.sandbox_denied is True)
+        else:
+            event = Closed(params.seq)
+        self._deliver(stream, [event])
+
+    def _deliver(self, stream: ProcessStream, events: list[SeqEvent]) -> None:
+        try:
+            published = stream.push_many(events)
+        except ReorderOverflow as exc:
+            self._events_published += len(exc.published)
+            self._fail_process_soon(stream, f"process {stream.process_id}: {exc}")
+            return
+        self._events_published += len(published)
+        if stream.done.is_set():
+            self._streams.pop(stream.process_id, None)
+            self._gapped.discard(stream.process_id)
+        elif stream.reorder.pending_count:
+            self._mark_gapped(stream)
+
+    def _mark_gapped(self, stream: ProcessStream) -> None:
+        self._gapped.add(stream.process_id)
+        self._gap_wakeup.set()
+
+    def _fail_process_soon(self, stream: ProcessStream, message: str) -> None:
+        self._nursery.start_soon(self._fail_process, stream, message)
+
+    async def _fail_process(self, stream: ProcessStream, message: str) -> None:
+        """Fail one process (a terminal Failed event) and kill it; the others go on."""
+        if stream.failure is not None or stream.closed_event is not None:
+            return
+        log.warning("%s", message)
+        stream.fail(message)
+        self._failed_processes += 1
+        self._streams.pop(stream.process_id, None)
+        with trio.move_on_after(5):
+            try:
+                await self._terminate(stream.process_id)
+            except ExecRuntimeError:
+                pass
+
+    async def _fill_gaps(self) -> None:
+        """Background: fill seq gaps the live stream did not fill within GAP_GRACE."""
+        while True:
+            await self._gap_wakeup.wait()
+            self._gap_wakeup = trio.Event()
+            await trio.sleep(GAP_GRACE)
+            for process_id in list(self._gapped):
+                self._gapped.discard(process_id)
+                stream = self._streams.get(process_id)
+                if stream is None or stream.done.is_set():
+                    continue
+                try:
+                    await self._catch_up(stream)
+                except ProtocolError as exc:
+                    await self._fail_process(stream, f"process {process_id}: {exc.message}")
+                except ExecRuntimeError:
+                    pass  # the link went down: recovery catches up instead
+
+    async def _catch_up(self, stream: ProcessStream, link: _Link | None = None) -> None:
+        cursor = stream.reorder.last_published_seq
+        if link is None:
+            snapshot = await self._read(stream.process_id, cursor)
+        else:
+            self._gap_reads += 1
+            result = await self._call_on(
+                link,
+                "process/read",
+                wire.ProcessReadParams(process_id=stream.process_id, after_seq=cursor),
+                wire.ProcessReadResult,
+            )
+            snapshot = _snapshot(result)
+        known_exit = stream.exit_event.seq if stream.exit_event is not None else None
+        try:
+            events = events_after(cursor, snapshot, known_exit)
+        except GapLost as exc:
+            await self._fail_process(stream, f"process {stream.process_id}: {exc}")
+            return
+        self._deliver(stream, events)
+
+    # --- links and recovery -------------------------------------------------------
+
+    def _set_state(self, state: ClientState) -> None:
+        if self._state in (ClientState.FAILED, ClientState.CLOSED):
+            return
+        self._state = state
+        changed, self._state_changed = self._state_changed, trio.Event()
+        changed.set()
+
+    async def _supervise(self, *, task_status: trio.TaskStatus[None]) -> None:
+        link: _Link = await self._nursery.start(self._run_link, None)
+        self._link = link
+        self._nursery.start_soon(self._fill_gaps)
+        self._set_state(ClientState.CONNECTED)
+        task_status.started()
+        while True:
+            await link.lost.wait()
+            if self._state is ClientState.CLOSED:
+                return
+            self._set_state(ClientState.RECOVERING)
+            try:
+                link = await self._recover()
+            except ExecRuntimeError as exc:
+                self._fail_client(exc)
+                return
+            self._link = link
+            self._set_state(ClientState.CONNECTED)
+
+    def _fail_client(self, exc: ExecRuntimeError) -> None:
+        log.error("exec client failed: %s", exc)
+        self._failure = exc
+        self._set_state(ClientState.FAILED)
+        for stream in list(self._streams.values()):
+            stream.fail(f"the client failed: {exc}")
+            self._failed_processes += 1
+        self._streams.clear()
+
+    async def _run_link(
+        self, resume: str | None, *, task_status: trio.TaskStatus[_Link]
+    ) -> None:
+        setup_error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            link: _Link | None = None
+            try:
+                link = _Link(await self._connector.connect(nursery))
+                # Read before the initialize reply: events may be pushed right after it.
+                nursery.start_soon(self._read_loop, link)
+                await self._handshake(link, resume)
+            except Exception as exc:
+                # Raised from here, outside the nursery, so the caller of start() sees
+                # the error itself rather than an ExceptionGroup around it.
+                setup_error = exc
+            else:
+                task_status.started(link)
+                await link.lost.wait()
+            finally:
+                if link is not None:
+                    link.mark_lost()
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await link.transport.aclose()
+                nursery.cancel_scope.cancel()
+        if setup_error is not None:
+            raise setup_error
+
+    async def _read_loop(self, link: _Link) -> None:
+        try:
+            while True:
+                data = await link.transport.receive_message()
+                try:
+                    message = link.codec.decode_message(data)
+                except wire.MalformedMessage as exc:
+                    log.warning("ignoring a malformed message from the daemon: %s", exc)
+                    continue
+                if message.method is not None:
+                    self._on_notification(link, message)
+                elif isinstance(message.id, int) and message.id in link.pending:
+                    call = link.pending.pop(message.id)
+                    call.reply = message
+                    call.done.set()
+        except TransportClosed:
+            pass
+        finally:
+            link.mark_lost()
+
+    async def _handshake(self, link: _Link, resume: str | None) -> None:
+        params = wire.InitializeParams(client_name=self.client_name, resume_session_id=resume)
+        try:
+            while True:
+                try:
+                    result = await self._call_on(
+                        link, "initialize", params, wire.InitializeResult
+                    )
+                    break
+                except ProtocolError as exc:
+                    if exc.code != wire.errors.SESSION_ATTACHED:
+                        raise
+                    await trio.sleep(self._retry_interval)  # the old link is still attached
+            if resume is not None and result.session_id != resume:
+                raise SessionLostError(
+                    wire.errors.INVALID_REQUEST,
+                    f"resumed session id changed from {resume} to {result.session_id}",
+                )
+            await link.send(wire.Notification(method=wire.INITIALIZED))
+        except _LinkLost:
+            raise TransportError(DISCONNECTED) from None
+        self.session_id = result.session_id
+        self.environment = result.environment_info
+
+    async def _recover(self) -> _Link:
+        self._reconnects += 1
+        with trio.move_on_after(self._recovery_deadline):
+            while True:
+                try:
+                    link: _Link = await self._nursery.start(self._run_link, self.session_id)
+                except ProtocolError as exc:
+                    raise SessionLostError(exc.code, exc.message) from None
+                except Exception as exc:  # refused, reset, timed out, handshake rejected
+                    log.info("reconnect failed (%s); retrying", exc)
+                    await trio.sleep(self._retry_interval)
+                    continue
+                try:
+                    for stream in list(self._streams.values()):
+                        if stream.started and not stream.done.is_set():
+                            try:
+                                await self._catch_up(stream, link)
+                            except ProtocolError as exc:
+                                await self._fail_process(
+                                    stream, f"process {stream.process_id}: {exc.message}"
+                                )
+                except _LinkLost:
+                    await trio.sleep(self._retry_interval)
+                    continue
+                self._recoveries += 1
+                return link
+        raise TransportError(
+            f"could not resume session {self.session_id} within {self._recovery_deadline:g} s"
+        )
+
+
+def _snapshot(result: wire.ProcessReadResult) -> ReadSnapshot:
+    return ReadSnapshot(
+        chunks=[Output(c.seq, c.stream, c.chunk) for c in result.chunks],
+        next_seq=result.next_seq,
+        exited=result.exited,
+        exit_code=result.exit_code,
+        closed=result.closed,
+        sandbox_denied=result.sandbox_denied,
+    )
+
+
+def _env_policy(
+    env: Mapping[str, str] | None, policy: wire.EnvPolicy | Mapping[str, Any] | None
+) -> wire.EnvPolicy | None:
+    if isinstance(policy, wire.EnvPolicy):
+        return policy
+    if policy is not None:
+        return msgspec.convert(dict(policy), wire.EnvPolicy)
+    if env is None:
+        return wire.EnvPolicy(inherit="all")  # no env given: inherit, minus secrets
+    return None

@@ -1,0 +1,676 @@
+"""The daemon's filesystem methods (PROTOCOL.md §8), called on FsService with real files."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from exec_runtime import _fs
+from exec_runtime._errors import RpcError
+from exec_runtime._fs import FsService
+from exec_runtime._paths import file_uri
+from protocol_schema import EmptyResult
+from protocol_schema.fs import (
+    FsCanonicalizeParams,
+    FsCloseParams,
+    FsCopyParams,
+    FsCreateDirectoryParams,
+    FsGetMetadataParams,
+    FsOpenParams,
+    FsReadBlockParams,
+    FsReadDirectoryParams,
+    FsReadFileParams,
+    FsRemoveParams,
+    FsWalkOptions,
+    FsWalkParams,
+    FsWalkResult,
+    FsWriteFileParams,
+)
+
+NOT_FOUND = -32004
+INVALID_REQUEST = -32600
+INVALID_PARAMS = -32602
+MIB = 1024 * 1024
+
+
+def uri(path: Path | str) -> str:
+    return file_uri(path)
+
+
+def make_source(tmp_path: Path) -> Path:
+    """The issue's tree: source/{nested/, root.txt, nested/note.txt}."""
+    source = tmp_path / "source"
+    (source / "nested").mkdir(parents=True)
+    (source / "root.txt").write_text("root")
+    (source / "nested" / "note.txt").write_text("note")
+    return source
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+async def walk(
+    fs: FsService,
+    root: Path,
+    *,
+    max_depth: int = 64,
+    max_directories: int = 10_000,
+    max_entries: int = 50_000,
+    follow: bool = False,
+    prune: bool = False,
+) -> FsWalkResult:
+    options = FsWalkOptions(
+        max_depth=max_depth,
+        max_directories=max_directories,
+        max_entries=max_entries,
+        follow_directory_symlinks=follow,
+        prune_hidden_directories=prune,
+    )
+    return await fs.walk(FsWalkParams(path=uri(root), options=options))
+
+
+def listed(result: FsWalkResult) -> list[tuple[str, str]]:
+    return [(e.path, e.kind) for e in result.entries]
+
+
+async def error_of(call: Any) -> RpcError:
+    with pytest.raises(RpcError) as info:
+        await call
+    return info.value
+
+
+FULL = [("nested", "directory"), ("root.txt", "file"), ("nested/note.txt", "file")]
+
+
+# ---------------------------------------------------------------------------
+# fs/walk
+
+
+async def test_walk_tree(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), make_source(tmp_path))
+        assert listed(result) == FULL
+        assert result.errors == []
+        assert not result.truncated
+
+
+async def test_walk_max_depth_zero(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), make_source(tmp_path), max_depth=0)
+        assert listed(result) == FULL[:2]
+        assert not result.truncated
+
+
+async def test_walk_max_directories_one(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), make_source(tmp_path), max_directories=1)
+        assert listed(result) == FULL[:2]
+        assert result.truncated
+
+
+async def test_walk_max_entries_one(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), make_source(tmp_path), max_entries=1)
+        assert listed(result) == FULL[:1]
+        assert result.truncated
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_directories": 0},
+        {"max_entries": 0},
+        {"max_depth": 65},
+        {"max_directories": 10_001},
+        {"max_entries": 50_001},
+        {"max_depth": -1},
+    ],
+)
+async def test_walk_invalid_limits_checked_before_the_root(
+    tmp_path: Path, limits: dict[str, Any]
+) -> None:
+    with trio.fail_after(10):
+        # The root does not exist: an answer of -32600 (not -32004) shows it was not touched.
+        error = await error_of(walk(FsService(), tmp_path / "missing", **limits))
+        assert error.code == INVALID_REQUEST
+        assert "fs/walk options" in error.message
+
+
+async def test_walk_file_root_is_empty(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), write(tmp_path / "f", b"x"))
+        assert result == FsWalkResult(entries=[], errors=[], truncated=False)
+
+
+async def test_walk_missing_root_not_found(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        error = await error_of(walk(FsService(), tmp_path / "missing"))
+        assert error.code == NOT_FOUND
+        assert str(tmp_path / "missing") in error.message
+
+
+def make_links(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "dir").mkdir(parents=True)
+    (root / "dir" / "inside.txt").write_text("x")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "far.txt").write_text("x")
+    (root / "file.txt").write_text("x")
+    (root / "to_file").symlink_to(root / "file.txt")
+    (root / "to_outside").symlink_to(tmp_path / "outside")
+    (root / "broken").symlink_to(tmp_path / "nowhere")
+    return root
+
+
+async def test_walk_skips_symlinks_by_default(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), make_links(tmp_path))
+        assert listed(result) == [
+            ("dir", "directory"),
+            ("file.txt", "file"),
+            ("dir/inside.txt", "file"),
+        ]
+
+
+async def test_walk_follows_directory_symlinks_when_asked(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        result = await walk(FsService(), make_links(tmp_path), follow=True)
+        assert listed(result) == [
+            ("dir", "directory"),
+            ("file.txt", "file"),
+            ("to_outside", "directory"),
+            ("dir/inside.txt", "file"),
+            ("to_outside/far.txt", "file"),
+        ]
+
+
+async def test_walk_symlink_cycle_terminates(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        root = tmp_path / "root"
+        (root / "a" / "b").mkdir(parents=True)
+        (root / "a" / "b" / "up").symlink_to(root)
+        (root / "a" / "self").symlink_to(root / "a")
+        result = await walk(FsService(), root, follow=True)
+        assert listed(result) == [
+            ("a", "directory"),
+            ("a/b", "directory"),
+            ("a/self", "directory"),
+            ("a/b/up", "directory"),
+        ]
+        assert not result.truncated
+
+
+async def test_walk_prune_hidden_directories(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        root = tmp_path / "root"
+        (root / ".git").mkdir(parents=True)
+        (root / ".git" / "HEAD").write_text("x")
+        (root / ".env").write_text("x")
+        result = await walk(FsService(), root, prune=True)
+        # Decision: a pruned directory is listed, but not descended into.
+        assert listed(result) == [(".env", "file"), (".git", "directory")]
+        unpruned = await walk(FsService(), root)
+        assert (".git/HEAD", "file") in listed(unpruned)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 directory")
+async def test_walk_unreadable_directory_is_an_error_entry(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        (source / "nested").chmod(0)
+        try:
+            result = await walk(FsService(), source)
+        finally:
+            (source / "nested").chmod(0o755)
+        assert listed(result) == FULL[:2]
+        assert [e.path for e in result.errors] == ["nested"]
+
+
+async def test_walk_directory_gone_before_reading_is_an_error_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Works as root too: the directory disappears between its parent's listing and its own.
+    real = _fs._list_walk_directory
+
+    def vanishing(path: str, follow: bool, limit: int) -> Any:
+        if path.endswith("nested"):
+            shutil.rmtree(path)
+        return real(path, follow, limit)
+
+    monkeypatch.setattr(_fs, "_list_walk_directory", vanishing)
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        result = await walk(FsService(), source)
+        assert listed(result) == FULL[:2]
+        assert [e.path for e in result.errors] == ["nested"]
+        assert str(source / "nested") in result.errors[0].message
+        assert not result.truncated
+
+
+def make_long_tree(tmp_path: Path, files: int) -> tuple[Path, int]:
+    """Fourteen 250-character directory levels, then many 250-character file names."""
+    root = tmp_path / "r"
+    deep = root
+    for level in range(14):
+        deep = deep / (f"{level:02}" + "d" * 248)
+    deep.mkdir(parents=True)
+    for index in range(files):
+        (deep / (f"{index:05}" + "f" * 245)).touch()
+    return root, len(str(deep.relative_to(root))) + 1 + 250
+
+
+async def test_walk_response_budget(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        root, file_path_len = make_long_tree(tmp_path, 1200)
+        result = await walk(FsService(), root)
+        assert result.truncated
+        spent = sum(len(e.path.encode()) + 64 for e in result.entries)
+        assert spent <= 4 * MIB
+        assert spent + file_path_len + 64 > 4 * MIB  # the next one would not have fit
+        assert 14 < len(result.entries) < 14 + 1200
+
+
+# ---------------------------------------------------------------------------
+# fs/open, fs/readBlock, fs/close
+
+
+async def open_handle(fs: FsService, path: Path, handle_id: str = "h") -> str:
+    result = await fs.open(FsOpenParams(handle_id=handle_id, path=uri(path)))
+    return result.handle_id
+
+
+async def block(fs: FsService, handle_id: str, offset: int, length: int) -> tuple[bytes, bool]:
+    result = await fs.read_block(FsReadBlockParams(handle_id=handle_id, offset=offset, len=length))
+    return result.chunk, result.eof
+
+
+async def test_read_block_is_positional(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        handle = await open_handle(fs, write(tmp_path / "digits", b"0123456789"))
+        assert await block(fs, handle, 6, 3) == (b"678", False)
+        assert await block(fs, handle, 1, 2) == (b"12", False)
+        assert await block(fs, handle, 8, 4) == (b"89", True)
+        assert await block(fs, handle, 0, 2) == (b"01", False)
+        assert await block(fs, handle, 7, 3) == (b"789", True)
+        assert await block(fs, handle, 20, 3) == (b"", True)
+
+
+@pytest.mark.parametrize("length", [0, -1, MIB + 1])
+async def test_read_block_len_out_of_range(tmp_path: Path, length: int) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        handle = await open_handle(fs, write(tmp_path / "digits", b"0123456789"))
+        error = await error_of(block(fs, handle, 0, length))
+        assert error.code == INVALID_REQUEST
+        assert "len" in error.message
+
+
+async def test_two_mib_file_is_two_one_mib_blocks(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        data = os.urandom(2 * MIB)
+        fs = FsService()
+        handle = await open_handle(fs, write(tmp_path / "big", data))
+        blocks: list[bytes] = []
+        offset, eof = 0, False
+        while not eof:
+            chunk, eof = await block(fs, handle, offset, MIB)
+            blocks.append(chunk)
+            offset += len(chunk)
+        assert [len(b) for b in blocks] == [MIB, MIB]
+        assert b"".join(blocks) == data
+
+
+async def test_129th_handle_rejected_and_close_frees_capacity(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        path = write(tmp_path / "f", b"x")
+        for index in range(128):
+            await open_handle(fs, path, f"h{index}")
+        error = await error_of(open_handle(fs, path, "one-too-many"))
+        assert error.code == INVALID_REQUEST
+        assert "at most 128" in error.message
+        await fs.close(FsCloseParams(handle_id="h7"))
+        assert await open_handle(fs, path, "one-too-many") == "one-too-many"
+        await fs.aclose()
+
+
+async def test_handle_id_length(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        path = write(tmp_path / "f", b"x")
+        assert await open_handle(fs, path, "a" * 32) == "a" * 32
+        assert await open_handle(fs, path, "é" * 16) == "é" * 16  # 32 bytes of UTF-8
+        for bad in ["a" * 33, "é" * 16 + "a", ""]:
+            error = await error_of(open_handle(fs, path, bad))
+            assert error.code == INVALID_REQUEST
+            assert "32 bytes" in error.message
+        await fs.aclose()
+
+
+async def test_duplicate_handle_id_rejected(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        path = write(tmp_path / "f", b"x")
+        await open_handle(fs, path, "same")
+        error = await error_of(open_handle(fs, path, "same"))
+        assert error.code == INVALID_REQUEST
+        await fs.aclose()
+
+
+async def test_fifo_rejected_promptly(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with trio.fail_after(2):
+        fs = FsService()
+        error = await error_of(open_handle(fs, fifo))
+        assert error.code == INVALID_REQUEST
+        assert error.message == f"path {fifo} is not a file"
+        error = await error_of(fs.read_file(FsReadFileParams(path=uri(fifo))))
+        assert error.message == f"path {fifo} is not a file"
+        data = base64.b64encode(b"x").decode()
+        error = await error_of(fs.write_file(FsWriteFileParams(path=uri(fifo), data_base64=data)))
+        assert error.message == f"path {fifo} is not a file"
+        assert fs.open_handles == 0
+
+
+async def test_directory_is_not_a_file_for_open(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        error = await error_of(open_handle(FsService(), tmp_path))
+        assert error.code == INVALID_REQUEST
+        assert error.message == f"path {tmp_path} is not a file"
+
+
+async def test_handle_survives_replace_and_remove(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        path = write(tmp_path / "f", b"original")
+        handle = await open_handle(fs, path)
+        os.replace(write(tmp_path / "g", b"replacement"), path)
+        assert await block(fs, handle, 0, 100) == (b"original", True)
+        path.unlink()
+        assert await block(fs, handle, 4, 100) == (b"inal", True)
+
+
+async def test_close_is_idempotent_and_unknown_handle_is_rejected(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        handle = await open_handle(fs, write(tmp_path / "f", b"x"))
+        assert await fs.close(FsCloseParams(handle_id=handle)) == EmptyResult()
+        assert await fs.close(FsCloseParams(handle_id=handle)) == EmptyResult()
+        assert await fs.close(FsCloseParams(handle_id="never-opened")) == EmptyResult()
+        error = await error_of(block(fs, handle, 0, 1))
+        assert error.code == INVALID_REQUEST
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_handles_close_when_the_connection_ends(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        path = write(tmp_path / "f", b"x")
+        fs = FsService()
+        await open_handle(fs, path, "warm-up")  # starts the worker thread, etc.
+        await fs.close(FsCloseParams(handle_id="warm-up"))
+        before = open_fd_count()
+        for index in range(10):
+            await open_handle(fs, path, f"h{index}")
+        assert open_fd_count() == before + 10
+        await fs.aclose()
+        assert open_fd_count() == before
+        assert fs.open_handles == 0
+        error = await error_of(block(fs, "h0", 0, 1))
+        assert error.code == INVALID_REQUEST
+        error = await error_of(open_handle(fs, path, "late"))
+        assert error.code == INVALID_REQUEST
+
+
+async def test_close_during_a_read_keeps_the_fd_until_the_read_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = threading.Event()
+    proceed = threading.Event()
+    real = _fs._pread
+
+    def slow_pread(fd: int, offset: int, length: int, path: str) -> Any:
+        started.set()
+        assert proceed.wait(5)
+        return real(fd, offset, length, path)
+
+    monkeypatch.setattr(_fs, "_pread", slow_pread)
+    with trio.fail_after(10):
+        fs = FsService()
+        handle = await open_handle(fs, write(tmp_path / "f", b"0123456789"))
+        results: list[tuple[bytes, bool]] = []
+
+        async def reader() -> None:
+            results.append(await block(fs, handle, 0, 4))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.to_thread.run_sync(started.wait)
+            await fs.close(FsCloseParams(handle_id=handle))
+            assert fs.open_handles == 0
+            proceed.set()
+        assert results == [(b"0123", False)]
+
+
+# ---------------------------------------------------------------------------
+# Whole files, directories, copies, removes, metadata
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_write_file_missing_parent_not_found(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        path = tmp_path / "missing" / "f"
+        error = await error_of(
+            FsService().write_file(FsWriteFileParams(path=uri(path), data_base64=b64(b"x")))
+        )
+        assert error.code == NOT_FOUND
+        assert str(path) in error.message
+
+
+async def test_write_file_overwrites(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        path = write(tmp_path / "f", b"a much longer original content")
+        result = await fs.write_file(FsWriteFileParams(path=uri(path), data_base64=b64(b"new")))
+        assert result == EmptyResult()
+        assert path.read_bytes() == b"new"
+        read = await fs.read_file(FsReadFileParams(path=uri(path)))
+        assert base64.b64decode(read.data_base64) == b"new"
+
+
+async def test_write_file_bad_base64_is_invalid_params(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        path = tmp_path / "f"
+        error = await error_of(
+            FsService().write_file(FsWriteFileParams(path=uri(path), data_base64="not base64!"))
+        )
+        assert error.code == INVALID_PARAMS
+        assert not path.exists()
+
+
+async def test_read_file_missing_and_directory(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        error = await error_of(fs.read_file(FsReadFileParams(path=uri(tmp_path / "nope"))))
+        assert error.code == NOT_FOUND
+        error = await error_of(fs.read_file(FsReadFileParams(path=uri(tmp_path))))
+        assert error.code == INVALID_REQUEST
+        assert error.message == f"path {tmp_path} is not a file"
+
+
+async def test_relative_path_is_invalid_params() -> None:
+    with trio.fail_after(10):
+        error = await error_of(FsService().read_file(FsReadFileParams(path="file:relative/x")))
+        assert error.code == INVALID_PARAMS
+        error = await error_of(FsService().read_file(FsReadFileParams(path="http://x/y")))
+        assert error.code == INVALID_PARAMS
+
+
+async def test_create_directory_is_recursive_by_default(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        path = tmp_path / "a" / "b" / "c"
+        assert await fs.create_directory(FsCreateDirectoryParams(path=uri(path))) == EmptyResult()
+        assert path.is_dir()
+        await fs.create_directory(FsCreateDirectoryParams(path=uri(path)))  # exists: fine
+        other = tmp_path / "x" / "y"
+        error = await error_of(
+            fs.create_directory(FsCreateDirectoryParams(path=uri(other), recursive=False))
+        )
+        assert error.code == NOT_FOUND
+
+
+async def test_copy_directory_without_recursive_is_invalid(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        error = await error_of(
+            FsService().copy(
+                FsCopyParams(source_path=uri(source), destination_path=uri(tmp_path / "dst"))
+            )
+        )
+        assert error.code == INVALID_REQUEST
+        assert str(source) in error.message
+        assert not (tmp_path / "dst").exists()
+
+
+async def test_copy_file(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        source = write(tmp_path / "src", b"payload")
+        source.chmod(0o640)
+        destination = tmp_path / "dst"
+        params = FsCopyParams(source_path=uri(source), destination_path=uri(destination))
+        assert await FsService().copy(params) == EmptyResult()
+        assert destination.read_bytes() == b"payload"
+        assert destination.stat().st_mode & 0o777 == 0o640
+
+
+async def test_copy_directory_recursively(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        destination = tmp_path / "copy"
+        params = FsCopyParams(
+            source_path=uri(source), destination_path=uri(destination), recursive=True
+        )
+        await FsService().copy(params)
+        assert (destination / "root.txt").read_text() == "root"
+        assert (destination / "nested" / "note.txt").read_text() == "note"
+        into_itself = FsCopyParams(
+            source_path=uri(source), destination_path=uri(source / "inner"), recursive=True
+        )
+        error = await error_of(FsService().copy(into_itself))
+        assert error.code == INVALID_REQUEST
+
+
+async def test_copy_missing_source_not_found(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        params = FsCopyParams(
+            source_path=uri(tmp_path / "nope"), destination_path=uri(tmp_path / "dst")
+        )
+        assert (await error_of(FsService().copy(params))).code == NOT_FOUND
+
+
+async def test_remove_non_empty_directory_without_recursive(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        error = await error_of(
+            FsService().remove(FsRemoveParams(path=uri(source), recursive=False))
+        )
+        assert error.code == INVALID_REQUEST
+        assert str(source) in error.message
+        assert (source / "root.txt").exists()
+
+
+async def test_remove_rules(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        missing = tmp_path / "missing"
+        assert await fs.remove(FsRemoveParams(path=uri(missing))) == EmptyResult()
+        error = await error_of(fs.remove(FsRemoveParams(path=uri(missing), force=False)))
+        assert error.code == NOT_FOUND
+        source = make_source(tmp_path)
+        await fs.remove(FsRemoveParams(path=uri(source)))  # recursive by default
+        assert not source.exists()
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        await fs.remove(FsRemoveParams(path=uri(empty), recursive=False))
+        assert not empty.exists()
+        target = make_source(tmp_path)
+        link = tmp_path / "link"
+        link.symlink_to(target)
+        await fs.remove(FsRemoveParams(path=uri(link)))  # the link, not what it points to
+        assert not link.is_symlink()
+        assert (target / "root.txt").exists()
+
+
+async def test_metadata_file_directory_symlink(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        before_ms = time.time_ns() // 1_000_000 - 2000
+        path = write(tmp_path / "f", b"12345")
+        mtime_ns = 1_600_000_000_123_456_789
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+        meta = await fs.get_metadata(FsGetMetadataParams(path=uri(path)))
+        assert (meta.is_file, meta.is_directory, meta.is_symlink) == (True, False, False)
+        assert meta.size == 5
+        assert meta.modified_at_ms == 1_600_000_000_123
+        assert before_ms <= meta.created_at_ms <= time.time_ns() // 1_000_000 + 2000
+
+        directory = tmp_path / "d"
+        directory.mkdir()
+        os.utime(directory, ns=(mtime_ns, mtime_ns))
+        meta = await fs.get_metadata(FsGetMetadataParams(path=uri(directory)))
+        assert (meta.is_file, meta.is_directory, meta.is_symlink) == (False, True, False)
+        assert meta.size == directory.stat().st_size
+        assert meta.modified_at_ms == 1_600_000_000_123
+
+        link = tmp_path / "link"
+        link.symlink_to(path)
+        link_mtime_ns = 1_500_000_000_987_000_000
+        os.utime(link, ns=(link_mtime_ns, link_mtime_ns), follow_symlinks=False)
+        meta = await fs.get_metadata(FsGetMetadataParams(path=uri(link), follow_symlinks=False))
+        assert (meta.is_file, meta.is_directory, meta.is_symlink) == (False, False, True)
+        assert meta.size == len(os.fsencode(path))
+        assert meta.modified_at_ms == 1_500_000_000_987
+        meta = await fs.get_metadata(FsGetMetadataParams(path=uri(link)))
+        assert (meta.is_file, meta.is_directory, meta.is_symlink) == (True, False, True)
+        assert meta.size == 5
+        assert meta.modified_at_ms == 1_600_000_000_123
+
+        error = await error_of(fs.get_metadata(FsGetMetadataParams(path=uri(tmp_path / "no"))))
+        assert error.code == NOT_FOUND
+
+
+async def test_canonicalize_and_read_directory(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        fs = FsService()
+        source = make_source(tmp_path)
+        (tmp_path / "alias").symlink_to(source)
+        result = await fs.canonicalize(FsCanonicalizeParams(path=uri(tmp_path / "alias")))
+        assert result.path == uri(source.resolve())
+        error = await error_of(fs.canonicalize(FsCanonicalizeParams(path=uri(tmp_path / "no"))))
+        assert error.code == NOT_FOUND
+        listing = await fs.read_directory(FsReadDirectoryParams(path=uri(source)))
+        assert [(e.file_name, e.is_directory, e.is_file) for e in listing.entries] == [
+            ("nested", True, False),
+            ("root.txt", False, True),
+        ]
+        error = await error_of(fs.read_directory(FsReadDirectoryParams(path=uri(tmp_path / "n"))))
+        assert error.code == NOT_FOUND
