@@ -25,6 +25,7 @@ import trio
 
 import protocol_schema as wire
 
+from ._client_fs import FsClient
 from ._client_process import ProcessHandle, ProcessStream
 from ._core.events import Closed, Exited, Failed, Output, SeqEvent
 from ._core.recovery import GapLost, ReadSnapshot, events_after
@@ -165,6 +166,8 @@ class ExecClient:
         self._failed_processes = 0
         self.session_id: str | None = None
         self.environment: wire.EnvironmentInfo | None = None
+        self.fs = FsClient(self)
+        """Filesystem methods on the daemon's host (PROTOCOL §8)."""
 
     # --- public API ---------------------------------------------------------------
 
@@ -393,7 +396,7 @@ class ExecClient:
             log.debug("ignoring notification %r", method)
             return
         try:
-            params = link.codec.decode(message.params, params_type)
+            params: Any = link.codec.decode(message.params, params_type)
         except wire.InvalidParams as exc:
             log.warning("ignoring a malformed %s notification: %s", method, exc)
             return

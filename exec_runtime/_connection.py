@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import trio
@@ -28,6 +28,48 @@ from ._transport import MessageTransport, TransportClosed
 log = logging.getLogger("exec_runtime.connection")
 
 Handler = Callable[[Any], Awaitable[Any]]
+
+MAX_MESSAGE_VALUES: Final = 262_144
+"""A message holding more JSON values than this is rejected (PROTOCOL §1)."""
+_TOO_MANY_VALUES: Final = f"message has more than {MAX_MESSAGE_VALUES} JSON values"
+
+
+def _value_limit_error(codec: wire.Codec, data: bytes | str) -> wire.RequestId | None:
+    """The id to reject ``data`` with if it holds more than MAX_MESSAGE_VALUES values.
+
+    Cheap for ordinary messages: a JSON value other than the first takes at least two
+    bytes ("0,"), and the count of ``,`` ``:`` ``[`` bounds the count of values from
+    above (base64 holds none of them). Only a message past both bounds is decoded to
+    be counted exactly. The reply uses the request's id when it has one, else -1.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) <= 2 * MAX_MESSAGE_VALUES - 1:
+        return None
+    if codec.binary:
+        decode: Callable[[bytes], Any] = msgspec.msgpack.decode
+    else:
+        bound = 1 + raw.count(b",") + raw.count(b":") + raw.count(b"[")
+        if bound <= MAX_MESSAGE_VALUES:
+            return None
+        decode = msgspec.json.decode
+    try:
+        value = decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None  # not a message at all: the envelope decoder reports it
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_MESSAGE_VALUES:
+            request_id = value.get("id") if isinstance(value, dict) else None
+            if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+                return wire.errors.MALFORMED_ID
+            return request_id
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 class Connection:
@@ -132,10 +174,16 @@ class Connection:
                 data = await self.transport.receive_message()
             except TransportClosed:
                 return
+            over_limit = _value_limit_error(self.codec, data)
+            if over_limit is not None:
+                await self._send_error(over_limit, wire.errors.INVALID_REQUEST, _TOO_MANY_VALUES)
+                continue
             try:
                 message = self.codec.decode_message(data)
             except wire.MalformedMessage as exc:
-                await self._send_error(wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, str(exc))
+                await self._send_error(
+                    wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, str(exc)
+                )
                 continue
             await self._dispatch(message, nursery)
 
@@ -163,7 +211,7 @@ class Connection:
         try:
             if message.method != "initialize":
                 self._check_handshake(spec)
-            params = self.codec.decode(message.params, spec.params)
+            params: Any = self.codec.decode(message.params, spec.params)
             if message.method == "initialize":
                 result = await self._initialize(params)
                 await self._send(wire.Response(id=request_id, result=result))
@@ -217,6 +265,9 @@ class Connection:
         log.info("client %r attached to session %s", params.client_name, session.id)
         return wire.InitializeResult(session_id=session.id, environment_info=environment_info())
 
+    def _check_attached(self) -> None:
+        self._attached_session()
+
     def _attached_session(self) -> Session:
         session = self.session
         assert session is not None  # the reader loop checked the handshake
@@ -250,12 +301,12 @@ class Connection:
         wait_ms = params.wait_ms or 0
         if wait_ms > 0:
             deadline = trio.current_time() + wait_ms / 1000 if wait_ms < math.inf else math.inf
-            await managed.sequencer.wait_readable(
-                after_seq, deadline, lambda: self._attached_session() and None
-            )
+            await managed.sequencer.wait_readable(after_seq, deadline, self._check_attached)
         result = managed.sequencer.sequence.read(after_seq, params.max_bytes)
         return wire.ProcessReadResult(
-            chunks=[wire.ReadChunk(seq=c.seq, stream=c.stream, chunk=c.data) for c in result.chunks],
+            chunks=[
+                wire.ReadChunk(seq=c.seq, stream=c.stream, chunk=c.data) for c in result.chunks
+            ],
             next_seq=result.next_seq,
             exited=result.exited,
             exit_code=result.exit_code,

@@ -166,7 +166,7 @@ async def _pump(
                 data = b""
             if not data:
                 break
-            await send.send(ChunkRead(name, data))
+            await send.send(ChunkRead(name, bytes(data)))
         await send.send(StreamEnded(name))
 
 

@@ -57,7 +57,7 @@ class Session:
                             await self._attachment_changed.wait()
                         continue
                     break
-                log.info("session %s expired after %.1fs detached", self.id, self.config.detached_ttl)
+                log.info("session %s expired after %gs detached", self.id, self.config.detached_ttl)
                 nursery.cancel_scope.cancel()
         finally:
             self._closed = True

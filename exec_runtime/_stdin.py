@@ -7,8 +7,9 @@ from typing import Final
 
 import trio
 
-from ._core.write_ids import WriteIdMemory
 from protocol_schema import WriteStatus
+
+from ._core.write_ids import WriteIdMemory
 
 MAX_PENDING_BYTES: Final = 1 << 20
 _CLOSE: Final = object()

@@ -3,7 +3,6 @@ per in-memory item. The connection logic only sees :class:`MessageTransport`."""
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import trio

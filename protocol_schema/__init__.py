@@ -59,7 +59,7 @@ from .session import (
     ShellInfo,
 )
 
-__all__ = [  # noqa: RUF022
+__all__ = [
     "errors", "Codec", "JSON", "MSGPACK", "MSGPACK_SUBPROTOCOL", "InvalidParams",
     "MalformedMessage", "codec_for_subprotocol", "ErrorObject", "ErrorResponse",
     "IncomingMessage", "Notification", "Request", "RequestId", "Response", "TraceContext",

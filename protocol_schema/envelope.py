@@ -31,7 +31,7 @@ class IncomingMessage(WireStruct):
     fails the envelope.
     """
 
-    id: RequestId | None | msgspec.UnsetType = msgspec.UNSET
+    id: RequestId | msgspec.UnsetType | None = msgspec.UNSET
     method: str | None = None
     # Raw fields default to an empty Raw, which means "absent".
     params: msgspec.Raw = msgspec.Raw()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 INVALID_REQUEST: Final = -32600
-"""Handshake order, unknown process/session, duplicates, malformed JSON, fs invalid input, limits."""
+"""Handshake order, unknown process or session, duplicates, malformed JSON, fs input, limits."""
 METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603

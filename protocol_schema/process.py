@@ -41,10 +41,10 @@ class ProcessStartParams(WireStruct, omit_defaults=False):
     cwd: str
     env: dict[str, str] = {}
     tty: bool = False
-    env_policy: EnvPolicy | None | msgspec.UnsetType = msgspec.UNSET
-    pipe_stdin: bool | None | msgspec.UnsetType = msgspec.UNSET
-    arg0: str | None | msgspec.UnsetType = msgspec.UNSET
-    tty_size: TtySize | None | msgspec.UnsetType = msgspec.UNSET
+    env_policy: EnvPolicy | msgspec.UnsetType | None = msgspec.UNSET
+    pipe_stdin: bool | msgspec.UnsetType | None = msgspec.UNSET
+    arg0: str | msgspec.UnsetType | None = msgspec.UNSET
+    tty_size: TtySize | msgspec.UnsetType | None = msgspec.UNSET
 
     @property
     def env_policy_value(self) -> EnvPolicy | None:

@@ -50,7 +50,9 @@ def events_after(
     # An exit the caller has not seen yet lies after the cursor and explains one seq.
     exit_pending = snapshot.exited and known_exit_seq is None
     if len(unexplained) != (1 if exit_pending else 0):
-        missing = f"seqs {unexplained[0]}..{unexplained[-1]} missing" if unexplained else "no exit seq"
+        missing = (
+            f"seqs {unexplained[0]}..{unexplained[-1]} missing" if unexplained else "no exit seq"
+        )
         raise GapLost(f"output after seq {cursor} is no longer retained ({missing})")
     if unexplained:
         assert snapshot.exit_code is not None

@@ -1,0 +1,404 @@
+"""ProcessSequence: seq assignment, retention and read rules (PROTOCOL §4 process/read, §5, §6).
+
+A state machine drives one sequence with random output, EOFs, the exit and reads, and
+checks every step against an oracle: the list of every event ever assigned plus the
+retention bound. Explicit examples pin the canonical sequences from the protocol text.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamName
+from exec_runtime._core.sequence import (
+    DEFAULT_RETAIN_BYTES,
+    DEFAULT_RETAIN_CHUNKS,
+    ProcessSequence,
+    ReadResult,
+    Retention,
+    RetentionLimits,
+    SequenceError,
+)
+
+PIPES: tuple[StreamName, ...] = ("stdout", "stderr")
+PTY: tuple[StreamName, ...] = ("pty",)
+ALL_STREAMS: tuple[StreamName, ...] = ("stdout", "stderr", "pty")
+
+
+def retained_suffix(outputs: list[Output], limits: RetentionLimits) -> list[Output]:
+    """The oracle's retention: the longest suffix of all outputs within both bounds."""
+    kept: list[Output] = []
+    total = 0
+    for chunk in reversed(outputs):
+        if len(kept) + 1 > limits.max_chunks or total + len(chunk.data) > limits.max_bytes:
+            break
+        kept.append(chunk)
+        total += len(chunk.data)
+    kept.reverse()
+    return kept
+
+
+limits_strategy = st.one_of(
+    st.none(),
+    st.builds(
+        RetentionLimits,
+        max_bytes=st.integers(0, 40),
+        max_chunks=st.integers(1, 6),
+    ),
+)
+
+
+class SequenceMachine(RuleBasedStateMachine):
+    """Drives a ProcessSequence; ``events`` is every event ever assigned, in seq order."""
+
+    seq: ProcessSequence
+
+    @initialize(streams=st.sampled_from([PIPES, PTY]), limits=limits_strategy)
+    def start(self, streams: tuple[StreamName, ...], limits: RetentionLimits | None) -> None:
+        self.streams = streams
+        self.limits = limits or RetentionLimits()
+        self.seq = ProcessSequence(streams, limits)
+        self.events: list[SeqEvent] = []
+        self.open: set[StreamName] = set(streams)
+        self.exit: Exited | None = None
+
+    # --- oracle helpers ---------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.events) + 1
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.events) and isinstance(self.events[-1], Closed)
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [e for e in self.events if isinstance(e, Output)]
+
+    @property
+    def retained(self) -> list[Output]:
+        return retained_suffix(self.outputs, self.limits)
+
+    def expect_close(self) -> list[SeqEvent]:
+        """What the oracle says a state change assigns next: closed, when it is due."""
+        if not self.open and self.exit is not None and not self.closed:
+            return [Closed(self.next_seq)]
+        return []
+
+    def check_unchanged(self, before: int) -> None:
+        assert self.seq.next_seq == before == self.next_seq
+
+    # --- rules ------------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.open))
+    @rule(data=st.data(), chunk=st.binary(min_size=1, max_size=12))
+    def output(self, data: st.DataObject, chunk: bytes) -> None:
+        stream = data.draw(st.sampled_from(sorted(self.open)), label="stream")
+        event = self.seq.record_output(stream, chunk)
+        assert event == Output(self.next_seq, stream, chunk)
+        self.events.append(event)
+
+    @precondition(lambda self: bool(self.open))
+    @rule(data=st.data())
+    def eof(self, data: st.DataObject) -> None:
+        stream = data.draw(st.sampled_from(sorted(self.open)), label="stream")
+        self.open.discard(stream)
+        expected = self.expect_close()
+        assert self.seq.record_eof(stream) == expected
+        self.events += expected
+
+    @precondition(lambda self: self.exit is None)
+    @rule(code=st.integers(0, 255), sandbox_denied=st.booleans())
+    def exit_(self, code: int, sandbox_denied: bool) -> None:
+        self.exit = Exited(self.next_seq, code, sandbox_denied)
+        self.events.append(self.exit)
+        expected = [self.exit, *self.expect_close()]
+        assert self.seq.record_exit(code, sandbox_denied) == expected
+        self.events += expected[1:]
+
+    @rule(stream=st.sampled_from(ALL_STREAMS), chunk=st.binary(max_size=4))
+    def output_misuse(self, stream: StreamName, chunk: bytes) -> None:
+        """Output on an ended or foreign stream, or an empty chunk, is refused."""
+        if stream in self.open and chunk:
+            return
+        before = self.seq.next_seq
+        with pytest.raises(SequenceError):
+            self.seq.record_output(stream, chunk)
+        self.check_unchanged(before)
+
+    @rule(stream=st.sampled_from(ALL_STREAMS))
+    def eof_misuse(self, stream: StreamName) -> None:
+        """A second EOF, or an EOF of a stream this process does not have, is refused."""
+        if stream in self.open:
+            return
+        before = self.seq.next_seq
+        with pytest.raises(SequenceError):
+            self.seq.record_eof(stream)
+        self.check_unchanged(before)
+
+    @precondition(lambda self: self.exit is not None)
+    @rule(code=st.integers(0, 255))
+    def exit_twice(self, code: int) -> None:
+        before = self.seq.next_seq
+        with pytest.raises(SequenceError):
+            self.seq.record_exit(code)
+        self.check_unchanged(before)
+        assert self.seq.exit_code == self.exit.exit_code  # type: ignore[union-attr]
+
+    @precondition(lambda self: self.closed)
+    @rule(chunk=st.binary(min_size=1, max_size=4), code=st.integers(0, 255))
+    def nothing_after_closed(self, chunk: bytes, code: int) -> None:
+        before = self.seq.next_seq
+        for stream in (*self.streams, *ALL_STREAMS):
+            with pytest.raises(SequenceError):
+                self.seq.record_output(stream, chunk)
+            with pytest.raises(SequenceError):
+                self.seq.record_eof(stream)
+        with pytest.raises(SequenceError):
+            self.seq.record_exit(code)
+        self.check_unchanged(before)
+        assert self.seq.closed_seq == self.events[-1].seq == before - 1
+
+    @rule(
+        data=st.data(),
+        max_bytes=st.one_of(st.none(), st.integers(0, 30)),
+    )
+    def read(self, data: st.DataObject, max_bytes: int | None) -> None:
+        after = data.draw(st.integers(-1, self.next_seq + 1), label="after_seq")
+        result = self.seq.read(after, max_bytes)
+        self.check_read(result, after, max_bytes)
+
+    @rule()
+    def read_default(self) -> None:
+        self.check_read(self.seq.read(), 0, None)
+
+    def check_read(self, result: ReadResult, after: int, max_bytes: int | None) -> None:
+        candidates = [c for c in self.retained if c.seq > after]
+        chunks = result.chunks
+        assert chunks == candidates[: len(chunks)], "a prefix of the retained chunks > afterSeq"
+        if max_bytes is None:
+            assert chunks == candidates
+            assert result.next_seq == self.next_seq
+        else:
+            if candidates:
+                assert chunks, "the first chunk is always included"
+            total = sum(len(c.data) for c in chunks)
+            if len(chunks) > 1:
+                assert total <= max_bytes
+            if len(chunks) < len(candidates):
+                # It stopped only because the next chunk would break the bound.
+                assert total + len(candidates[len(chunks)].data) > max_bytes
+            assert result.next_seq == (chunks[-1].seq + 1 if chunks else self.next_seq)
+        assert result.exited == (self.exit is not None)
+        assert result.exit_code == (self.exit.exit_code if self.exit else None)
+        assert result.sandbox_denied == (self.exit.sandbox_denied if self.exit else False)
+        assert result.closed == self.closed
+        assert result.earliest_retained_seq == self.seq.earliest_retained_seq
+
+    # --- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def seqs_are_contiguous_from_one(self) -> None:
+        assert [e.seq for e in self.events] == list(range(1, self.next_seq))
+        assert self.seq.next_seq == self.next_seq
+        assert self.seq.last_seq == self.next_seq - 1
+
+    @invariant()
+    def closed_exactly_when_due_and_last(self) -> None:
+        due = not self.open and self.exit is not None
+        assert self.seq.closed == due == self.closed
+        closes = [e for e in self.events if isinstance(e, Closed)]
+        assert len(closes) == (1 if due else 0)
+        if due:
+            assert self.seq.closed_seq == self.events[-1].seq == closes[0].seq
+        else:
+            assert self.seq.closed_seq is None
+        assert self.seq.exited == (self.exit is not None)
+        assert self.seq.exit_code == (self.exit.exit_code if self.exit else None)
+
+    @invariant()
+    def retention_is_a_bounded_suffix(self) -> None:
+        retention = self.seq.retention
+        kept = list(retention.after(0))
+        assert kept == self.retained
+        assert len(retention) == len(kept) <= self.limits.max_chunks
+        assert retention.bytes == sum(len(c.data) for c in kept) <= self.limits.max_bytes
+        outputs = self.outputs
+        assert kept == outputs[len(outputs) - len(kept) :]
+        expected_earliest = kept[0].seq if kept else self.next_seq
+        assert self.seq.earliest_retained_seq == expected_earliest
+        assert retention.first_seq() == (kept[0].seq if kept else None)
+
+    @invariant()
+    def read_ready_rule(self) -> None:
+        kept = self.retained
+        for after in range(-1, self.next_seq + 2):
+            expected = (
+                any(c.seq > after for c in kept)
+                or self.closed
+                or (self.exit is not None and after < self.next_seq - 1)
+            )
+            assert self.seq.read_ready(after) == expected, after
+
+
+# No max_examples here: the active profile (dev/ci/soak in tests/conftest.py) sets it.
+SequenceMachine.TestCase.settings = settings(stateful_step_count=50, deadline=None)
+TestSequenceMachine = SequenceMachine.TestCase
+
+
+# --- explicit examples (PROTOCOL §5, §6) ------------------------------------------------
+
+
+def test_canonical_out_err_exit_7() -> None:
+    """``printf out; printf err >&2; exit 7`` → output 1, output 2, exited 3, closed 4."""
+    seq = ProcessSequence(PIPES)
+    assert seq.record_output("stdout", b"out") == Output(1, "stdout", b"out")
+    assert seq.record_output("stderr", b"err") == Output(2, "stderr", b"err")
+    assert seq.record_exit(7) == [Exited(3, 7)]
+    assert seq.record_eof("stdout") == []
+    assert not seq.closed
+    assert seq.record_eof("stderr") == [Closed(4)]
+    result = seq.read()
+    assert result.chunks == [Output(1, "stdout", b"out"), Output(2, "stderr", b"err")]
+    assert (result.next_seq, result.exited, result.exit_code, result.closed) == (5, True, 7, True)
+    assert result.earliest_retained_seq == 1
+    with pytest.raises(SequenceError):
+        seq.record_output("stdout", b"late")
+
+
+def test_exit_after_both_eofs_closes_at_once() -> None:
+    seq = ProcessSequence(PIPES)
+    seq.record_output("stdout", b"out")
+    seq.record_output("stderr", b"err")
+    seq.record_eof("stdout")
+    seq.record_eof("stderr")
+    assert seq.record_exit(7) == [Exited(3, 7), Closed(4)]
+    assert seq.closed_seq == 4
+    assert seq.read().next_seq == 5
+
+
+def test_late_output_after_exit() -> None:
+    """A grandchild holding the pipe: exited 1, output 2, closed 3."""
+    seq = ProcessSequence(PIPES)
+    assert seq.record_exit(0) == [Exited(1, 0)]
+    assert seq.record_eof("stderr") == []
+    assert seq.record_output("stdout", b"late") == Output(2, "stdout", b"late")
+    assert seq.read_ready(1)
+    assert seq.record_eof("stdout") == [Closed(3)]
+    result = seq.read(after_seq=1)
+    assert result.chunks == [Output(2, "stdout", b"late")]
+    assert (result.next_seq, result.closed) == (4, True)
+
+
+def test_pty_has_one_stream() -> None:
+    seq = ProcessSequence(PTY)
+    assert seq.record_output("pty", b"$ ") == Output(1, "pty", b"$ ")
+    with pytest.raises(SequenceError):
+        seq.record_output("stdout", b"x")
+    assert seq.record_exit(130) == [Exited(2, 130)]
+    assert seq.record_eof("pty") == [Closed(3)]
+
+
+def test_retention_evicts_oldest_whole_chunks() -> None:
+    seq = ProcessSequence(PIPES, RetentionLimits(max_bytes=10))
+    seq.record_output("stdout", b"aaaa")  # 1
+    seq.record_output("stderr", b"bbbb")  # 2
+    assert [c.seq for c in seq.read().chunks] == [1, 2]
+    seq.record_output("stdout", b"ccc")  # 3: 11 bytes, so chunk 1 goes, whole
+    result = seq.read()
+    assert result.chunks == [Output(2, "stderr", b"bbbb"), Output(3, "stdout", b"ccc")]
+    assert result.earliest_retained_seq == 2
+    assert seq.retention.bytes == 7
+    seq.record_output("stdout", b"0123456789")  # 4: exactly the bound, alone
+    assert seq.read().chunks == [Output(4, "stdout", b"0123456789")]
+    assert seq.earliest_retained_seq == 4
+    seq.record_output("stdout", b"01234567890")  # 5: over the bound, kept by nobody
+    result = seq.read()
+    assert result.chunks == []
+    assert result.earliest_retained_seq == result.next_seq == 6
+    # Exit and close are state, never evicted.
+    seq.record_exit(0)
+    seq.record_eof("stdout")
+    seq.record_eof("stderr")
+    result = seq.read()
+    assert (result.exited, result.closed, result.next_seq) == (True, True, 8)
+
+
+def test_retention_chunk_bound() -> None:
+    seq = ProcessSequence(PTY, RetentionLimits(max_chunks=2))
+    for i in range(5):
+        seq.record_output("pty", bytes([65 + i]))
+    assert [c.seq for c in seq.read().chunks] == [4, 5]
+    assert seq.read(after_seq=4).chunks == [Output(5, "pty", b"E")]
+    assert seq.earliest_retained_seq == 4
+
+
+def test_default_limits_match_protocol() -> None:
+    assert RetentionLimits() == RetentionLimits(1 << 20, 50_000)
+    assert (DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_CHUNKS) == (1_048_576, 50_000)
+
+
+def test_retention_compaction_keeps_reads_right() -> None:
+    """Many evictions compact the backing list; bisecting by seq must still work."""
+    retention = Retention(RetentionLimits(max_bytes=1 << 20, max_chunks=3))
+    for seq in range(1, 5001):
+        retention.append(Output(seq, "stdout", b"x"))
+        assert retention.first_seq() == max(1, seq - 2)
+    assert [c.seq for c in retention.after(0)] == [4998, 4999, 5000]
+    assert [c.seq for c in retention.after(4998)] == [4999, 5000]
+    assert list(retention.after(5000)) == []
+    assert retention.has_after(4999) and not retention.has_after(5000)
+    assert (len(retention), retention.bytes) == (3, 3)
+
+
+def test_max_bytes() -> None:
+    seq = ProcessSequence(PIPES)
+    for data in (b"12345", b"678", b"9", b"abcdef"):
+        seq.record_output("stdout", data)
+    seq.record_exit(0)  # seq 5
+    assert seq.read(max_bytes=0).chunks == [Output(1, "stdout", b"12345")]
+    assert seq.read(max_bytes=0).next_seq == 2
+    result = seq.read(max_bytes=9)
+    assert [c.seq for c in result.chunks] == [1, 2, 3]
+    assert result.next_seq == 4
+    result = seq.read(after_seq=3, max_bytes=2)
+    assert [c.seq for c in result.chunks] == [4]  # alone over the bound: still returned
+    assert result.next_seq == 5
+    result = seq.read(after_seq=4, max_bytes=100)
+    assert result.chunks == []
+    assert result.next_seq == 6  # none returned: the next unassigned seq
+    assert seq.read().next_seq == 6
+
+
+def test_read_ready_long_poll_rules() -> None:
+    seq = ProcessSequence(PIPES)
+    assert not seq.read_ready(0)
+    seq.record_output("stdout", b"x")  # 1
+    assert seq.read_ready(0) and not seq.read_ready(1)
+    seq.record_exit(0)  # 2
+    assert seq.read_ready(1), "exited and the cursor is before the exit"
+    assert not seq.read_ready(2), "the cursor covers the exit: wait for closed"
+    seq.record_eof("stdout")
+    seq.record_eof("stderr")  # closed 3
+    assert seq.read_ready(3) and seq.read_ready(100)
+
+
+def test_unknown_stream_and_empty_chunk() -> None:
+    seq = ProcessSequence(PIPES)
+    with pytest.raises(SequenceError):
+        seq.record_output("pty", b"x")
+    with pytest.raises(SequenceError):
+        seq.record_eof("pty")
+    with pytest.raises(SequenceError):
+        seq.record_output("stdout", b"")
+    assert seq.next_seq == 1
