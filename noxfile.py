@@ -1,0 +1,52 @@
+"""nox sessions: tests, lint, typecheck (default); soak, bench, interop (opt-in)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "exec_runtime", "protocol_schema", "tests", "benchmarks")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("mypy", "--strict", "exec_runtime", "protocol_schema")
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Many more hypothesis examples and seeds for the ordering suites."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "-q", "tests/core", *session.posargs, env={"HYPOTHESIS_PROFILE": "soak"}
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build a wheel, install it alone, and run the CLI from it."""
+    session.install("build")
+    session.run("python", "-m", "build", "--wheel", "--outdir", "dist")
+    session.install("--no-index", "--find-links", "dist", "--no-deps", "exec-runtime")
+    session.install("trio", "trio-websocket", "msgspec", "attrs", "cattrs")
+    session.run("exec-runtime", "schema", "-")
+    session.run("exec-runtime", "run", "--", "echo", "wheel ok")
