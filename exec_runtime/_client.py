@@ -473,6 +473,7 @@ class ExecClient:
             snapshot = await self._read(stream.process_id, cursor)
         else:
             self._gap_reads += 1
+            self._calls["process/read"] += 1
             result = await self._call_on(
                 link,
                 "process/read",

@@ -87,7 +87,7 @@ class Child:
     def __init__(
         self,
         process: trio.Process,
-        outputs: list[tuple[StreamName, trio.abc.ReceiveStream]],
+        outputs: list[tuple[StreamName, trio.lowlevel.FdStream]],
         stdin: trio.abc.SendStream | None,
         pty_master: int | None,
     ) -> None:
@@ -118,15 +118,12 @@ class Child:
     async def run(self, send: trio.MemorySendChannel[ChildMessage]) -> None:
         """Pump every output and wait for the exit; on cancel, kill the group and reap.
 
-        Owns ``send``: each pump gets a clone, so the receiver sees EndOfChannel only
-        after the exit and every EOF were delivered.
+        Owns ``send``: the receiver sees EndOfChannel only after the exit and every EOF
+        were delivered.
         """
         try:
-            async with send, trio.open_nursery() as nursery:
-                for name, stream in self.outputs:
-                    nursery.start_soon(_pump, name, stream, send.clone())
-                self.returncode = await self.process.wait()
-                await send.send(ChildExited(exit_code_of(self.returncode)))
+            async with send:
+                await self._pump(send)
         except BaseException:
             # Cancelled (session ended) or failed: kill the whole group, including a
             # grandchild that outlived the leader and still holds a pipe.
@@ -135,6 +132,39 @@ class Child:
         finally:
             with trio.CancelScope(shield=True):
                 await self.aclose()
+
+    async def _pump(self, send: trio.MemorySendChannel[ChildMessage]) -> None:
+        """One task reads every output and watches the exit, so their order is decided
+        in one place (PROTOCOL §5):
+
+        - output the leader wrote before it exited precedes its exit: once the exit is
+          seen, the pipes are drained (they hold all of it by then) before
+          ``ChildExited`` is sent;
+        - output that was waiting on both streams at once goes out stdout first, so
+          ``printf out; printf err >&2`` always yields stdout, then stderr.
+
+        Sending awaits the bounded channel, and nothing is read meanwhile: a slow
+        consumer lets the child's pipe fill (backpressure).
+        """
+        open_fds = [(name, stream.fileno()) for name, stream in self.outputs]
+        exited = False
+        while open_fds or not exited:
+            progressed = await _read_round(open_fds, send, ROUND_BYTES)
+            if not exited and self.process.poll() is not None:
+                # Drain what the leader left in the pipes (bounded: a grandchild may
+                # keep writing), then record the exit.
+                drained = 0
+                while drained < DRAIN_BYTES:
+                    got = await _read_round(open_fds, send, DRAIN_BYTES - drained)
+                    if not got:
+                        break
+                    drained += got
+                assert self.process.returncode is not None
+                self.returncode = self.process.returncode
+                await send.send(ChildExited(exit_code_of(self.returncode)))
+                exited = progressed = True
+            if not progressed:
+                await _wait_any([fd for _, fd in open_fds], None if exited else self.process)
 
     async def kill_and_reap(self) -> None:
         self.signal_group(signal.SIGKILL)
@@ -154,20 +184,77 @@ class Child:
             self.pty_master = None
 
 
-async def _pump(
-    name: StreamName, stream: trio.abc.ReceiveStream, send: trio.MemorySendChannel[ChildMessage]
-) -> None:
-    async with send:
-        while True:
-            try:
-                data = await stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                # A PTY master reads EIO once every slave fd is closed: that is its EOF.
-                data = b""
+ROUND_BYTES: Final = 4 * READ_SIZE
+"""At most this much is read from all streams before it is sent on (stdout first)."""
+DRAIN_BYTES: Final = 4 << 20
+"""After the exit, at most this much more is read before the exit is recorded: more than
+the leader can have left in its pipes (64 KiB each by default, 1 MiB at most)."""
+
+
+def _read_nonblocking(fd: int) -> bytes | None:
+    """Some bytes; ``b""`` at EOF; None when nothing is there yet."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        # A PTY master reads EIO once every slave fd is closed: that is its EOF.
+        return b""
+
+
+async def _read_round(
+    open_fds: list[tuple[StreamName, int]],
+    send: trio.MemorySendChannel[ChildMessage],
+    budget: int,
+) -> int:
+    """Read what is ready on every open stream (up to ``budget`` bytes), then send it
+    stdout first, then the EOFs seen. Removes ended streams from ``open_fds``.
+
+    Returns the bytes read plus the EOFs seen (nonzero means progress).
+    """
+    read: dict[StreamName, list[bytes]] = {name: [] for name, _ in open_fds}
+    ended: list[StreamName] = []
+    total = 0
+    again = True
+    while again and total < budget:
+        again = False
+        for name, fd in open_fds:
+            if name in ended:
+                continue
+            data = _read_nonblocking(fd)
+            if data is None:
+                continue
             if not data:
-                break
-            await send.send(ChunkRead(name, bytes(data)))
+                ended.append(name)
+                continue
+            read[name].append(data)
+            total += len(data)
+            again = True
+    for name, _ in open_fds:
+        for data in read[name]:
+            await send.send(ChunkRead(name, data))
+    for name in ended:
+        open_fds[:] = [(n, fd) for n, fd in open_fds if n != name]
         await send.send(StreamEnded(name))
+    return total + len(ended)
+
+
+async def _wait_any(fds: list[int], process: trio.Process | None) -> None:
+    """Until one of ``fds`` is readable or ``process`` (if given) exits."""
+    async with trio.open_nursery() as nursery:
+
+        async def readable(fd: int) -> None:
+            await trio.lowlevel.wait_readable(fd)
+            nursery.cancel_scope.cancel()
+
+        async def exit_of(process: trio.Process) -> None:
+            await process.wait()
+            nursery.cancel_scope.cancel()
+
+        for fd in fds:
+            nursery.start_soon(readable, fd)
+        if process is not None:
+            nursery.start_soon(exit_of, process)
 
 
 async def spawn(spec: SpawnSpec) -> Child:
@@ -186,8 +273,9 @@ async def spawn(spec: SpawnSpec) -> Child:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    assert process.stdout is not None and process.stderr is not None
-    outputs: list[tuple[StreamName, trio.abc.ReceiveStream]] = [
+    assert isinstance(process.stdout, trio.lowlevel.FdStream)
+    assert isinstance(process.stderr, trio.lowlevel.FdStream)
+    outputs: list[tuple[StreamName, trio.lowlevel.FdStream]] = [
         ("stdout", process.stdout),
         ("stderr", process.stderr),
     ]

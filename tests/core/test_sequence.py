@@ -51,8 +51,8 @@ limits_strategy = st.one_of(
     st.none(),
     st.builds(
         RetentionLimits,
-        max_bytes=st.integers(0, 40),
-        max_chunks=st.integers(1, 6),
+        max_bytes=st.integers(0, 24),
+        max_chunks=st.integers(1, 4),
     ),
 )
 
@@ -101,12 +101,15 @@ class SequenceMachine(RuleBasedStateMachine):
     # --- rules ------------------------------------------------------------------------
 
     @precondition(lambda self: bool(self.open))
-    @rule(data=st.data(), chunk=st.binary(min_size=1, max_size=12))
-    def output(self, data: st.DataObject, chunk: bytes) -> None:
-        stream = data.draw(st.sampled_from(sorted(self.open)), label="stream")
-        event = self.seq.record_output(stream, chunk)
-        assert event == Output(self.next_seq, stream, chunk)
-        self.events.append(event)
+    @rule(
+        data=st.data(), chunks=st.lists(st.binary(min_size=1, max_size=12), min_size=1, max_size=6)
+    )
+    def output(self, data: st.DataObject, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            stream = data.draw(st.sampled_from(sorted(self.open)), label="stream")
+            event = self.seq.record_output(stream, chunk)
+            assert event == Output(self.next_seq, stream, chunk)
+            self.events.append(event)
 
     @precondition(lambda self: bool(self.open))
     @rule(data=st.data())
@@ -127,23 +130,16 @@ class SequenceMachine(RuleBasedStateMachine):
         self.events += expected[1:]
 
     @rule(stream=st.sampled_from(ALL_STREAMS), chunk=st.binary(max_size=4))
-    def output_misuse(self, stream: StreamName, chunk: bytes) -> None:
-        """Output on an ended or foreign stream, or an empty chunk, is refused."""
-        if stream in self.open and chunk:
-            return
+    def misuse(self, stream: StreamName, chunk: bytes) -> None:
+        """Output on an ended or foreign stream, an empty chunk, a second EOF or an EOF of
+        a stream this process does not have: refused, and nothing changes."""
         before = self.seq.next_seq
-        with pytest.raises(SequenceError):
-            self.seq.record_output(stream, chunk)
-        self.check_unchanged(before)
-
-    @rule(stream=st.sampled_from(ALL_STREAMS))
-    def eof_misuse(self, stream: StreamName) -> None:
-        """A second EOF, or an EOF of a stream this process does not have, is refused."""
-        if stream in self.open:
-            return
-        before = self.seq.next_seq
-        with pytest.raises(SequenceError):
-            self.seq.record_eof(stream)
+        if stream not in self.open or not chunk:
+            with pytest.raises(SequenceError):
+                self.seq.record_output(stream, chunk)
+        if stream not in self.open:
+            with pytest.raises(SequenceError):
+                self.seq.record_eof(stream)
         self.check_unchanged(before)
 
     @precondition(lambda self: self.exit is not None)
@@ -169,17 +165,10 @@ class SequenceMachine(RuleBasedStateMachine):
         self.check_unchanged(before)
         assert self.seq.closed_seq == self.events[-1].seq == before - 1
 
-    @rule(
-        data=st.data(),
-        max_bytes=st.one_of(st.none(), st.integers(0, 30)),
-    )
+    @rule(data=st.data(), max_bytes=st.one_of(st.none(), st.integers(0, 30)))
     def read(self, data: st.DataObject, max_bytes: int | None) -> None:
         after = data.draw(st.integers(-1, self.next_seq + 1), label="after_seq")
-        result = self.seq.read(after, max_bytes)
-        self.check_read(result, after, max_bytes)
-
-    @rule()
-    def read_default(self) -> None:
+        self.check_read(self.seq.read(after, max_bytes), after, max_bytes)
         self.check_read(self.seq.read(), 0, None)
 
     def check_read(self, result: ReadResult, after: int, max_bytes: int | None) -> None:

@@ -1,0 +1,85 @@
+"""A real loopback WebSocket proxy that applies a fault plan between client and daemon."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+import trio_websocket
+
+import protocol_schema as wire
+
+from .._transport import TransportClosed, WebSocketTransport
+from ._faults import FaultController, FaultPlan, FaultyTransport
+
+
+class FaultProxy:
+    def __init__(self, url: str, controller: FaultController) -> None:
+        self.url = url
+        self.controller = controller
+
+    def drop(self) -> None:
+        self.controller.drop()
+
+
+@asynccontextmanager
+async def fault_proxy(
+    daemon_url: str, plan: FaultPlan | None = None
+) -> AsyncIterator[FaultProxy]:
+    """Listen on 127.0.0.1; forward each WebSocket connection to ``daemon_url``.
+
+    Frames from the daemon pass through a :class:`FaultyTransport`, so drops, delays,
+    duplicates, reordering and stalls happen on the real socket path.
+    """
+    controller = FaultController(plan or FaultPlan())
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        offered = request.proposed_subprotocols
+        async with trio.open_nursery() as nursery:
+            upstream_ws = await trio_websocket.connect_websocket_url(
+                nursery, daemon_url, subprotocols=list(offered) or None
+            )
+            client_ws = await request.accept(subprotocol=upstream_ws.subprotocol)
+            codec = wire.codec_for_subprotocol(upstream_ws.subprotocol)
+            upstream = FaultyTransport(
+                WebSocketTransport(upstream_ws, codec), controller, controller.connections
+            )
+            controller.connections += 1
+            controller.current = upstream
+            downstream = WebSocketTransport(client_ws, codec)
+            nursery.start_soon(_pipe_down, upstream, downstream, nursery.cancel_scope)
+            await _pipe_up(downstream, upstream)
+            nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await client_ws.aclose()
+            await upstream_ws.aclose()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None
+        )
+        yield FaultProxy(f"ws://127.0.0.1:{server.port}", controller)
+        controller.resume()
+        nursery.cancel_scope.cancel()
+
+
+async def _pipe_up(downstream: WebSocketTransport, upstream: FaultyTransport) -> None:
+    try:
+        while True:
+            data = await downstream.receive_message()
+            await upstream.send_message(data if isinstance(data, bytes) else data.encode())
+    except TransportClosed:
+        pass
+
+
+async def _pipe_down(
+    upstream: FaultyTransport, downstream: WebSocketTransport, scope: trio.CancelScope
+) -> None:
+    try:
+        while True:
+            data = await upstream.receive_message()
+            await downstream.send_message(data if isinstance(data, bytes) else data.encode())
+    except TransportClosed:
+        pass
+    scope.cancel()
