@@ -130,7 +130,9 @@ class FsRemoveParams(WireStruct):
     force: bool = True
 
 
-class FsCopyParams(WireStruct):
+class FsCopyParams(WireStruct, omit_defaults=False):
+    """``recursive`` is required by the protocol, so it is always sent."""
+
     source_path: str
     destination_path: str
     recursive: bool = False
