@@ -16,7 +16,7 @@ import os
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -113,6 +113,7 @@ class _Link:
         self.codec = transport.codec
         self.pending: dict[int, _PendingCall] = {}
         self.lost = trio.Event()
+        self.closed = trio.Event()  # the owning link task closed the transport
 
     def mark_lost(self) -> None:
         self.lost.set()
@@ -232,10 +233,22 @@ class ExecClient:
         # Register first: the process's events may arrive before the start response.
         stream = ProcessStream(process_id)
         self._streams[process_id] = stream
+        sent = False
+
+        def on_send() -> None:
+            nonlocal sent
+            sent = True
+
         try:
-            await self._call("process/start", params, wire.ProcessStartResult)
-        except BaseException:
+            await self._call("process/start", params, wire.ProcessStartResult, on_send=on_send)
+        except BaseException as exc:
             self._streams.pop(process_id, None)
+            if sent and not isinstance(exc, ExecRuntimeError):
+                # Cancelled after the request went out: the process may be starting or
+                # running already, and nobody else knows its id. Kill it (a no-op if the
+                # start never arrived; a start still in progress is cancelled).
+                with trio.CancelScope(shield=True):
+                    await self._terminate_quietly(process_id)
             raise
         stream.started = True
         return ProcessHandle(self, stream)
@@ -296,9 +309,11 @@ class ExecClient:
             self._set_state(ClientState.CLOSED)
         link = self._link
         if link is not None:
+            # The link task closes the transport (a graceful close needs its reader
+            # task alive until the peer's close frame arrives); wait for it.
             link.mark_lost()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await link.transport.aclose()
+                await link.closed.wait()
 
     # --- calls --------------------------------------------------------------------
 
@@ -314,16 +329,29 @@ class ExecClient:
 
     async def _connected_link(self) -> _Link:
         while True:
-            if self._state is ClientState.CONNECTED and self._link is not None:
-                return self._link
+            link = self._link
+            # A lost link may still be current until the supervisor runs: wait for the
+            # state change rather than retrying on it (a retry loop that never yields).
+            if self._state is ClientState.CONNECTED and link is not None and not link.lost.is_set():
+                return link
             if self._state in (ClientState.FAILED, ClientState.CLOSED):
                 raise self._closed_error()
             await self._state_changed.wait()
 
-    async def _call(self, method: str, params: Any, result_type: type[T]) -> T:
+    async def _call(
+        self,
+        method: str,
+        params: Any,
+        result_type: type[T],
+        *,
+        on_send: Callable[[], None] | None = None,
+    ) -> T:
+        """Call on the current link; ``on_send`` runs when the request may reach the daemon."""
         self._calls[method] += 1
         while True:
             link = await self._connected_link()
+            if on_send is not None:
+                on_send()
             try:
                 return await self._call_on(link, method, params, result_type)
             except _LinkLost:
@@ -433,21 +461,41 @@ class ExecClient:
         self._gap_wakeup.set()
 
     def _fail_process_soon(self, stream: ProcessStream, message: str) -> None:
-        self._nursery.start_soon(self._fail_process, stream, message)
+        """Fail one process now; terminate it in the background.
+
+        For callers that must not wait for a call: the reader task, and recovery
+        (a terminate call would wait for the very recovery that is making it).
+        """
+        if self._fail_stream(stream, message):
+            self._nursery.start_soon(self._terminate_quietly, stream.process_id)
 
     async def _fail_process(self, stream: ProcessStream, message: str) -> None:
         """Fail one process (a terminal Failed event) and kill it; the others go on."""
+        if self._fail_stream(stream, message):
+            await self._terminate_quietly(stream.process_id)
+
+    def _fail_stream(self, stream: ProcessStream, message: str) -> bool:
         if stream.failure is not None or stream.closed_event is not None:
-            return
+            return False
         log.warning("%s", message)
         stream.fail(message)
         self._failed_processes += 1
         self._streams.pop(stream.process_id, None)
+        return True
+
+    async def _terminate_quietly(self, process_id: str) -> None:
         with trio.move_on_after(5):
             try:
-                await self._terminate(stream.process_id)
+                await self._terminate(process_id)
             except ExecRuntimeError:
                 pass
+
+    def _fail_consumer(self, stream: ProcessStream, message: str) -> None:
+        """A finished process whose lagging consumer missed retained output."""
+        if stream.consumer_failure is None and stream.failure is None:
+            log.warning("%s", message)
+            self._failed_processes += 1
+            stream.fail_consumer(message)
 
     async def _fill_gaps(self) -> None:
         """Background: fill seq gaps the live stream did not fill within GAP_GRACE."""
@@ -485,7 +533,11 @@ class ExecClient:
         try:
             events = events_after(cursor, snapshot, known_exit)
         except GapLost as exc:
-            await self._fail_process(stream, f"process {stream.process_id}: {exc}")
+            message = f"process {stream.process_id}: {exc}"
+            if link is None:
+                await self._fail_process(stream, message)
+            else:
+                self._fail_process_soon(stream, message)  # during recovery
             return
         self._deliver(stream, events)
 
@@ -522,8 +574,10 @@ class ExecClient:
         self._failure = exc
         self._set_state(ClientState.FAILED)
         for stream in list(self._streams.values()):
-            stream.fail(f"the client failed: {exc}")
-            self._failed_processes += 1
+            # A start still waiting for the recovery fails with ClientClosedError itself.
+            if stream.started:
+                stream.fail(f"the client failed: {exc}")
+                self._failed_processes += 1
         self._streams.clear()
 
     async def _run_link(
@@ -549,6 +603,7 @@ class ExecClient:
                     link.mark_lost()
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
                         await link.transport.aclose()
+                    link.closed.set()
                 nursery.cancel_scope.cancel()
         if setup_error is not None:
             raise setup_error
@@ -615,7 +670,7 @@ class ExecClient:
                             try:
                                 await self._catch_up(stream, link)
                             except ProtocolError as exc:
-                                await self._fail_process(
+                                self._fail_process_soon(
                                     stream, f"process {stream.process_id}: {exc.message}"
                                 )
                 except _LinkLost:

@@ -41,6 +41,9 @@ class ProcessStream:
         self.exit_event: Exited | None = None
         self.closed_event: Closed | None = None
         self.failure: Failed | None = None
+        # The process finished, but the consumer fell behind what the daemon retains:
+        # only the events() stream fails (wait() still has the exit code).
+        self.consumer_failure: Failed | None = None
         self.done = trio.Event()  # set on Closed or Failed: the exit code is known or never
         self._queue: deque[Event] = deque()
         self._queue_bytes = 0
@@ -107,6 +110,12 @@ class ProcessStream:
         self.done.set()
         self._wake()
 
+    def fail_consumer(self, message: str) -> None:
+        if self.consumer_failure is None:
+            self.consumer_failure = Failed(message)
+            self.lagging = False
+            self._wake()
+
     def _wake(self) -> None:
         changed, self._queue_changed = self._queue_changed, trio.Event()
         changed.set()
@@ -132,6 +141,8 @@ class ProcessStream:
                 return event
             if self.failure is not None:
                 return self.failure
+            if self.consumer_failure is not None:
+                return self.consumer_failure
             if self.lagging:
                 await catch_up()
                 continue
@@ -176,7 +187,13 @@ class ProcessHandle:
         try:
             events = events_after(stream.queued_seq, result, known_exit)
         except GapLost as exc:
-            await self._client._fail_process(stream, f"process {self.process_id}: {exc}")
+            message = f"process {self.process_id}: {exc}"
+            if stream.closed_event is None:
+                await self._client._fail_process(stream, message)
+            else:
+                # Finished (the exit code is known): nothing to terminate, but this
+                # consumer cannot get the events it missed.
+                self._client._fail_consumer(stream, message)
             return
         stream.accept_caught_up(events)
 

@@ -444,6 +444,7 @@ class FsService:
         self._limiter_override = limiter
         self._handles: dict[str, _Handle] = {}
         self._opening: set[str] = set()
+        self._closed_while_opening: set[str] = set()
         self._closed = False
 
     @property
@@ -558,9 +559,16 @@ class FsService:
             fd = await self._run(_open_regular, path, os.O_RDONLY)
         finally:
             self._opening.discard(handle_id)
+            closed_early = handle_id in self._closed_while_opening
+            self._closed_while_opening.discard(handle_id)
         if self._closed:
             os.close(fd)
             raise RpcError.invalid_request("the connection's file handles are closed")
+        if closed_early:
+            # Requests run concurrently: a client that gave up on this open (cancelled)
+            # may send fs/close before the open finishes. The close wins.
+            os.close(fd)
+            raise RpcError.invalid_request(f"handle {handle_id!r} was closed while opening")
         self._handles[handle_id] = _Handle(fd, path)
         return FsOpenResult(handle_id=handle_id)
 
@@ -584,7 +592,13 @@ class FsService:
             handle.release()
 
     async def close(self, params: FsCloseParams) -> EmptyResult:
-        """Idempotent: closing an unknown or already closed handle succeeds."""
+        """Idempotent: closing an unknown or already closed handle succeeds.
+
+        Closing a handle whose fs/open is still running makes that open fail (-32600)
+        and release its descriptor.
+        """
+        if params.handle_id in self._opening:
+            self._closed_while_opening.add(params.handle_id)
         handle = self._handles.pop(params.handle_id, None)
         if handle is not None:
             handle.closed = True

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import cast
 
 import trio
 import trio_websocket
@@ -14,6 +15,7 @@ import protocol_schema as wire
 from ._client import ExecClient
 from ._config import ServerConfig
 from ._connection import Connection
+from ._errors import TransportError
 from ._session import SessionRegistry
 from ._transport import MessageTransport, WebSocketTransport, memory_transport_pair
 
@@ -42,17 +44,70 @@ class WebSocketConnector:
         headers = []
         if self.token is not None:
             headers.append((b"authorization", f"Bearer {self.token}".encode()))
+        # trio-websocket waits for the handshake reply forever if the peer closes the
+        # TCP connection first (its reader task just ends), and a rejection (HTTP 401)
+        # is raised in the reader task, not here. Watch the reader so both end this
+        # call at once with the real error.
+        watched = _WatchedNursery(nursery)
+        connected: list[trio_websocket.WebSocketConnection] = []
+        errors: list[Exception] = []
         with trio.fail_after(self.connect_timeout):
-            ws = await trio_websocket.connect_websocket_url(
-                nursery,
-                self.url,
-                self.ssl_context,
-                subprotocols=[wire.MSGPACK_SUBPROTOCOL] if self.msgpack else None,
-                extra_headers=headers,
-                max_message_size=64 * 1024 * 1024,
-                receive_buffer_size=WS_RECEIVE_BUFFER,
-            )
+            async with trio.open_nursery() as dialing:
+
+                async def dial() -> None:
+                    try:
+                        ws = await trio_websocket.connect_websocket_url(
+                            cast(trio.Nursery, watched),
+                            self.url,
+                            self.ssl_context,
+                            subprotocols=[wire.MSGPACK_SUBPROTOCOL] if self.msgpack else None,
+                            extra_headers=headers,
+                            max_message_size=64 * 1024 * 1024,
+                            receive_buffer_size=WS_RECEIVE_BUFFER,
+                        )
+                    except Exception as exc:  # raised as is below, not in an ExceptionGroup
+                        errors.append(exc)
+                    else:
+                        connected.append(ws)
+                    dialing.cancel_scope.cancel()
+
+                dialing.start_soon(dial)
+                await watched.reader_done.wait()
+                dialing.cancel_scope.cancel()
+        watched.handshake_done = True
+        if not connected:
+            if errors:
+                raise errors[0]  # e.g. OSError: connection refused
+            if watched.error is not None:
+                raise watched.error  # e.g. ConnectionRejected (HTTP 401)
+            raise TransportError(f"{self.url}: the connection closed during the handshake")
+        ws = connected[0]
         return WebSocketTransport(ws, wire.codec_for_subprotocol(ws.subprotocol))
+
+
+class _WatchedNursery:
+    """Stands in for the nursery trio-websocket starts its reader task in (it only
+    calls ``start_soon``): notes when the reader ends, and keeps an error raised
+    before the handshake finished for ``connect`` to raise."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.reader_done = trio.Event()
+        self.handshake_done = False
+        self.error: Exception | None = None
+
+    def start_soon(self, fn: Callable[[], Awaitable[object]], name: object = None) -> None:
+        async def watch() -> None:
+            try:
+                await fn()
+            except Exception as exc:
+                if self.handshake_done:
+                    raise
+                self.error = exc
+            finally:
+                self.reader_done.set()
+
+        self._nursery.start_soon(watch, name=name)
 
 
 class LocalConnector:
@@ -108,14 +163,15 @@ async def open_local(
 
     Processes belong to this context: leaving it kills every process group.
     """
-    async with trio.open_nursery() as nursery:
-        registry = SessionRegistry(nursery, config or ServerConfig())
-        try:
-            async with _client_from(LocalConnector(registry), client_name) as client:
-                yield client
-        finally:
-            registry.close_all()
-            nursery.cancel_scope.cancel()
+    with _unwrap_lone_exception():
+        async with trio.open_nursery() as nursery:
+            registry = SessionRegistry(nursery, config or ServerConfig())
+            try:
+                async with _client_from(LocalConnector(registry), client_name) as client:
+                    yield client
+            finally:
+                registry.close_all()
+                nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -126,17 +182,38 @@ async def _client_from(
     recovery_deadline: float = 25.0,
     final_read: bool = False,
 ) -> AsyncIterator[ExecClient]:
-    async with trio.open_nursery() as nursery:
-        client = ExecClient(
-            connector,
-            nursery,
-            client_name=client_name,
-            recovery_deadline=recovery_deadline,
-            final_read=final_read,
-        )
-        await nursery.start(client._supervise)
-        try:
-            yield client
-        finally:
-            await client.aclose()
-            nursery.cancel_scope.cancel()
+    with _unwrap_lone_exception():
+        async with trio.open_nursery() as nursery:
+            client = ExecClient(
+                connector,
+                nursery,
+                client_name=client_name,
+                recovery_deadline=recovery_deadline,
+                final_read=final_read,
+            )
+            await nursery.start(client._supervise)
+            try:
+                yield client
+            finally:
+                await client.aclose()
+                nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _unwrap_lone_exception() -> Iterator[None]:
+    """Re-raise a lone exception leaving our internal nurseries as itself.
+
+    Trio wraps whatever leaves a nursery (the ``async with`` body's exception too) in
+    an ExceptionGroup. The nurseries here are an implementation detail, so a caller
+    gets ``OSError`` for a refused connection, or its own ``CalledProcessError``,
+    as itself. Two or more distinct exceptions stay grouped.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, BaseExceptionGroup):
+            raise
+        raise leaf from leaf.__cause__

@@ -62,7 +62,7 @@ def exit_code_of(returncode: int) -> int:
 
 
 def resolve_executable(program: str, env_path: str | None) -> str:
-    """``argv[0]`` looked up on the daemon's PATH, as a shell would."""
+    """``argv[0]`` looked up on ``env_path`` (the daemon's PATH), as a shell would."""
     if "/" in program:
         return program
     found = shutil.which(program, path=env_path)
@@ -210,9 +210,12 @@ async def _read_round(
     """Read what is ready on every open stream (up to ``budget`` bytes), then send it
     stdout first, then the EOFs seen. Removes ended streams from ``open_fds``.
 
+    Reads of one stream within a round are joined (and re-cut at READ_SIZE), so a
+    child writing many small lines does not turn into as many tiny chunks.
+
     Returns the bytes read plus the EOFs seen (nonzero means progress).
     """
-    read: dict[StreamName, list[bytes]] = {name: [] for name, _ in open_fds}
+    read: dict[StreamName, bytearray] = {name: bytearray() for name, _ in open_fds}
     ended: list[StreamName] = []
     total = 0
     again = True
@@ -227,12 +230,13 @@ async def _read_round(
             if not data:
                 ended.append(name)
                 continue
-            read[name].append(data)
+            read[name] += data
             total += len(data)
             again = True
     for name, _ in open_fds:
-        for data in read[name]:
-            await send.send(ChunkRead(name, data))
+        buffer = read[name]
+        for offset in range(0, len(buffer), READ_SIZE):
+            await send.send(ChunkRead(name, bytes(buffer[offset : offset + READ_SIZE])))
     for name in ended:
         open_fds[:] = [(n, fd) for n, fd in open_fds if n != name]
         await send.send(StreamEnded(name))
@@ -259,7 +263,8 @@ async def _wait_any(fds: list[int], process: trio.Process | None) -> None:
 
 async def spawn(spec: SpawnSpec) -> Child:
     """Start the child in a new session (so a new process group). Raises OSError."""
-    executable = resolve_executable(spec.argv[0], spec.env.get("PATH", os.environ.get("PATH")))
+    # PROTOCOL §4: argv[0] is resolved on the daemon's PATH, not on the child's env.
+    executable = resolve_executable(spec.argv[0], os.environ.get("PATH", os.defpath))
     args = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
     if spec.tty:
         return await _spawn_pty(spec, executable, args)

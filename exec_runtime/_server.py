@@ -27,6 +27,8 @@ from ._transport import StreamLineTransport, WebSocketTransport
 log = logging.getLogger("exec_runtime.server")
 
 HANDSHAKE_TIMEOUT = 10.0
+PING_INTERVAL = 30.0
+"""Seconds between the daemon's WebSocket pings (PROTOCOL §1)."""
 WS_RECEIVE_BUFFER = 256 * 1024  # trio-websocket's 4 KiB default costs a wakeup per 4 KiB
 
 
@@ -109,24 +111,65 @@ async def _handle_tcp(registry: SessionRegistry, stream: trio.SocketStream) -> N
 
 
 async def _serve_websocket(registry: SessionRegistry, stream: ReplayStream) -> None:
-    async with trio.open_nursery() as nursery:
-        request = await trio_websocket.wrap_server_stream(
-            nursery,
-            stream,
-            max_message_size=registry.config.max_message_bytes,
-            receive_buffer_size=WS_RECEIVE_BUFFER,
-        )
-        offered = request.proposed_subprotocols
-        subprotocol = wire.MSGPACK_SUBPROTOCOL if wire.MSGPACK_SUBPROTOCOL in offered else None
-        ws = await request.accept(subprotocol=subprotocol)
+    """Serve one WebSocket; always end with a close handshake, bounded by 2 s.
+
+    trio-websocket's reader task must stay alive to receive the peer's answer to our
+    close frame, so its nursery is shielded from the daemon's shutdown: cancelling
+    ``serve`` reaches the connection through ``connection_scope`` instead (via the
+    watcher below), and the close then completes as soon as the peer answers rather
+    than always waiting out the timeout.
+    """
+    connection_scope = trio.CancelScope()
+
+    async def cancel_connection_with_outer_scope() -> None:
         try:
-            await Connection(
-                WebSocketTransport(ws, wire.codec_for_subprotocol(subprotocol)), registry
-            ).serve()
+            await trio.sleep_forever()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+            connection_scope.cancel()
+
+    async with trio.open_nursery() as watcher:
+        watcher.start_soon(cancel_connection_with_outer_scope)
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as ws_nursery:
+                with connection_scope:
+                    await _run_websocket(registry, stream, ws_nursery)
+                ws_nursery.cancel_scope.cancel()
+        watcher.cancel_scope.cancel()
+
+
+async def _run_websocket(
+    registry: SessionRegistry, stream: ReplayStream, ws_nursery: trio.Nursery
+) -> None:
+    request = await trio_websocket.wrap_server_stream(
+        ws_nursery,
+        stream,
+        max_message_size=registry.config.max_message_bytes,
+        receive_buffer_size=WS_RECEIVE_BUFFER,
+    )
+    offered = request.proposed_subprotocols
+    subprotocol = wire.MSGPACK_SUBPROTOCOL if wire.MSGPACK_SUBPROTOCOL in offered else None
+    ws = await request.accept(subprotocol=subprotocol)
+    ws_nursery.start_soon(_keepalive, ws)
+    try:
+        await Connection(
+            WebSocketTransport(ws, wire.codec_for_subprotocol(subprotocol)), registry
+        ).serve()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await ws.aclose()
+
+
+async def _keepalive(ws: trio_websocket.WebSocketConnection) -> None:
+    """Ping every PING_INTERVAL (PROTOCOL §1), so idle connections stay open through
+    proxies. A missing pong is not fatal: a client held up by backpressure may not
+    read (nor answer pings) for a while."""
+    while True:
+        await trio.sleep(PING_INTERVAL)
+        with trio.move_on_after(PING_INTERVAL):
+            try:
+                await ws.ping()
+            except trio_websocket.ConnectionClosed:
+                return
 
 
 async def _try_send(stream: trio.abc.SendStream, data: bytes) -> None:

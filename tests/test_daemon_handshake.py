@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events as wsevents
 from conftest import RawClient, WireError
 
+import exec_runtime._server
 from exec_runtime import ServerConfig
 
 INVALID_REQUEST = -32600
@@ -22,10 +27,31 @@ INVALID_PARAMS = -32602
 SESSION_ATTACHED = -32010
 
 
+@pytest.fixture
+async def connect(connect: Any) -> AsyncIterator[Any]:
+    """conftest's ``connect``, closing each client's WebSocket at teardown: a client whose
+    tasks were just cancelled never answers the daemon's close handshake, which would hold
+    the daemon's shutdown for its 2 s close timeout."""
+    clients: list[RawClient] = []
+
+    async def _connect(*args: Any, **kwargs: Any) -> RawClient:
+        client: RawClient = await connect(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield _connect
+    for client in clients:
+        await client.ws.aclose()
+
+
+async def eventually(predicate: Callable[[], object]) -> None:
+    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
+        await trio.sleep(0.005)
+
+
 async def wait_messages(client: RawClient, count: int) -> list[dict[str, Any]]:
     """Every message the client has received, once there are at least ``count``."""
-    while len(client.all_messages) < count:
-        await trio.sleep(0.005)
+    await eventually(lambda: len(client.all_messages) >= count)
     return client.all_messages
 
 
@@ -125,13 +151,82 @@ async def test_replies_are_text_frames_and_binary_frames_are_accepted(
         await ws.aclose()
 
 
+async def test_the_msgpack_subprotocol_uses_binary_frames_and_raw_bytes(
+    daemon: str, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(5):
+        ws = await trio_websocket.connect_websocket_url(
+            nursery, daemon, subprotocols=["exec-runtime.msgpack.v1"]
+        )
+        assert ws.subprotocol == "exec-runtime.msgpack.v1"
+
+        async def call(request_id: int, method: str, params: Any = None) -> Any:
+            message: dict[str, Any] = {"id": request_id, "method": method}
+            if params is not None:
+                message["params"] = params
+            await ws.send_message(msgspec.msgpack.encode(message))
+            while True:
+                frame = await ws.get_message()
+                assert isinstance(frame, bytes)  # binary frames only
+                reply = msgspec.msgpack.decode(frame)
+                if reply.get("id") == request_id:
+                    return reply["result"]
+                notifications.append(reply)
+
+        notifications: list[dict[str, Any]] = []
+        assert "sessionId" in await call(1, "initialize", {"clientName": "t"})
+        await ws.send_message(msgspec.msgpack.encode({"method": "initialized"}))
+        start = {
+            "processId": "p",
+            "argv": ["sh", "-c", "printf out; exit 2"],
+            "cwd": "file://" + os.getcwd(),
+            "env": {},
+        }
+        assert await call(2, "process/start", start) == {"processId": "p", "sandboxType": "none"}
+        while not any(m["method"] == "process/closed" for m in notifications):
+            frame = await ws.get_message()
+            assert isinstance(frame, bytes)
+            notifications.append(msgspec.msgpack.decode(frame))
+        notifications.sort(key=lambda m: m["params"]["seq"])
+        assert [m["params"] for m in notifications] == [
+            {"processId": "p", "seq": 1, "stream": "stdout", "chunk": b"out"},
+            {"processId": "p", "seq": 2, "exitCode": 2, "sandboxDenied": False},
+            {"processId": "p", "seq": 3},
+        ]
+        # Bytes fields are msgpack bin in both directions.
+        read = await call(3, "process/read", {"processId": "p"})
+        assert read["chunks"] == [{"seq": 1, "stream": "stdout", "chunk": b"out"}]
+        await ws.aclose()
+
+
+async def test_the_daemon_pings(daemon: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exec_runtime._server, "PING_INTERVAL", 0.05)
+    with trio.fail_after(5):
+        parts = urlsplit(daemon)
+        assert parts.hostname is not None and parts.port is not None
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        async with stream:
+            peer = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await stream.send_all(peer.send(wsevents.Request(host=parts.netloc, target="/")))
+            seen: list[type] = []
+            while seen.count(wsevents.Ping) < 3:
+                data = await stream.receive_some(65536)
+                assert data
+                peer.receive_data(data)
+                for event in peer.events():
+                    seen.append(type(event))
+                    if isinstance(event, wsevents.Ping):
+                        await stream.send_all(peer.send(event.response()))
+            assert seen[0] is wsevents.AcceptConnection
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(max_message_bytes=4096)])
 async def test_a_message_over_the_size_limit_closes_the_connection(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect()
-        await client.send_raw(json.dumps({"id": 9, "method": "environment/status", "x": "a" * 8192}))
-        while client.ws.closed is None:
-            await trio.sleep(0.01)
+        big = {"id": 9, "method": "environment/status", "x": "a" * 8192}
+        await client.send_raw(json.dumps(big))
+        await eventually(lambda: client.ws.closed is not None)
         assert not any(m.get("id") == 9 for m in client.all_messages)
         # Only that connection: the daemon keeps serving others.
         other = await connect()
@@ -208,8 +303,12 @@ async def test_a_jsonrpc_member_and_string_ids_are_accepted(connect: Any) -> Non
         client = await connect(handshake=False)
         await client.send_raw(
             json.dumps(
-                {"jsonrpc": "2.0", "id": "init-1", "method": "initialize",
-                 "params": {"clientName": "t"}}
+                {
+                    "jsonrpc": "2.0",
+                    "id": "init-1",
+                    "method": "initialize",
+                    "params": {"clientName": "t"},
+                }
             )
         )
         await client.send_raw(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
@@ -241,8 +340,12 @@ async def test_parameterless_methods_accept_params_absent_null_or_empty(
 async def test_an_invalid_trace_carrier_is_ignored(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect()
-        for trace in ["garbage", 42, {"traceparent": "not-a-traceparent"}, {
-            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}]:
+        for trace in [
+            "garbage",
+            42,
+            {"traceparent": "not-a-traceparent"},
+            {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        ]:
             reply = await client.request("environment/status", None, trace=trace)
             assert reply["result"] == {"status": "ready"}, (trace, reply)
 
@@ -284,9 +387,13 @@ async def test_requests_before_initialize_fail_per_family(connect: Any) -> None:
 async def test_requests_before_initialized_fail_per_family(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect(handshake=False)
+        await client.notify("initialized")  # too early: ignored
         await client.call("initialize", {"clientName": "t"})
-        cases = {"process/start": "exec", "fs/getMetadata": "filesystem",
-                 "environment/info": "environment info"}
+        cases = {
+            "process/start": "exec",
+            "fs/getMetadata": "filesystem",
+            "environment/info": "environment info",
+        }
         for method, family in cases.items():
             reply = await client.request(method, {"processId": "p", "path": "file:///"})
             assert error_of(reply) == (
@@ -399,9 +506,7 @@ async def test_resume_of_an_unknown_session_is_32600(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect(handshake=False)
         unknown = str(uuid.uuid4())
-        reply = await client.request(
-            "initialize", {"clientName": "t", "resumeSessionId": unknown}
-        )
+        reply = await client.request("initialize", {"clientName": "t", "resumeSessionId": unknown})
         assert error_of(reply) == (INVALID_REQUEST, f"unknown session id {unknown}")
         # Still not initialized: the next request is a handshake-order error.
         reply = await client.request("process/read", {"processId": "p"})
@@ -432,21 +537,31 @@ async def test_sessions_own_their_process_id_namespace(connect: Any) -> None:
 # --- §7 environment methods ------------------------------------------------------------
 
 
+def host_facts(temp_dir: str) -> tuple[str, bool]:
+    return os.path.expanduser("~"), os.path.isdir(temp_dir)
+
+
 async def test_environment_info_shape(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect()
         info = await client.call("environment/info")
         assert set(info) == {
-            "shell", "executorVersion", "cwd", "userHomeDir", "platformOs", "tempDir",
+            "shell",
+            "executorVersion",
+            "cwd",
+            "userHomeDir",
+            "platformOs",
+            "tempDir",
             "capabilities",
         }
         assert set(info["shell"]) == {"name", "path"}
         assert os.path.isabs(info["shell"]["path"])
         assert info["shell"]["name"] == os.path.basename(info["shell"]["path"])
         assert info["cwd"] == os.getcwd()
-        assert info["userHomeDir"] == os.path.expanduser("~")
+        home, temp_is_dir = host_facts(info["tempDir"])
+        assert info["userHomeDir"] == home
         assert info["platformOs"] == "linux"
-        assert os.path.isdir(info["tempDir"])
+        assert temp_is_dir
         assert isinstance(info["executorVersion"], str) and info["executorVersion"]
         assert isinstance(info["capabilities"], dict)
 

@@ -7,7 +7,8 @@ lets a test break things on purpose::
     url = await nursery.start(proxy.run)          # point the client at ``url``
     await proxy.drop()                            # cut every live connection now
     await proxy.drop(after_bytes=10_000)          # ... after 10 kB more daemon→client bytes
-    await proxy.drop(after_bytes=1, direction="up")  # ... right after the client's next bytes
+    await proxy.drop(after_next_read=True, direction="up")  # ... once the client's next
+                                                           # bytes reached the daemon
     await proxy.drop(hold_upstream=True)          # cut the client side, keep the daemon's open
     proxy.refusing = True                         # accept new connections and close them at once
     await proxy.release_held()                    # close the daemon sides kept by hold_upstream
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import trio
 
 Direction = Literal["down", "up"]
+_NEXT_READ = -1
 
 
 class _Pipe:
@@ -34,7 +36,6 @@ class _Pipe:
         self.scope = trio.CancelScope()
         self.finished = trio.Event()
         self.budget: dict[Direction, int | None] = {"down": None, "up": None}
-        self.budget_set = trio.Event()
         self.hold_upstream = False
 
     def cut(self) -> None:
@@ -81,26 +82,48 @@ class WsProxy:
         self,
         *,
         after_bytes: int | None = None,
+        after_next_read: bool = False,
         direction: Direction = "down",
         hold_upstream: bool = False,
     ) -> int:
-        """Cut every live connection (now, or once ``after_bytes`` more bytes went
-        ``direction``), and return when they are gone. Returns how many were cut.
+        """Cut every live connection and return when they are gone (how many were cut).
+
+        Cut now, or once ``after_bytes`` more bytes were forwarded ``direction`` (a
+        frame may be cut in the middle), or, with ``after_next_read``, right after the
+        next read in ``direction`` was forwarded whole.
 
         With ``hold_upstream`` the daemon's side stays open (not forwarded) until
         :meth:`release_held`, so the daemon still sees its session attached.
         """
-        pipes = list(self._pipes)
-        for pipe in pipes:
-            pipe.hold_upstream = hold_upstream
-            if after_bytes is None:
-                pipe.cut()
-            else:
-                pipe.budget[direction] = after_bytes
-                pipe.budget_set.set()
+        pipes = self.arm_drop(
+            after_bytes=after_bytes,
+            after_next_read=after_next_read,
+            direction=direction,
+            hold_upstream=hold_upstream,
+        )
         for pipe in pipes:
             await pipe.finished.wait()
         return len(pipes)
+
+    def arm_drop(
+        self,
+        *,
+        after_bytes: int | None = None,
+        after_next_read: bool = False,
+        direction: Direction = "down",
+        hold_upstream: bool = False,
+    ) -> list[_Pipe]:
+        """:meth:`drop` without waiting: returns at once, the cut happens later."""
+        pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.hold_upstream = hold_upstream
+            if after_next_read:
+                pipe.budget[direction] = _NEXT_READ
+            elif after_bytes is None:
+                pipe.cut()
+            else:
+                pipe.budget[direction] = after_bytes
+        return pipes
 
     async def release_held(self) -> None:
         held, self._held = self._held, []
@@ -153,7 +176,9 @@ class WsProxy:
                 if not data:
                     break
                 budget = pipe.budget[direction]
-                if budget is not None:
+                if budget == _NEXT_READ:
+                    pipe.budget[direction] = 0
+                elif budget is not None:
                     data = data[:budget]
                     pipe.budget[direction] = budget - len(data)
                 if data:

@@ -36,8 +36,10 @@ def events_after(
 ) -> list[SeqEvent]:
     """Every event with seq > ``cursor``, in seq order, rebuilt from ``snapshot``.
 
-    ``known_exit_seq`` is the exit's seq if the caller already saw it (then it is not
-    re-created). Raises :class:`GapLost` if a seq cannot be accounted for.
+    ``known_exit_seq`` is the exit's seq if the caller already saw it; it locates the
+    exit, which is rebuilt like any other event when it lies after ``cursor`` (a
+    consumer lagging behind the network knows the exit's seq but has not queued it).
+    Raises :class:`GapLost` if a seq cannot be accounted for.
     """
     last_seq = snapshot.next_seq - 1
     by_seq: dict[int, SeqEvent] = {c.seq: c for c in snapshot.chunks if c.seq > cursor}
@@ -54,10 +56,11 @@ def events_after(
             f"seqs {unexplained[0]}..{unexplained[-1]} missing" if unexplained else "no exit seq"
         )
         raise GapLost(f"output after seq {cursor} is no longer retained ({missing})")
-    if unexplained:
-        assert snapshot.exit_code is not None
-        seq = unexplained[0]
-        by_seq[seq] = Exited(seq, snapshot.exit_code, snapshot.sandbox_denied)
+    exit_seq = unexplained[0] if unexplained else known_exit_seq
+    if exit_seq is not None and cursor < exit_seq <= last_seq:
+        if snapshot.exit_code is None:
+            raise GapLost(f"the exit at seq {exit_seq} is not in the read result")
+        by_seq[exit_seq] = Exited(exit_seq, snapshot.exit_code, snapshot.sandbox_denied)
     if closed_seq is not None and closed_seq > cursor:
         by_seq[closed_seq] = Closed(closed_seq)
     return [by_seq[seq] for seq in sorted(by_seq)]

@@ -8,14 +8,17 @@ scripted processes with self-checking output.
         proc = await client.start(scripted_argv(chunks=20, chunk_size=1000))
         ...
         faults.drop()            # cut the connection now; the client recovers
+        faults.partition()       # ...and keep it away (the session is detached)
+        faults.heal()
 """
 
-from ._faults import FaultController, FaultPlan, FaultyConnector, FaultyTransport
+from ._faults import Delivered, FaultController, FaultPlan, FaultyConnector, FaultyTransport
 from ._proxy import FaultProxy, fault_proxy
 from ._scripted import check_pattern, expected_output, scripted_argv
 from ._stack import open_faulty_local
 
 __all__ = [
+    "Delivered",
     "FaultController",
     "FaultPlan",
     "FaultProxy",

@@ -22,6 +22,20 @@ from .._client import Connector
 from .._transport import MessageTransport, TransportClosed
 
 
+class _Ident(msgspec.Struct, rename="camel"):
+    process_id: str | None = None
+    seq: int | None = None
+
+
+@attrs.frozen
+class Delivered:
+    """One notification as the client received it (after the faults)."""
+
+    method: str
+    process_id: str | None
+    seq: int | None
+
+
 @attrs.frozen(kw_only=True)
 class FaultPlan:
     """What to break, reproducibly. Print it (``repr``) to replay a failure."""
@@ -47,9 +61,15 @@ class FaultController:
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
         self.counts: Counter[str] = Counter()
+        """Frames per method, both directions; responses count as ``response:<method>``."""
         self.connections = 0
         self.drops = 0
+        self.refused = 0
+        """Connection attempts refused while partitioned."""
         self.current: FaultyTransport | None = None
+        self.delivered: list[Delivered] = []
+        """Every notification delivered to the client, in delivery order (duplicates too)."""
+        self.partitioned = False
         self._resumed = trio.Event()
         self._resumed.set()
 
@@ -58,6 +78,18 @@ class FaultController:
         if self.current is not None:
             self.current.drop()
 
+    def partition(self) -> None:
+        """Cut the current connection and refuse new ones until :meth:`heal`.
+
+        The daemon sees a detached session for as long as this lasts: processes run on,
+        output is only retained (and may be evicted), an exit is only recorded.
+        """
+        self.partitioned = True
+        self.drop()
+
+    def heal(self) -> None:
+        self.partitioned = False
+
     def stall(self) -> None:
         """Stop delivering frames to the client (a stuck reader) until :meth:`resume`."""
         if self._resumed.is_set():
@@ -65,6 +97,10 @@ class FaultController:
 
     def resume(self) -> None:
         self._resumed.set()
+
+    @property
+    def stalled(self) -> bool:
+        return not self._resumed.is_set()
 
     async def wait_resumed(self) -> None:
         await self._resumed.wait()
@@ -119,6 +155,19 @@ class FaultyTransport:
             return message.method, message.id is msgspec.UNSET
         return "response:" + self._method_of_id.pop(message.id, "?"), False
 
+    def _record_delivery(self, data: bytes | str) -> None:
+        try:
+            message = self.codec.decode_message(data)
+        except wire.MalformedMessage:
+            return
+        if message.method is None or message.id is not msgspec.UNSET:
+            return
+        try:
+            ident = self.codec.decode(message.params, _Ident)
+        except Exception:
+            ident = _Ident()
+        self._controller.delivered.append(Delivered(message.method, ident.process_id, ident.seq))
+
     def _should_drop(self, method: str) -> bool:
         self._frames += 1
         if not self._faulty or self._dropped:
@@ -152,6 +201,7 @@ class FaultyTransport:
                     low, high = self._plan.delay
                     if high > 0:
                         await trio.sleep(self._rng.uniform(low, high))
+                    self._record_delivery(data)
                     return data
                 await self._pull()
 
@@ -197,6 +247,9 @@ class FaultyConnector:
         self.controller = controller
 
     async def connect(self, nursery: trio.Nursery) -> MessageTransport:
+        if self.controller.partitioned:
+            self.controller.refused += 1
+            raise TransportClosed("fault: network partitioned")
         transport = FaultyTransport(
             await self.inner.connect(nursery), self.controller, self.controller.connections
         )

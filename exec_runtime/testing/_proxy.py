@@ -22,6 +22,13 @@ class FaultProxy:
     def drop(self) -> None:
         self.controller.drop()
 
+    def partition(self) -> None:
+        """Cut the current connection and refuse new ones until :meth:`heal`."""
+        self.controller.partition()
+
+    def heal(self) -> None:
+        self.controller.heal()
+
 
 @asynccontextmanager
 async def fault_proxy(
@@ -35,6 +42,10 @@ async def fault_proxy(
     controller = FaultController(plan or FaultPlan())
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        if controller.partitioned:
+            controller.refused += 1
+            await request.reject(503, body=b"fault: network partitioned")
+            return
         offered = request.proposed_subprotocols
         async with trio.open_nursery() as nursery:
             upstream_ws = await trio_websocket.connect_websocket_url(

@@ -1,0 +1,139 @@
+"""Scenario 5: drop the connection during a 10 MB stream (quick: the same).
+
+The client reaches a daemon subprocess through a :class:`DelayProxy` with no delay.
+Once 30% of the stream has been received, the proxy cuts the connection on both sides
+(the daemon sees it close and detaches the session). We record the time from the cut
+until the client reports the recovery done (``statistics().recoveries`` goes up, which
+happens after its catch-up ``process/read``), the time until ``Closed``, and the bytes
+lost (expected minus received; must be 0).
+
+Two streams: ``head -c 10000000 /dev/zero`` at full speed, and a paced one (160 x
+62,500 bytes, 10 ms apart). Baselines in the same run: a fresh ``open_client``
+handshake through the same proxy (what a reconnect must at least cost), and the same
+stream with no drop.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import trio
+
+import exec_runtime
+
+from ._common import Options, Row, ScenarioResult, running_daemon
+from .delay_proxy import DelayProxy
+
+NAME = "recovery"
+TOTAL = 10_000_000
+DROP_FRACTION = 0.3
+STREAMS = {
+    "full-speed": ["head", "-c", str(TOTAL), "/dev/zero"],
+    "paced": [
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 160 ]; do head -c 62500 /dev/zero; sleep 0.01; i=$((i+1)); done",
+    ],
+}
+
+
+async def stream_once(url: str, argv: list[str], proxy: DelayProxy | None) -> dict[str, Any]:
+    """Stream ``argv``; if ``proxy`` is given, cut it at DROP_FRACTION of the bytes."""
+    received = 0
+    failure: str | None = None
+    t_drop = t_recovered = None
+    async with exec_runtime.open_client(url) as client, trio.open_nursery() as nursery:
+
+        async def watch_recovery() -> None:
+            nonlocal t_recovered
+            while True:  # poll: the client has no recovery hook, and 0.5 ms is fine here
+                if client.statistics().recoveries:
+                    t_recovered = time.perf_counter()
+                    return
+                await trio.sleep(0.0005)
+
+        start = time.perf_counter()
+        proc = await client.start(argv)
+        async for event in proc.events():
+            if isinstance(event, exec_runtime.Output):
+                received += len(event.data)
+                if proxy is not None and t_drop is None and received >= TOTAL * DROP_FRACTION:
+                    nursery.start_soon(watch_recovery)
+                    t_drop = time.perf_counter()
+                    proxy.cut()
+            elif isinstance(event, exec_runtime.Failed):
+                failure = event.message
+        t_end = time.perf_counter()
+        stats = client.statistics()
+        nursery.cancel_scope.cancel()
+    figures: dict[str, Any] = {
+        "received": received,
+        "bytes_lost": TOTAL - received,
+        "failure": failure,
+        "total_s": t_end - start,
+        "reconnects": stats.reconnects,
+        "recoveries": stats.recoveries,
+        "process_read_calls": stats.calls.get("process/read", 0),
+    }
+    if t_drop is not None:
+        figures["drop_at_bytes"] = int(TOTAL * DROP_FRACTION)
+        figures["drop_to_caught_up_ms"] = (
+            (t_recovered - t_drop) * 1000 if t_recovered is not None else None
+        )
+        figures["drop_to_closed_ms"] = (t_end - t_drop) * 1000
+    return figures
+
+
+async def handshake_ms(url: str, repeats: int = 5) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        async with exec_runtime.open_client(url):
+            samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+async def run(opts: Options) -> ScenarioResult:
+    result = ScenarioResult(NAME)
+    async with running_daemon(opts) as daemon, trio.open_nursery() as nursery:
+        host, port = daemon.url.removeprefix("ws://").rsplit(":", 1)
+        proxy: DelayProxy = await nursery.start(DelayProxy(host, int(port)).run)
+        connect_ms = await handshake_ms(proxy.url)
+        for name, argv in STREAMS.items():
+            clean = await stream_once(proxy.url, argv, None)
+            dropped = await stream_once(proxy.url, argv, proxy)
+            result.figures[name] = {"argv": argv, "no_drop": clean, "with_drop": dropped}
+            lost = dropped["bytes_lost"]
+            note = f"failure: {dropped['failure']}" if dropped["failure"] else "no failure"
+            result.rows += [
+                Row(
+                    f"recovery {name}: drop -> caught up",
+                    dropped.get("drop_to_caught_up_ms"),
+                    connect_ms,
+                    "ms",
+                    f"baseline fresh open_client handshake; {note}",
+                    baseline_label="fresh handshake",
+                ),
+                Row(
+                    f"recovery {name}: bytes lost",
+                    float(lost),
+                    0.0,
+                    "B",
+                    f"must be 0; {dropped['recoveries']} recoveries, "
+                    f"{dropped['process_read_calls']} reads",
+                    baseline_label="target",
+                ),
+                Row(
+                    f"recovery {name}: total with drop",
+                    dropped["total_s"] * 1000,
+                    clean["total_s"] * 1000,
+                    "ms",
+                    "baseline the same stream with no drop",
+                    baseline_label="no drop",
+                ),
+            ]
+        result.figures["fresh_handshake_ms"] = connect_ms
+        nursery.cancel_scope.cancel()
+    return result

@@ -1,0 +1,236 @@
+"""events_after (rebuilding events from a process/read result) against an oracle, and
+ReorderBuffer + events_after together: live pushes and one recovery read publish 1..n."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamName
+from exec_runtime._core.recovery import GapLost, ReadSnapshot, events_after
+from exec_runtime._core.reorder import ReorderBuffer
+from exec_runtime._core.sequence import ProcessSequence, RetentionLimits
+
+
+@attrs.frozen
+class Daemon:
+    """A process's full sequence as the daemon assigned it, up to some moment."""
+
+    events: list[SeqEvent]
+    exit_code: int
+    sandbox_denied: bool
+
+    @property
+    def exit_seq(self) -> int | None:
+        return next((e.seq for e in self.events if isinstance(e, Exited)), None)
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [e for e in self.events if isinstance(e, Output)]
+
+    def prefix(self, count: int) -> Daemon:
+        return attrs.evolve(self, events=self.events[:count])
+
+    def snapshot(self, cursor: int, first_retained: int) -> ReadSnapshot:
+        """``process/read{afterSeq: cursor}``: retention holds outputs from seq
+        ``first_retained`` on (an evicted prefix), exit and close are state."""
+        exit_seq = self.exit_seq
+        return ReadSnapshot(
+            chunks=[c for c in self.outputs if c.seq > cursor and c.seq >= first_retained],
+            next_seq=len(self.events) + 1,
+            exited=exit_seq is not None,
+            exit_code=self.exit_code if exit_seq is not None else None,
+            closed=bool(self.events) and isinstance(self.events[-1], Closed),
+            sandbox_denied=self.sandbox_denied if exit_seq is not None else False,
+        )
+
+
+@st.composite
+def daemons(draw: st.DrawFn, *, closed: bool | None = None) -> Daemon:
+    """outputs, then (maybe) the exit, late outputs and the close, seqs 1..n."""
+    stream_names: list[StreamName] = ["stdout", "stderr"]
+    streams = st.sampled_from(stream_names)
+    outputs = st.lists(st.tuples(streams, st.binary(min_size=1, max_size=6)), max_size=12)
+    stage = (
+        draw(st.sampled_from(["running", "exited", "closed"]))
+        if closed is None
+        else ("closed" if closed else draw(st.sampled_from(["running", "exited"])))
+    )
+    events: list[SeqEvent] = []
+    for stream, data in draw(outputs):
+        events.append(Output(len(events) + 1, stream, data))
+    exit_code = draw(st.integers(0, 255))
+    sandbox_denied = draw(st.booleans())
+    if stage != "running":
+        events.append(Exited(len(events) + 1, exit_code, sandbox_denied))
+        # A grandchild holding the pipe writes after the exit.
+        for stream, data in draw(st.lists(st.tuples(streams, st.binary(min_size=1)), max_size=4)):
+            events.append(Output(len(events) + 1, stream, data))
+    if stage == "closed":
+        events.append(Closed(len(events) + 1))
+    return Daemon(events, exit_code, sandbox_denied)
+
+
+@st.composite
+def recovery_cases(draw: st.DrawFn) -> tuple[Daemon, int, int, int | None]:
+    daemon = draw(daemons())
+    cursor = draw(st.integers(0, len(daemon.events)))
+    # Retention evicted every output below ``first_retained`` (possibly none, possibly all).
+    first_retained = draw(st.integers(1, len(daemon.events) + 1))
+    exit_seq = daemon.exit_seq
+    # The caller always knows an exit at or below its cursor; one above it may be known
+    # (the consumer lags the network) or not (a recovery read).
+    if exit_seq is None:
+        known_exit = None
+    elif exit_seq <= cursor:
+        known_exit = exit_seq
+    else:
+        known_exit = draw(st.sampled_from([None, exit_seq]))
+    return daemon, cursor, first_retained, known_exit
+
+
+@given(recovery_cases())
+def test_events_after_matches_the_oracle(case: tuple[Daemon, int, int, int | None]) -> None:
+    daemon, cursor, first_retained, known_exit = case
+    snapshot = daemon.snapshot(cursor, first_retained)
+    lost = [c.seq for c in daemon.outputs if cursor < c.seq < first_retained]
+    if lost:
+        with pytest.raises(GapLost):
+            events_after(cursor, snapshot, known_exit)
+    else:
+        assert events_after(cursor, snapshot, known_exit) == [
+            e for e in daemon.events if e.seq > cursor
+        ]
+
+
+@given(daemons(), st.data())
+def test_events_after_unfiltered_chunks_and_a_cursor_past_the_end(
+    daemon: Daemon, data: st.DataObject
+) -> None:
+    """Chunks at or below the cursor are ignored; a cursor at the end yields nothing."""
+    cursor = data.draw(st.integers(0, len(daemon.events)))
+    exit_seq = daemon.exit_seq
+    known_exit = exit_seq if exit_seq is not None and exit_seq <= cursor else None
+    full = daemon.snapshot(0, 1)
+    assert events_after(cursor, full, known_exit) == [e for e in daemon.events if e.seq > cursor]
+    end = len(daemon.events)
+    assert events_after(end, full, exit_seq) == []
+
+
+def test_events_after_examples() -> None:
+    # printf out; printf err >&2; exit 7 -> output(1), output(2), exited(3), closed(4)
+    out, err = Output(1, "stdout", b"out"), Output(2, "stderr", b"err")
+    snapshot = ReadSnapshot([out, err], next_seq=5, exited=True, exit_code=7, closed=True)
+    assert events_after(0, snapshot) == [out, err, Exited(3, 7), Closed(4)]
+    assert events_after(2, snapshot) == [Exited(3, 7), Closed(4)]
+    assert events_after(3, snapshot, known_exit_seq=3) == [Closed(4)]
+    # A consumer behind the network already saw the exit (seq 3) but not what precedes it.
+    assert events_after(1, snapshot, known_exit_seq=3) == [err, Exited(3, 7), Closed(4)]
+    # Output 1 was evicted.
+    with pytest.raises(GapLost):
+        events_after(0, ReadSnapshot([err], 5, True, 7, True))
+    # Running, nothing new.
+    assert events_after(2, ReadSnapshot([], 3, False, None, False)) == []
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=30),
+    st.lists(st.binary(min_size=1, max_size=40), max_size=3),
+    st.integers(1, 200),
+    st.data(),
+)
+def test_events_after_against_the_daemon_sequence(
+    before: list[bytes], after: list[bytes], retain_bytes: int, data: st.DataObject
+) -> None:
+    """The real ProcessSequence's read (with real eviction) rebuilds what it assigned."""
+    sequence = ProcessSequence(("stdout",), RetentionLimits(max_bytes=retain_bytes))
+    assigned: list[SeqEvent] = [sequence.record_output("stdout", chunk) for chunk in before]
+    assigned += sequence.record_exit(3)
+    assigned += [sequence.record_output("stdout", chunk) for chunk in after]
+    assigned += sequence.record_eof("stdout")
+    cursor = data.draw(st.integers(0, len(assigned)))
+    known_exit = len(before) + 1 if len(before) + 1 <= cursor else None
+    result = sequence.read(cursor)
+    snapshot = ReadSnapshot(
+        result.chunks, result.next_seq, result.exited, result.exit_code, result.closed
+    )
+    evicted = [e.seq for e in assigned if isinstance(e, Output) and e not in result.chunks]
+    if any(seq > cursor for seq in evicted):
+        with pytest.raises(GapLost):
+            events_after(cursor, snapshot, known_exit)
+    else:
+        assert events_after(cursor, snapshot, known_exit) == [e for e in assigned if e.seq > cursor]
+
+
+# --- reorder + recovery ---------------------------------------------------------------
+
+
+@st.composite
+def outage_cases(
+    draw: st.DrawFn,
+) -> tuple[Daemon, int, list[SeqEvent], list[SeqEvent], int]:
+    """A closed process; pushes lost in an outage, the rest delivered in any order with
+    duplicates, and a recovery read at some moment in between."""
+    daemon = draw(daemons(closed=True))
+    n = len(daemon.events)
+    read_at = draw(st.integers(0, n))  # the daemon had assigned seqs 1..read_at by the read
+    lost = draw(st.sets(st.integers(1, read_at))) if read_at else set()
+    delivered = [e for e in daemon.events if e.seq not in lost]
+    delivered += draw(st.lists(st.sampled_from(delivered), max_size=10)) if delivered else []
+    # Before the read only what already existed can have arrived.
+    early_pool = [e for e in delivered if e.seq <= read_at]
+    early_count = draw(st.integers(0, len(early_pool)))
+    early = draw(st.permutations(early_pool))[:early_count]
+    rest = list(delivered)
+    for event in early:
+        rest.remove(event)
+    late = draw(st.permutations(rest))
+    # Retention may have evicted outputs, but only what the client already published
+    # (otherwise the read fails; see test_events_after_matches_the_oracle).
+    evict_below = draw(st.integers(1, n + 1))
+    return daemon, read_at, early, late, evict_below
+
+
+@given(outage_cases())
+def test_pushes_and_a_recovery_read_publish_each_seq_once_in_order(
+    case: tuple[Daemon, int, list[SeqEvent], list[SeqEvent], int],
+) -> None:
+    daemon, read_at, early, late, evict_below = case
+    buf = ReorderBuffer()
+    published: list[SeqEvent] = []
+    for event in early:
+        published += buf.push(event)
+    cursor = buf.last_published_seq
+    exit_seq = daemon.exit_seq
+    known_exit = exit_seq if exit_seq is not None and exit_seq <= cursor else None
+    snapshot = daemon.prefix(read_at).snapshot(cursor, min(evict_below, cursor + 1))
+    published += buf.push_many(events_after(cursor, snapshot, known_exit))
+    for event in late:
+        published += buf.push(event)
+    assert published == daemon.events
+    assert buf.closed
+    assert buf.pending_count == 0
+
+
+@given(outage_cases())
+def test_a_read_that_lost_output_fails_instead_of_skipping(
+    case: tuple[Daemon, int, list[SeqEvent], list[SeqEvent], int],
+) -> None:
+    """Whenever retention dropped an output the client never published, the read says so."""
+    daemon, read_at, early, _late, evict_below = case
+    buf = ReorderBuffer()
+    for event in early:
+        buf.push(event)
+    cursor = buf.last_published_seq
+    prefix = daemon.prefix(read_at)
+    exit_seq = prefix.exit_seq
+    known_exit = exit_seq if exit_seq is not None and exit_seq <= cursor else None
+    snapshot = prefix.snapshot(cursor, evict_below)
+    if any(cursor < c.seq < evict_below for c in prefix.outputs):
+        with pytest.raises(GapLost):
+            events_after(cursor, snapshot, known_exit)
+    else:
+        rebuilt = events_after(cursor, snapshot, known_exit)
+        assert rebuilt == [e for e in prefix.events if e.seq > cursor]

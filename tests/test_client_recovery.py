@@ -1,0 +1,362 @@
+"""Reconnect and recovery (PROTOCOL §9) through a proxy that breaks the connection."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from ws_proxy import WsProxy
+
+import exec_runtime
+from exec_runtime import (
+    ClientClosedError,
+    ClientState,
+    Closed,
+    Event,
+    ExecClient,
+    Exited,
+    Failed,
+    Output,
+    ProcessFailed,
+    ProcessHandle,
+    ServerConfig,
+    TransportError,
+)
+
+PY = sys.executable
+DISCONNECTED = "exec-server transport disconnected"
+
+
+@asynccontextmanager
+async def proxied_client(
+    nursery: trio.Nursery, config: ServerConfig, **client_options: Any
+) -> AsyncIterator[tuple[ExecClient, WsProxy]]:
+    daemon_url = await nursery.start(exec_runtime.serve, config)
+    proxy = WsProxy(daemon_url)
+    url = await nursery.start(proxy.run)
+    async with exec_runtime.open_client(url, **client_options) as client:
+        yield client, proxy
+
+
+class Collector:
+    """Consumes a process's events in the background; tests wait on its progress."""
+
+    def __init__(self, proc: ProcessHandle) -> None:
+        self.proc = proc
+        self.events: list[Event] = []
+        self.done = trio.Event()
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        async for event in self.proc.events():
+            self.events.append(event)
+            self._changed.set()
+            self._changed = trio.Event()
+        self.done.set()
+        self._changed.set()
+
+    def output(self, stream: str = "stdout") -> bytes:
+        return b"".join(e.data for e in self.events if isinstance(e, Output) and e.stream == stream)
+
+    async def wait_for(self, predicate: Callable[[Collector], bool]) -> None:
+        while not predicate(self):
+            if self.done.is_set():
+                raise AssertionError(f"finished without reaching the condition: {self.events}")
+            await self._changed.wait()
+
+    async def wait_output(self, data: bytes) -> None:
+        await self.wait_for(lambda c: data in c.output())
+
+
+def collect_in(nursery: trio.Nursery, proc: ProcessHandle) -> Collector:
+    collector = Collector(proc)
+    nursery.start_soon(collector.run)
+    return collector
+
+
+def assert_complete(events: list[Event]) -> Exited:
+    assert not any(isinstance(e, Failed) for e in events), events[-1]
+    assert [e.seq for e in events if not isinstance(e, Failed)] == list(range(1, len(events) + 1))
+    assert isinstance(events[-1], Closed)
+    exits = [e for e in events if isinstance(e, Exited)]
+    assert len(exits) == 1
+    return exits[0]
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Poll client or proxy state (or files a child writes); callers bound the wait."""
+    while not predicate():  # noqa: ASYNC110 - nothing to wait on for these conditions
+        await trio.sleep(0.01)
+
+
+async def pid_gone(pid: int) -> None:
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await trio.sleep(0.01)
+
+
+LINES = 400
+LINE_WRITER = [
+    PY,
+    "-c",
+    "import sys, time\n"
+    f"for i in range({LINES}):\n"
+    "    sys.stdout.write(f'line {i:05d} ' + 'x' * (i % 50) + '\\n')\n"
+    "    sys.stdout.flush()\n"
+    "    time.sleep(0.002)\n",
+]
+EXPECTED_LINES = b"".join(f"line {i:05d} {'x' * (i % 50)}\n".encode() for i in range(LINES))
+
+
+@pytest.mark.parametrize("cut", ["between frames", "inside a frame"])
+async def test_drop_mid_stream_recovers_byte_exact(nursery: trio.Nursery, cut: str) -> None:
+    with trio.fail_after(10):
+        async with proxied_client(nursery, ServerConfig()) as (client, proxy):
+            session_id = client.session_id
+            async with trio.open_nursery() as tasks:
+                proc = await client.start(LINE_WRITER)
+                collector = collect_in(tasks, proc)
+                await collector.wait_output(b"line 00100 ")
+                if cut == "between frames":
+                    assert await proxy.drop() == 1
+                else:
+                    assert await proxy.drop(after_bytes=7) == 1  # mid-header or mid-payload
+            assert client.session_id == session_id
+            assert collector.output() == EXPECTED_LINES
+            assert assert_complete(collector.events).exit_code == 0
+            stats = client.statistics()
+            assert (stats.reconnects, stats.recoveries, stats.failed_processes) == (1, 1, 0)
+            assert stats.state == "connected"
+            assert stats.calls["process/start"] == 1
+            assert proxy.connections == 2
+            assert (await client.run(["echo", "after"])).stdout == b"after\n"
+
+
+async def test_write_after_recovery_is_accepted_once(nursery: trio.Nursery) -> None:
+    with trio.fail_after(10):
+        async with proxied_client(nursery, ServerConfig()) as (client, proxy):
+            async with trio.open_nursery() as tasks:
+                proc = await client.start(["cat"], pipe_stdin=True)
+                collector = collect_in(tasks, proc)
+                await proc.write(b"before\n")
+                await collector.wait_output(b"before\n")
+                await proxy.drop()
+                await until(lambda: client.statistics().recoveries == 1)
+                assert client.state is ClientState.CONNECTED
+                await proc.write(b"after\n")
+                await collector.wait_output(b"after\n")
+                await proc.close_stdin()
+            assert collector.output() == b"before\nafter\n"
+            assert assert_complete(collector.events).exit_code == 0
+
+
+async def test_write_in_flight_during_a_drop_is_resent_and_applied_once(
+    nursery: trio.Nursery,
+) -> None:
+    """The write reaches the daemon, the reply is lost; the client re-sends it with the
+    same writeId after recovery and cat echoes it exactly once."""
+    with trio.fail_after(10):
+        async with proxied_client(nursery, ServerConfig(), msgpack=False) as (client, proxy):
+            async with trio.open_nursery() as tasks:
+                proc = await client.start(["cat"], pipe_stdin=True)
+                collector = collect_in(tasks, proc)
+                proxy.arm_drop(after_next_read=True, direction="up")
+                await proc.write(b"once\n")
+                assert client.statistics().recoveries == 1
+                await proc.close_stdin()
+            assert collector.output() == b"once\n"
+            assert assert_complete(collector.events).exit_code == 0
+            # The first connection never carried a write reply; the second carried the
+            # reply to the re-sent write and the one to close_stdin.
+            assert b'"accepted"' not in proxy.transcripts[0]
+            assert proxy.transcripts[1].count(b'"status":"accepted"') == 2
+
+
+async def test_mutating_call_in_flight_fails_with_transport_error(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(10):
+        async with proxied_client(nursery, ServerConfig(start_delay=1.0)) as (client, proxy):
+            outcome: list[BaseException] = []
+
+            async def starter() -> None:
+                try:
+                    await client.start(["true"], process_id="in-flight")
+                except TransportError as exc:
+                    outcome.append(exc)
+
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(starter)
+                await trio.sleep(0.2)  # process/start is held by the daemon for 1 s
+                await proxy.drop()
+            assert len(outcome) == 1
+            assert isinstance(outcome[0], TransportError)
+            assert str(outcome[0]) == DISCONNECTED
+            await until(lambda: client.state is ClientState.CONNECTED)
+            # Not replayed: the client did not send process/start again (its outcome is
+            # unknown), and the failed start does not hold the id on the client side.
+            assert client.statistics().calls == {"process/start": 1}
+            assert (await client.run(["echo", "ok"])).stdout == b"ok\n"
+
+
+async def test_calls_during_recovery_wait_then_succeed(nursery: trio.Nursery) -> None:
+    with trio.fail_after(10):
+        async with proxied_client(nursery, ServerConfig()) as (client, proxy):
+            results: list[bytes] = []
+
+            async def runner() -> None:
+                results.append((await client.run(["echo", "waited"])).stdout)
+
+            proxy.refusing = True
+            await proxy.drop()
+            await until(lambda: client.state is ClientState.RECOVERING)
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(runner)
+                await until(lambda: proxy.refused >= 3)  # retried every ~100 ms
+                assert results == []
+                assert client.state is ClientState.RECOVERING
+                proxy.refusing = False
+            assert results == [b"waited\n"]
+            stats = client.statistics()
+            assert (stats.reconnects, stats.recoveries, stats.state) == (1, 1, "connected")
+            assert stats.calls == {"process/start": 1}
+
+
+def wait_file(path: Path) -> str:
+    return f"while not os.path.exists({str(path)!r}): time.sleep(0.01)"
+
+
+async def test_expired_retention_fails_only_that_process(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    go, a_done, b_done, b_finish = (tmp_path / n for n in ("go", "a", "b", "finish"))
+    writer_a = "\n".join(
+        [
+            "import os, sys, time",
+            "print(os.getpid(), flush=True)",
+            wait_file(go),
+            "for i in range(64):",
+            "    sys.stdout.write(f'{i:04d}' * 256)",  # 1 KiB each, 64 KiB in all
+            "    sys.stdout.flush()",
+            f"open({str(a_done)!r}, 'w').close()",
+            "time.sleep(30)",
+        ]
+    )
+    writer_b = "\n".join(
+        [
+            "import os, sys, time",
+            "print('b-start', flush=True)",
+            wait_file(go),
+            "print('b-mid', flush=True)",
+            f"open({str(b_done)!r}, 'w').close()",
+            wait_file(b_finish),
+            "print('b-end', flush=True)",
+        ]
+    )
+    with trio.fail_after(10):
+        config = ServerConfig(retain_bytes=4096)
+        async with proxied_client(nursery, config) as (client, proxy):
+            async with trio.open_nursery() as tasks:
+                proc_a = await client.start([PY, "-c", writer_a])
+                proc_b = await client.start([PY, "-c", writer_b])
+                a = collect_in(tasks, proc_a)
+                b = collect_in(tasks, proc_b)
+                await a.wait_output(b"\n")
+                await b.wait_output(b"b-start\n")
+                pid_a = int(a.output())
+
+                proxy.refusing = True  # hold the client off while A overruns retention
+                await proxy.drop()
+                go.touch()
+                await until(lambda: a_done.exists() and b_done.exists())
+                proxy.refusing = False
+
+                await a.done.wait()
+                assert isinstance(a.events[-1], Failed)
+                assert "no longer retained" in a.events[-1].message
+                with pytest.raises(ProcessFailed):
+                    await proc_a.wait()
+                await pid_gone(pid_a)  # failing A terminated it
+
+                b_finish.touch()
+            assert b.output() == b"b-start\nb-mid\nb-end\n"
+            assert assert_complete(b.events).exit_code == 0
+            stats = client.statistics()
+            assert (stats.recoveries, stats.failed_processes, stats.state) == (
+                1,
+                1,
+                "connected",
+            )
+
+
+async def test_recovery_deadline_fails_the_client(nursery: trio.Nursery) -> None:
+    with trio.fail_after(10):
+        options = {"recovery_deadline": 1.0}
+        async with proxied_client(nursery, ServerConfig(), **options) as (client, proxy):
+            waiting: list[BaseException] = []
+
+            async def starter() -> None:
+                try:
+                    await client.start(["true"])
+                except ClientClosedError as exc:
+                    waiting.append(exc)
+
+            async with trio.open_nursery() as tasks:
+                sleeper = await client.start(["sleep", "30"])
+                collector = collect_in(tasks, sleeper)
+                finished = await client.start(["echo", "done"])
+                assert await finished.wait() == 0
+                proxy.refusing = True
+                lost_at = trio.current_time()  # recovery starts after this
+                await proxy.drop()
+                tasks.start_soon(starter)  # waits for the recovery, then fails with it
+                await until(lambda: client.state is ClientState.FAILED)
+                elapsed = trio.current_time() - lost_at
+                assert 1.0 <= elapsed < 2.0
+            assert proxy.refused >= 5
+            assert len(waiting) == 1
+            assert isinstance(collector.events[-1], Failed)
+            assert "could not resume session" in collector.events[-1].message
+            with pytest.raises(ProcessFailed):
+                await sleeper.wait()
+            assert await finished.wait() == 0  # completed before the outage: unaffected
+            with pytest.raises(ClientClosedError):
+                await client.start(["true"])
+            with pytest.raises(ClientClosedError):
+                await client.run(["true"])
+            stats = client.statistics()
+            assert (stats.state, stats.recoveries, stats.failed_processes) == ("failed", 0, 1)
+
+
+async def test_resume_retries_while_the_old_connection_is_attached(
+    nursery: trio.Nursery,
+) -> None:
+    """The daemon still holds the old connection (-32010): the client re-sends
+    initialize on its new connection until the old one is gone, then resumes."""
+    with trio.fail_after(10):
+        async with proxied_client(nursery, ServerConfig(), msgpack=False) as (client, proxy):
+            session_id = client.session_id
+            async with trio.open_nursery() as tasks:
+                proc = await client.start(LINE_WRITER)
+                collector = collect_in(tasks, proc)
+                await collector.wait_output(b"line 00050 ")
+                await proxy.drop(hold_upstream=True)
+                await proxy.wait_connections(2)
+                await until(lambda: proxy.transcripts[1].count(b"-32010") >= 3)
+                assert client.state is ClientState.RECOVERING
+                await proxy.release_held()
+            assert client.session_id == session_id
+            assert collector.output() == EXPECTED_LINES
+            assert_complete(collector.events)
+            stats = client.statistics()
+            assert (stats.recoveries, stats.state) == (1, "connected")
+            assert proxy.connections == 2  # retried on the same connection

@@ -1,0 +1,278 @@
+"""Sessions across connections at the wire: detach, resume, TTL, retention while detached,
+backpressure while attached (PROTOCOL.md §3, §5, §6)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+from conftest import RawClient, output_of
+
+from exec_runtime import ServerConfig
+
+INVALID_REQUEST = -32600
+SESSION_ATTACHED = -32010
+
+
+@pytest.fixture
+async def connect(connect: Any) -> AsyncIterator[Any]:
+    """conftest's ``connect``, closing each client's WebSocket at teardown: a client whose
+    tasks were just cancelled never answers the daemon's close handshake, which would hold
+    the daemon's shutdown for its 2 s close timeout."""
+    clients: list[RawClient] = []
+
+    async def _connect(*args: Any, **kwargs: Any) -> RawClient:
+        client: RawClient = await connect(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield _connect
+    for client in clients:
+        await client.ws.aclose()
+
+
+async def eventually(predicate: Callable[[], object]) -> None:
+    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
+        await trio.sleep(0.005)
+
+
+async def resume(connect: Any, session_id: str) -> RawClient:
+    """A new connection resuming ``session_id``; retries -32010 while the daemon has not
+    yet seen the old connection go away (the protocol marks -32010 retryable)."""
+    client: RawClient = await connect(handshake=False)
+    for _ in range(200):
+        reply = await client.request(
+            "initialize", {"clientName": "test", "resumeSessionId": session_id}
+        )
+        if "error" not in reply:
+            assert reply["result"]["sessionId"] == session_id
+            await client.notify("initialized")
+            client.session_id = session_id
+            return client
+        assert reply["error"]["code"] == SESSION_ATTACHED, reply
+        await trio.sleep(0.01)
+    raise AssertionError("the session never became resumable")
+
+
+def process_gone(pid: int) -> bool:
+    """Dead: no such process, or a zombie waiting for a parent that is not us."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def decoded(chunks: list[dict[str, Any]]) -> bytes:
+    return b"".join(base64.b64decode(c["chunk"]) for c in chunks)
+
+
+async def test_detach_then_resume_and_read_what_was_produced_meanwhile(connect: Any) -> None:
+    with trio.fail_after(5):
+        first = await connect()
+        session_id = first.session_id
+        await first.start("p", ["sh", "-c", "echo before; sleep 0.3; echo while-detached"])
+        await eventually(lambda: output_of(first.notifications["p"]) == b"before\n")
+        await first.ws.aclose()
+        await trio.sleep(0.5)  # the process finishes while nobody is attached
+        second = await resume(connect, session_id)
+        read = await second.call("process/read", {"processId": "p", "waitMs": 3000})
+        assert read["closed"] is True and read["exitCode"] == 0
+        assert [(c["seq"], base64.b64decode(c["chunk"])) for c in read["chunks"]] == [
+            (1, b"before\n"),
+            (2, b"while-detached\n"),
+        ]
+        assert read["nextSeq"] == 5
+        # Nothing was pushed to anyone while detached, and nothing is replayed on resume.
+        await trio.sleep(0.05)
+        assert second.notifications["p"] == []
+        assert [m["params"]["seq"] for m in first.notifications["p"]] == [1]
+
+
+async def test_notifications_go_only_to_the_attached_connection(connect: Any) -> None:
+    with trio.fail_after(5):
+        first = await connect()
+        bystander = await connect()  # another session entirely
+        session_id = first.session_id
+        await first.start("p", ["sh", "-c", "echo one; read x; echo two"], pipeStdin=True)
+        await eventually(lambda: output_of(first.notifications["p"]) == b"one\n")
+        await first.ws.aclose()
+        second = await resume(connect, session_id)
+        params = {"processId": "p", "writeId": "go", "chunk": base64.b64encode(b"x\n").decode()}
+        assert await second.call("process/write", params) == {"status": "accepted"}
+        events = await second.wait_closed("p")
+        # From the resume on, the new connection gets the pushes (seq 2 onwards).
+        assert [m["params"]["seq"] for m in events] == [2, 3, 4]
+        assert output_of(events) == b"two\n"
+        assert [m["params"]["seq"] for m in first.notifications["p"]] == [1]
+        assert bystander.notifications["p"] == []
+        assert all(not messages for messages in bystander.notifications.values())
+
+
+async def test_a_process_keeps_running_while_detached(connect: Any) -> None:
+    with trio.fail_after(5):
+        first = await connect()
+        session_id = first.session_id
+        await first.start("p", ["sh", "-c", "echo $$; exec sleep 100"])
+        await eventually(lambda: output_of(first.notifications["p"]))
+        pid = int(output_of(first.notifications["p"]))
+        await first.ws.aclose()
+        await trio.sleep(0.3)
+        assert not process_gone(pid)
+        second = await resume(connect, session_id)
+        assert await second.call("process/terminate", {"processId": "p"}) == {"running": True}
+        read = await second.read_all("p")
+        assert read["exitCode"] == 137
+        await eventually(lambda: process_gone(pid))
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(detached_ttl=0.5)])
+async def test_detached_ttl_expiry_kills_the_processes_and_forgets_the_session(
+    connect: Any,
+) -> None:
+    with trio.fail_after(5):
+        client = await connect()
+        session_id = client.session_id
+        # The leader and a grandchild in its group.
+        await client.start("p", ["sh", "-c", "sleep 100 & echo $$ $!; wait"])
+        await eventually(lambda: output_of(client.notifications["p"]).endswith(b"\n"))
+        pids = [int(word) for word in output_of(client.notifications["p"]).split()]
+        # Attached for longer than the TTL: nothing happens.
+        await trio.sleep(0.7)
+        assert not any(process_gone(pid) for pid in pids)
+        await client.ws.aclose()
+        began = trio.current_time()
+        await eventually(lambda: all(process_gone(pid) for pid in pids))
+        assert trio.current_time() - began >= 0.4
+        fresh = await connect(handshake=False)
+        reply = await fresh.request(
+            "initialize", {"clientName": "t", "resumeSessionId": session_id}
+        )
+        assert reply["error"] == {
+            "code": INVALID_REQUEST,
+            "message": f"unknown session id {session_id}",
+        }
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(detached_ttl=0.5)])
+async def test_resuming_within_the_ttl_keeps_the_session(connect: Any) -> None:
+    with trio.fail_after(5):
+        client = await connect()
+        session_id = client.session_id
+        await client.start("p", ["sh", "-c", "echo $$; exec sleep 100"])
+        await eventually(lambda: output_of(client.notifications["p"]))
+        pid = int(output_of(client.notifications["p"]))
+        for _ in range(3):  # detached 0.3 s at a time: never 0.5 s in a row
+            await client.ws.aclose()
+            await trio.sleep(0.3)
+            client = await resume(connect, session_id)
+        assert not process_gone(pid)
+        assert await client.call("process/terminate", {"processId": "p"}) == {"running": True}
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=100)])
+async def test_retention_is_bounded_while_detached(connect: Any) -> None:
+    with trio.fail_after(5):
+        first = await connect()
+        session_id = first.session_id
+        lines = [b"line%d-padding-padding\n" % i for i in range(10, 20)]  # 23 bytes each
+        script = (
+            "sleep 0.2; for i in $(seq 10 19); do echo line$i-padding-padding; sleep 0.02; done"
+        )
+        await first.start("p", ["sh", "-c", script])
+        await first.ws.aclose()
+        await trio.sleep(0.6)
+        second = await resume(connect, session_id)
+        read = await second.read_all("p")
+        retained = decoded(read["chunks"])
+        seqs = [c["seq"] for c in read["chunks"]]
+        assert read["closed"] is True and read["exitCode"] == 0
+        # The oldest whole chunks were evicted: what is left is the newest output,
+        # contiguous up to the exit, as much as fits the byte bound.
+        assert read["earliestRetainedSeq"] > 1
+        assert read["earliestRetainedSeq"] == seqs[0]
+        assert seqs == list(range(seqs[0], read["nextSeq"] - 2))
+        assert b"".join(lines).endswith(retained)
+        assert retained.endswith(lines[-1])
+        assert len(retained) <= 100
+        assert len(retained) + len(lines[0]) > 100  # the next older chunk did not fit
+        # Reading from before the window returns only what is retained.
+        read = await second.call("process/read", {"processId": "p", "afterSeq": 0})
+        assert read["chunks"][0]["seq"] == read["earliestRetainedSeq"]
+        # The exit and close are state, never evicted.
+        assert (read["exited"], read["exitCode"], read["closed"]) == (True, 0, True)
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_chunks=3)])
+async def test_retention_is_bounded_by_chunk_count(connect: Any) -> None:
+    with trio.fail_after(5):
+        client = await connect()
+        script = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.03; done"
+        await client.start("p", ["sh", "-c", script])
+        events = await client.wait_closed("p")
+        assert output_of(events) == b"1\n2\n3\n4\n5\n6\n"
+        assert [m["params"]["seq"] for m in events] == list(range(1, 9))
+        read = await client.call("process/read", {"processId": "p"})
+        assert [(c["seq"], c["chunk"]) for c in read["chunks"]] == [
+            (4, base64.b64encode(b"4\n").decode()),
+            (5, base64.b64encode(b"5\n").decode()),
+            (6, base64.b64encode(b"6\n").decode()),
+        ]
+        assert (read["earliestRetainedSeq"], read["nextSeq"]) == (4, 9)
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=4096)])
+async def test_a_slow_client_loses_nothing_and_slows_the_child(
+    daemon: str, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(15):
+        size = 24_000_000
+        done = tmp_path / "done"
+        # A raw WebSocket we read only when we choose to: the slow client.
+        ws = await trio_websocket.connect_websocket_url(
+            nursery, daemon, message_queue_size=1, max_message_size=16 << 20
+        )
+        await ws.send_message('{"id": 1, "method": "initialize", "params": {"clientName": "t"}}')
+        await ws.get_message()
+        await ws.send_message('{"method": "initialized"}')
+        script = f"head -c {size} /dev/zero; touch {done}"
+        start = {
+            "id": 2,
+            "method": "process/start",
+            "params": {
+                "processId": "p",
+                "argv": ["sh", "-c", script],
+                "cwd": "file://" + os.getcwd(),
+                "env": dict(os.environ),
+                "tty": False,
+            },
+        }
+        await ws.send_message(json.dumps(start))
+        await trio.sleep(0.5)  # not reading: the daemon must hold the child back
+        assert not done.exists()
+        received = 0
+        seqs: list[int] = []
+        methods: list[str] = []
+        while "process/closed" not in methods:
+            message = json.loads(await ws.get_message())
+            if "method" not in message:
+                assert message == {"id": 2, "result": {"processId": "p", "sandboxType": "none"}}
+                continue
+            methods.append(message["method"])
+            seqs.append(message["params"]["seq"])
+            if message["method"] == "process/output":
+                chunk = base64.b64decode(message["params"]["chunk"])
+                assert chunk.count(0) == len(chunk)
+                received += len(chunk)
+        assert received == size
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert methods[-2:] == ["process/exited", "process/closed"]
+        assert done.exists()
+        await ws.aclose()
