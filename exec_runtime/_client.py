@@ -529,9 +529,12 @@ class ExecClient:
                 wire.ProcessReadResult,
             )
             snapshot = _snapshot(result)
+        # Pushes may have advanced the cursor during the read; what they published or
+        # hold is already explained, even if the daemon has evicted it since.
+        cursor = max(cursor, stream.reorder.last_published_seq)
         known_exit = stream.exit_event.seq if stream.exit_event is not None else None
         try:
-            events = events_after(cursor, snapshot, known_exit)
+            events = events_after(cursor, snapshot, known_exit, stream.reorder.held())
         except GapLost as exc:
             message = f"process {stream.process_id}: {exc}"
             if link is None:

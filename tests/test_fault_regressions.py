@@ -352,12 +352,6 @@ GRANDCHILD_FLOOD = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _client.ExecClient._catch_up -> _core.recovery.events_after treats outputs "
-    "held in the reorder buffer (pushed on the new link, then evicted on the daemon) as "
-    "missing when the exit before them was missed while detached, and fails the process",
-)
 async def test_exit_missed_while_detached_then_held_output_evicted() -> None:
     """Exit (seq 1) happens while detached. The client reconnects but cannot read
     yet (stalled); the grandchild's output is pushed on the new link (held: seq 1 is

@@ -8,7 +8,7 @@ the exit and close can explain, output was evicted and the gap cannot be filled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -32,17 +32,29 @@ class GapLost(Exception):
 
 
 def events_after(
-    cursor: int, snapshot: ReadSnapshot, known_exit_seq: int | None = None
+    cursor: int,
+    snapshot: ReadSnapshot,
+    known_exit_seq: int | None = None,
+    held: Mapping[int, SeqEvent] | None = None,
 ) -> list[SeqEvent]:
     """Every event with seq > ``cursor``, in seq order, rebuilt from ``snapshot``.
 
     ``known_exit_seq`` is the exit's seq if the caller already saw it; it locates the
     exit, which is rebuilt like any other event when it lies after ``cursor`` (a
     consumer lagging behind the network knows the exit's seq but has not queued it).
+    ``held`` are events the caller already holds past a gap (its reorder buffer): they
+    explain their seqs even if the daemon has since evicted them.
     Raises :class:`GapLost` if a seq cannot be accounted for.
     """
     last_seq = snapshot.next_seq - 1
-    by_seq: dict[int, SeqEvent] = {c.seq: c for c in snapshot.chunks if c.seq > cursor}
+    by_seq: dict[int, SeqEvent] = {
+        seq: event for seq, event in (held or {}).items() if seq > cursor
+    }
+    by_seq.update((c.seq, c) for c in snapshot.chunks if c.seq > cursor)
+    for event in by_seq.values():
+        if isinstance(event, Exited):
+            known_exit_seq = event.seq
+    last_seq = max([last_seq, *by_seq])
     closed_seq = last_seq if snapshot.closed else None
     unexplained = [
         seq
@@ -61,6 +73,8 @@ def events_after(
         if snapshot.exit_code is None:
             raise GapLost(f"the exit at seq {exit_seq} is not in the read result")
         by_seq[exit_seq] = Exited(exit_seq, snapshot.exit_code, snapshot.sandbox_denied)
+    if closed_seq is None:
+        closed_seq = next((s for s, e in by_seq.items() if isinstance(e, Closed)), None)
     if closed_seq is not None and closed_seq > cursor:
         by_seq[closed_seq] = Closed(closed_seq)
     return [by_seq[seq] for seq in sorted(by_seq)]

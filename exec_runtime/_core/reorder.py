@@ -89,6 +89,10 @@ class ReorderBuffer:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
+    def held(self) -> dict[int, SeqEvent]:
+        """A copy of the events held past a gap, by seq."""
+        return dict(self._pending)
+
     def first_missing_seq(self) -> int | None:
         """The seq blocking publication when something is held past a gap, else None.
 

@@ -23,10 +23,8 @@ soak profile (``HYPOTHESIS_PROFILE=soak``: about ten million steps).
 
 from __future__ import annotations
 
-import os
 import random
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -43,12 +41,10 @@ from exec_runtime._core.reorder import ReorderBuffer, ReorderOverflow
 from exec_runtime._core.sequence import ProcessSequence, RetentionLimits
 
 STREAMS: tuple[StreamName, ...] = ("stdout", "stderr")
-KNOWN_HELD_GAP_BUG = os.environ.get("EXEC_RUNTIME_STRICT_GAPS") is None
-"""A known bug the walks tolerate (and classify): a catch-up read fails a process whose
-exit it missed while outputs after the exit sit in the reorder buffer but are evicted
-on the daemon; events_after counts those held outputs as missing. Pinned by
-test_recovery_read_counts_held_outputs_as_missing. EXEC_RUNTIME_STRICT_GAPS=1 makes the
-walks flag it. Once fixed (and Pipeline.catch_up mirrors the fix), drop this."""
+KNOWN_HELD_GAP_BUG = False
+"""Fixed: catch-up reads pass the reorder buffer's held events to events_after, so
+outputs held past a missed exit are not counted as missing (regression:
+test_recovery_read_counts_held_outputs_as_missing)."""
 SOAK = settings.get_current_profile_name() == "soak"
 WALK_STEPS = 5000 if SOAK else 300
 
@@ -211,7 +207,9 @@ class Pipeline:
             return
         cursor = self.buffer.last_published_seq
         try:
-            events = events_after(cursor, self._snapshot(cursor), self.exit_seq)
+            events = events_after(
+                cursor, self._snapshot(cursor), self.exit_seq, self.buffer.held()
+            )
         except GapLost as exc:
             unseen = self._unseen_evicted(cursor)
             if not unseen and not self.strict_gaps and self._held_gap(cursor):
@@ -461,11 +459,6 @@ def test_random_walk_reaches_every_outcome() -> None:
     assert {"gap lost", "overflow", "complete", "consumer failed", "late output"} <= outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the client's catch-up (ExecClient._catch_up -> events_after) counts "
-    "outputs held in the reorder buffer as missing when the exit before them was missed",
-)
 def test_recovery_read_counts_held_outputs_as_missing() -> None:
     """Minimal: exit (seq 1) missed; output seq 2 arrives and is held; the daemon has
     evicted seq 2 (retention 2 bytes, seqs 3 and 4 kept). The client has everything it
