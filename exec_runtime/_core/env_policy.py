@@ -5,8 +5,10 @@ Pure: the daemon passes its environment in, so tests need no real ``os.environ``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from functools import lru_cache
 
 from protocol_schema import EnvPolicy
 
@@ -40,8 +42,15 @@ def matches_any(name: str, patterns: Iterable[str]) -> bool:
     """Whether ``name`` matches one of the globs, ignoring case (the protocol says globs
     are case-insensitive on every platform, so both sides are upper-cased and matched
     with ``fnmatchcase`` rather than the OS-dependent ``fnmatch``)."""
-    upper = name.upper()
-    return any(fnmatchcase(upper, pattern.upper()) for pattern in patterns)
+    return _compiled(tuple(patterns)).match(name.upper()) is not None
+
+
+@lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # One regex for all globs, built once per pattern set: env building runs per start.
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{translate(p.upper())})" for p in patterns))
 
 
 def build_child_env(

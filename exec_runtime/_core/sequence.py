@@ -61,7 +61,9 @@ class Retention:
         ):
             self.bytes -= len(self._chunks[self._head].data)
             self._head += 1
-        if self._head > 1024 and self._head * 2 > len(self._chunks):
+        # Compact early: evicted chunks stay referenced until the list is sliced, and
+        # with 64 KiB chunks a late compaction holds tens of MB (measured in bench).
+        if self._head >= 32 and self._head * 2 > len(self._chunks):
             del self._chunks[: self._head]
             self._head = 0
 
