@@ -24,7 +24,7 @@ class ServerConfig:
     closed_ttl: float = attrs.field(default=30.0, validator=_not_negative)
     detached_ttl: float = attrs.field(default=30.0, validator=_not_negative)
     max_message_bytes: int = 64 * 1024 * 1024
-    outbox_frames: int = 64
+    outbox_frames: int = 8
     """Frames queued per connection before notifications apply backpressure."""
     shutdown_grace: float = 2.0
     """After SIGTERM to every process group, how long before SIGKILL."""

@@ -16,7 +16,7 @@ from ._process import Child, ChildMessage, SpawnSpec, spawn
 from ._sequencer import Sequencer
 from ._stdin import StdinWriter
 
-CHANNEL_CAPACITY = 16
+CHANNEL_CAPACITY = 4
 """Messages between the child task and the sequencer: small, so backpressure is prompt."""
 
 SIGNALS = {

@@ -22,7 +22,10 @@ import trio
 
 from ._core.events import StreamName
 
-READ_SIZE: Final = 64 * 1024
+READ_SIZE: Final = 256 * 1024
+PIPE_SIZE: Final = 256 * 1024
+"""Output pipes are grown from Linux's 64 KiB so a fast child fills bigger chunks:
+4x fewer messages per MB (measured: the per-message cost dominates throughput)."""
 DEFAULT_TTY_SIZE: Final = (24, 80)
 
 
@@ -280,11 +283,20 @@ async def spawn(spec: SpawnSpec) -> Child:
     )
     assert isinstance(process.stdout, trio.lowlevel.FdStream)
     assert isinstance(process.stderr, trio.lowlevel.FdStream)
+    for stream in (process.stdout, process.stderr):
+        _grow_pipe(stream.fileno())
     outputs: list[tuple[StreamName, trio.lowlevel.FdStream]] = [
         ("stdout", process.stdout),
         ("stderr", process.stderr),
     ]
     return Child(process, outputs, process.stdin, None)
+
+
+def _grow_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for this user, or not Linux: keep 64 KiB
 
 
 async def _spawn_pty(spec: SpawnSpec, executable: str, args: list[str]) -> Child:
