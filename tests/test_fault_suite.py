@@ -244,6 +244,8 @@ class Proc:
         self.written: list[bytes] = []  # every write asked for, in order
         self.closes: list[str] = []
         self.stdin_log: list[tuple[bytes | None, str]] = []  # writes and closes (None)
+        # signals ("kill" for terminate) and closes, in the order the actor sent them
+        self.control_log: list[tuple[str, str]] = []
         self.signals: list[tuple[str, str]] = []  # (name, outcome)
         self.signals_asked: set[str] = set()
         self.terminates: list[str] = []
@@ -385,6 +387,19 @@ class Proc:
                 closed = closed or outcome == "accepted"
             elif closed and outcome == "accepted":
                 self.fail(f"write {data!r} accepted after stdin was closed")
+        # A cat cannot exit before its stdin is closed, so a signal the daemon
+        # acknowledged before any close must be what ended it (or an earlier one whose
+        # outcome is unknown).
+        codes: set[int] = set()
+        for name, outcome in self.control_log:
+            if name == "close":
+                break
+            if outcome in ("ok", "True", "ambiguous"):
+                codes.add(128 + SIGNUMS[name])
+            if outcome in ("ok", "True"):
+                if code not in codes:
+                    self.fail(f"exit code {code}, but {name} was delivered first: {codes}")
+                break
         if code == 0:
             if out != accepted:
                 self.fail(f"cat echoed {out!r}, accepted writes were {accepted!r}")
@@ -569,17 +584,22 @@ class Runner:
             outcome = await self._write(handle.close_stdin())
             proc.closes.append(outcome)
             proc.stdin_log.append((None, outcome))
+            proc.control_log.append(("close", outcome))
         elif isinstance(command, Signal):
             try:
                 await handle.signal(command.signal)
-                proc.signals.append((command.signal, "ok"))
+                outcome = "ok"
             except TransportError:
-                proc.signals.append((command.signal, "ambiguous"))
+                outcome = "ambiguous"
+            proc.signals.append((command.signal, outcome))
+            proc.control_log.append((command.signal, outcome))
         elif isinstance(command, Terminate):
             try:
-                proc.terminates.append(str(await handle.terminate()))
+                outcome = str(await handle.terminate())
             except TransportError:
-                proc.terminates.append("ambiguous")
+                outcome = "ambiguous"
+            proc.terminates.append(outcome)
+            proc.control_log.append(("kill", outcome))
 
     @staticmethod
     async def _write(call: Any) -> str:
@@ -678,8 +698,12 @@ clean_plans = st.builds(
 DROP_METHODS = [
     "process/output",
     "process/exited",
+    "process/exited",
+    "process/closed",
     "process/closed",
     "process/write",
+    "response:process/write",
+    "response:process/write",
     "response:process/write",
     "process/read",
     "response:process/read",
@@ -708,27 +732,29 @@ start_scripted = st.builds(
     stderr_every=st.integers(0, 3),
     grandchild_delay=st.sampled_from([0.0, 0.0, 0.02, 0.1]),
 )
-starts = st.one_of(start_scripted, start_scripted, st.builds(StartCat))
+starts = st.one_of(start_scripted, st.builds(StartCat))
 targets = st.integers(0, 7)
 WAIT_METHODS = ["process/output", "process/exited", "process/closed"]
+writes = st.builds(Write, targets, st.binary(min_size=1, max_size=200))
+sleeps = st.builds(Sleep, st.sampled_from([0.0, 0.001, 0.005, 0.02, 0.05, 0.1]))
+waits = st.builds(WaitFor, targets, st.sampled_from(WAIT_METHODS))
+# Repeated entries weigh a step: one_of picks its branches uniformly.
 steps = st.one_of(
-    starts,
-    st.builds(Write, targets, st.binary(min_size=1, max_size=200)),
-    st.builds(Write, targets, st.binary(min_size=1, max_size=200)),
+    *[start_scripted] * 2,
+    st.builds(StartCat),
+    *[writes] * 3,
     st.builds(CloseStdin, targets),
     st.builds(Signal, targets, st.sampled_from(sorted(SIGNUMS))),
     st.builds(Terminate, targets),
-    st.builds(Drop),
+    *[st.builds(Drop)] * 3,
     st.builds(Partition),
     st.builds(Heal),
     st.builds(StallTransport),
     st.builds(ResumeTransport),
     st.builds(StallConsumer, targets),
     st.builds(ResumeConsumer, targets),
-    st.builds(Sleep, st.sampled_from([0.0, 0.001, 0.01, 0.05])),
-    st.builds(Sleep, st.sampled_from([0.005, 0.02, 0.1])),
-    st.builds(WaitFor, targets, st.sampled_from(WAIT_METHODS)),
-    st.builds(WaitFor, targets, st.sampled_from(WAIT_METHODS)),
+    *[sleeps] * 2,
+    *[waits] * 2,
 )
 
 
