@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ._core.events import Closed, Event, Exited, Failed, Output, SeqEvent, StreamName
-from ._core.recovery import GapLost, ReadSnapshot, events_after
+from ._core.events import Closed, Event, Exited, Failed, Output, SeqEvent
+from ._core.recovery import GapLost, events_after
 from ._core.reorder import ReorderBuffer, ReorderOverflow
 from ._errors import ExecRuntimeError, ProcessFailed
 
@@ -54,18 +54,11 @@ class ProcessStream:
 
     # --- called by the reader task (never blocks) --------------------------------------
 
-    def push(self, event: SeqEvent) -> list[SeqEvent]:
-        """Insert a pushed or recovered event; return what became contiguous.
+    def push_many(self, events: list[SeqEvent]) -> list[SeqEvent]:
+        """Insert pushed or recovered events; return what became contiguous.
 
         Raises ReorderOverflow when too much is pending past a gap.
         """
-        if self.failure is not None:
-            return []
-        published = self.reorder.push(event)
-        self._publish(published)
-        return published
-
-    def push_many(self, events: list[SeqEvent]) -> list[SeqEvent]:
         if self.failure is not None:
             return []
         try:
@@ -83,10 +76,8 @@ class ProcessStream:
             elif isinstance(event, Closed):
                 self.closed_event = event
             self._enqueue(event)
-        if self.closed_event is not None and self.queued_seq >= self.closed_event.seq:
-            self.done.set()
-        elif self.closed_event is not None:
-            self.done.set()  # exit code known; the consumer catches up on its own
+        if self.closed_event is not None:
+            self.done.set()  # the exit code is known; a lagging consumer catches up alone
 
     def _enqueue(self, event: SeqEvent) -> None:
         if event.seq <= self.queued_seq:
@@ -235,8 +226,4 @@ class ProcessHandle:
         await self._client._resize(self.process_id, rows, cols)
 
 
-def stream_of(event: Output) -> StreamName:
-    return event.stream
-
-
-__all__ = ["ProcessHandle", "ProcessStream", "ReadSnapshot", "StdinClosedError"]
+__all__ = ["ProcessHandle", "ProcessStream", "StdinClosedError"]
