@@ -249,6 +249,10 @@ class ExecClient:
                 # start never arrived; a start still in progress is cancelled).
                 with trio.CancelScope(shield=True):
                     await self._terminate_quietly(process_id)
+            elif sent and isinstance(exc, TransportError):
+                # The link died with the start in flight: it may have happened. Once the
+                # session is resumed, make sure no process runs under an id nobody holds.
+                self._nursery.start_soon(self._terminate_quietly, process_id)
             raise
         stream.started = True
         return ProcessHandle(self, stream)
@@ -484,7 +488,7 @@ class ExecClient:
         return True
 
     async def _terminate_quietly(self, process_id: str) -> None:
-        with trio.move_on_after(5):
+        with trio.move_on_after(self._recovery_deadline + 5):
             try:
                 await self._terminate(process_id)
             except ExecRuntimeError:

@@ -203,9 +203,13 @@ async def test_mutating_call_in_flight_fails_with_transport_error(
             assert str(outcome[0]) == DISCONNECTED
             await until(lambda: client.state is ClientState.CONNECTED)
             # Not replayed: the client did not send process/start again (its outcome is
-            # unknown), and the failed start does not hold the id on the client side.
-            assert client.statistics().calls == {"process/start": 1}
-            assert (await client.run(["echo", "ok"])).stdout == b"ok\n"
+            # unknown). After recovery it terminates the id, so nothing the start may
+            # have spawned runs unowned, and the id is free on the client side.
+            await until(lambda: "process/terminate" in client.statistics().calls)
+            assert client.statistics().calls == {"process/start": 1, "process/terminate": 1}
+            assert (await client.run(["echo", "ok"], cwd="/")).stdout == b"ok\n"
+            proc = await client.start(["true"], process_id="in-flight")
+            assert await proc.wait() == 0
 
 
 async def test_calls_during_recovery_wait_then_succeed(nursery: trio.Nursery) -> None:
