@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck (default); soak, bench, interop (opt-in)."""
+"""nox sessions: tests, lint, typecheck (default); soak, fuzz, load, bench, interop (opt-in)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def soak(session: nox.Session) -> None:
     session.run(
         "pytest", "-q", "tests/core", *session.posargs, env={"HYPOTHESIS_PROFILE": "soak"}
     )
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz a live daemon: 3,000 examples per fuzz test, 13,500+ cases in all."""
+    session.install("-e", ".[test]")
+    examples = session.posargs[0] if session.posargs else "3000"
+    session.run(
+        "pytest", "-q", "tests/test_fuzz.py", env={"EXEC_RUNTIME_FUZZ_EXAMPLES": examples}
+    )
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """The leak and load tests at full size: 10,000 lifecycles, 500 reconnects, 100 MiB."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "tests/test_leaks.py", env={"EXEC_RUNTIME_LOAD_FULL": "1"})
 
 
 @nox.session

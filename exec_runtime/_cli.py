@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import stat
 import sys
 from collections.abc import Sequence
 
 import trio
 
+from . import _config as defaults
 from ._config import ServerConfig
 from ._core.sequence import DEFAULT_RETAIN_BYTES
-from ._server import serve
+from ._server import StartupError, check_startup, serve
+
+TOKEN_ENV = "EXEC_RUNTIME_TOKEN"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -25,6 +30,93 @@ def _build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--closed-ttl", type=float, default=30.0, metavar="SECONDS")
     p_serve.add_argument("--detached-ttl", type=float, default=30.0, metavar="SECONDS")
     p_serve.add_argument("--log-level", default="INFO")
+    auth = p_serve.add_argument_group("auth and TLS")
+    auth.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"require 'Authorization: Bearer <token>' (the file's content, trimmed); "
+        f"default: ${TOKEN_ENV} if set",
+    )
+    auth.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="allow a non-loopback --listen address without a token",
+    )
+    auth.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: serve wss://")
+    auth.add_argument("--tls-key", metavar="PATH", help="PEM private key (if not in --tls-cert)")
+    limits = p_serve.add_argument_group("limits")
+    limits.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_MESSAGE_BYTES,
+        metavar="N",
+        help="a bigger message closes the connection (code 1009); default %(default)s",
+    )
+    limits.add_argument(
+        "--max-json-values",
+        type=int,
+        default=defaults.DEFAULT_MAX_JSON_VALUES,
+        metavar="N",
+        help="a message with more JSON values gets -32600; default %(default)s",
+    )
+    limits.add_argument(
+        "--max-sessions",
+        type=int,
+        default=defaults.DEFAULT_MAX_SESSIONS,
+        metavar="N",
+        help="live sessions, attached or detached; default %(default)s",
+    )
+    limits.add_argument(
+        "--max-processes-per-session",
+        type=int,
+        default=defaults.DEFAULT_MAX_PROCESSES_PER_SESSION,
+        metavar="N",
+        help="processes not yet closed, per session; default %(default)s",
+    )
+    limits.add_argument(
+        "--max-detached-sessions",
+        type=int,
+        default=defaults.DEFAULT_MAX_DETACHED_SESSIONS,
+        metavar="N",
+        help="past it the session detached longest ago is ended; default %(default)s",
+    )
+    limits.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=defaults.DEFAULT_MAX_CONCURRENT_REQUESTS,
+        metavar="N",
+        help="per connection; further requests wait their turn; default %(default)s",
+    )
+    limits.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=defaults.DEFAULT_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="for TLS and the HTTP request head; default %(default)s",
+    )
+    limits.add_argument(
+        "--ping-interval",
+        type=float,
+        default=defaults.DEFAULT_PING_INTERVAL,
+        metavar="SECONDS",
+        help="WebSocket keepalive pings, 0 disables them; default %(default)s",
+    )
+    limits.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=defaults.DEFAULT_PING_TIMEOUT,
+        metavar="SECONDS",
+        help="an otherwise idle peer silent this long after a ping is dropped; "
+        "default %(default)s",
+    )
+    limits.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=defaults.DEFAULT_SHUTDOWN_GRACE,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, SIGKILL the process groups still running after this; "
+        "default %(default)s",
+    )
 
     p_schema = sub.add_parser("schema", help="write the protocol's JSON Schema")
     p_schema.add_argument("out", nargs="?", default="-", help="file to write (default stdout)")
@@ -60,8 +152,26 @@ def _serve_main(args: argparse.Namespace) -> int:
             retain_bytes=args.retain_bytes,
             closed_ttl=args.closed_ttl,
             detached_ttl=args.detached_ttl,
+            token=_read_token(args.token_file),
+            allow_unauthenticated=args.allow_unauthenticated,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            max_message_bytes=args.max_message_bytes,
+            max_json_values=args.max_json_values,
+            max_sessions=args.max_sessions,
+            max_processes_per_session=args.max_processes_per_session,
+            max_detached_sessions=args.max_detached_sessions,
+            max_concurrent_requests=args.max_concurrent_requests,
+            handshake_timeout=args.handshake_timeout,
+            ping_interval=args.ping_interval,
+            ping_timeout=args.ping_timeout,
+            shutdown_grace=args.shutdown_grace,
         )
-    except ValueError as exc:
+        check_startup(config)
+    except (ValueError, StartupError) as exc:
+        print(f"exec-runtime: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unreadable token file, certificate or key
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
     try:
@@ -72,21 +182,52 @@ def _serve_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_token(token_file: str | None) -> str | None:
+    """The token from ``--token-file`` or ``$EXEC_RUNTIME_TOKEN``. The variable is
+    removed from our environment so no child process can inherit it."""
+    from_env = os.environ.pop(TOKEN_ENV, None)
+    if token_file is not None:
+        with open(token_file, encoding="utf-8") as file:
+            token = file.read().strip()
+            mode = os.fstat(file.fileno()).st_mode
+        if not token:
+            raise ValueError(f"--token-file {token_file} is empty")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logging.getLogger("exec_runtime").warning(
+                "--token-file %s is readable by other users (chmod 600 it)", token_file
+            )
+        return token
+    if from_env is not None:
+        if not from_env.strip():
+            raise ValueError(f"{TOKEN_ENV} is set but empty")
+        return from_env.strip()
+    return None
+
+
 async def _serve_until_signal(config: ServerConfig) -> None:
-    """Serve until SIGTERM/SIGINT (or, for stdio, until stdin ends); then clean up."""
+    """Serve until SIGTERM/SIGINT (or, for stdio, until stdin ends).
+
+    The first signal shuts down gracefully (``serve``'s ``shutdown`` event: SIGTERM to
+    every process group, SIGKILL after ``shutdown_grace``, close frames); a second
+    one stops at once (SIGKILL every group).
+    """
+    log = logging.getLogger("exec_runtime")
+    shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_daemon(task_status: trio.TaskStatus[str]) -> None:
-                await serve(config, task_status=task_status)
+                await serve(config, shutdown=shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             url = await nursery.start(run_daemon)
             if url != "stdio":
                 print(url, flush=True)
             async for signum in signals:
-                logging.getLogger("exec_runtime").info(
-                    "received %s: stopping", signal.Signals(signum).name
-                )
-                break
-            nursery.cancel_scope.cancel()
+                name = signal.Signals(signum).name
+                if not shutdown.is_set():
+                    log.info("received %s: stopping", name)
+                    shutdown.set()
+                else:
+                    log.info("received %s again: killing every process group now", name)
+                    nursery.cancel_scope.cancel()

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trio_websocket
 
 import protocol_schema as wire
 
@@ -39,8 +40,15 @@ def add_run_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p_run.add_argument("--url", help="daemon URL (ws://HOST:PORT); default: in-process")
-    p_run.add_argument("--token", default=os.environ.get("EXEC_RUNTIME_TOKEN"))
+    p_run.add_argument(
+        "--url", help="daemon URL (ws:// or wss://HOST:PORT); default: in-process"
+    )
+    p_run.add_argument(
+        "--token",
+        default=os.environ.get("EXEC_RUNTIME_TOKEN"),
+        help="bearer token (default: $EXEC_RUNTIME_TOKEN, which unlike argv is not "
+        "visible to other users)",
+    )
     p_run.add_argument("--tty", action="store_true", help="run in a pseudo-terminal")
     p_run.add_argument("--cwd", help="working directory (default: the daemon's)")
     p_run.add_argument(
@@ -70,6 +78,13 @@ def run_main(args: argparse.Namespace) -> int:
         return RUNTIME_FAILURE
     except OSError as exc:
         print(f"exec-runtime run: cannot connect: {exc}", file=sys.stderr)
+        return RUNTIME_FAILURE
+    except trio_websocket.ConnectionRejected as exc:
+        hint = " (missing or wrong --token / $EXEC_RUNTIME_TOKEN)" if exc.status_code == 401 else ""
+        print(
+            f"exec-runtime run: the daemon refused the connection: HTTP {exc.status_code}{hint}",
+            file=sys.stderr,
+        )
         return RUNTIME_FAILURE
 
 

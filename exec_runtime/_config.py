@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from ._core.sequence import DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_CHUNKS
 
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_MAX_JSON_VALUES: Final = 262_144
+DEFAULT_MAX_SESSIONS: Final = 256
+DEFAULT_MAX_PROCESSES_PER_SESSION: Final = 256
+DEFAULT_MAX_DETACHED_SESSIONS: Final = 64
+DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+DEFAULT_PING_INTERVAL: Final = 30.0
+DEFAULT_PING_TIMEOUT: Final = 20.0
+DEFAULT_SHUTDOWN_GRACE: Final = 2.0
+
 
 def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, got {value}")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _valid_token(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    # Never put the value in the message: it may be a real secret with a typo.
+    if value is None:
+        return
+    if not value:
+        raise ValueError("the token must not be empty")
+    if not all(0x21 <= ord(ch) <= 0x7E for ch in value):
+        raise ValueError(
+            "the token must be printable ASCII without spaces (it travels in an HTTP header)"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -23,10 +51,54 @@ class ServerConfig:
     retain_chunks: int = attrs.field(default=DEFAULT_RETAIN_CHUNKS, validator=_not_negative)
     closed_ttl: float = attrs.field(default=30.0, validator=_not_negative)
     detached_ttl: float = attrs.field(default=30.0, validator=_not_negative)
-    max_message_bytes: int = 64 * 1024 * 1024
+
+    # --- auth and TLS (PROTOCOL §1) ---------------------------------------------------
+    token: str | None = attrs.field(default=None, validator=_valid_token, repr=False)
+    """Every WebSocket handshake must carry ``Authorization: Bearer <token>``.
+    Kept out of ``repr`` so the config can be logged."""
+    allow_unauthenticated: bool = False
+    """Allow a non-loopback listen address without a token."""
+    tls_cert: str | None = None
+    """PEM certificate chain (may also hold the key): serve ``wss://``."""
+    tls_key: str | None = None
+    """PEM private key, when it is not in ``tls_cert``."""
+
+    # --- limits -----------------------------------------------------------------------
+    max_message_bytes: int = attrs.field(default=DEFAULT_MAX_MESSAGE_BYTES, validator=_positive)
+    """A bigger message closes the connection (WebSocket close code 1009)."""
+    max_json_values: int = attrs.field(default=DEFAULT_MAX_JSON_VALUES, validator=_positive)
+    """A message holding more JSON values is rejected with -32600."""
+    max_sessions: int = attrs.field(default=DEFAULT_MAX_SESSIONS, validator=_positive)
+    """Live sessions (attached or detached); a new one past it gets -32600."""
+    max_processes_per_session: int = attrs.field(
+        default=DEFAULT_MAX_PROCESSES_PER_SESSION, validator=_positive
+    )
+    """Processes of one session that are starting or not yet closed; past it -32600."""
+    max_detached_sessions: int = attrs.field(
+        default=DEFAULT_MAX_DETACHED_SESSIONS, validator=_not_negative
+    )
+    """Past it, the session detached longest ago is ended (its processes killed)."""
+    max_concurrent_requests: int = attrs.field(
+        default=DEFAULT_MAX_CONCURRENT_REQUESTS, validator=_positive
+    )
+    """Requests of one connection running at once; the next waits (the connection
+    stops reading) until one finishes."""
+    handshake_timeout: float = attrs.field(default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_positive)
+    """TLS plus the HTTP request head must arrive within this, or the socket is closed."""
+    ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_not_negative)
+    """Seconds between WebSocket pings; 0 disables keepalive."""
+    ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_positive)
+    """A peer that sends nothing for this long after a ping, while the connection is
+    otherwise idle (we are not blocked sending to it, and we are reading), is dead:
+    the connection is closed and its session detached."""
+
     outbox_frames: int = 8
     """Frames queued per connection before notifications apply backpressure."""
-    shutdown_grace: float = 2.0
-    """After SIGTERM to every process group, how long before SIGKILL."""
+    shutdown_grace: float = attrs.field(default=DEFAULT_SHUTDOWN_GRACE, validator=_not_negative)
+    """On a graceful shutdown, how long after SIGTERM to every process group before SIGKILL."""
     start_delay: float = 0.0
     """Test hook: hold each process/start in the starting state this long."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key needs tls_cert")

@@ -18,6 +18,7 @@ import trio
 
 import protocol_schema as wire
 
+from ._config import DEFAULT_MAX_JSON_VALUES
 from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
@@ -29,13 +30,15 @@ log = logging.getLogger("exec_runtime.connection")
 
 Handler = Callable[[Any], Awaitable[Any]]
 
-MAX_MESSAGE_VALUES: Final = 262_144
-"""A message holding more JSON values than this is rejected (PROTOCOL §1)."""
-_TOO_MANY_VALUES: Final = f"message has more than {MAX_MESSAGE_VALUES} JSON values"
+MAX_MESSAGE_VALUES: Final = DEFAULT_MAX_JSON_VALUES
+"""By default a message holding more JSON values than this is rejected (PROTOCOL §1)."""
+_TOO_DEEP: Final = "malformed message: nested too deeply"
 
 
-def _value_limit_error(codec: wire.Codec, data: bytes | str) -> wire.RequestId | None:
-    """The id to reject ``data`` with if it holds more than MAX_MESSAGE_VALUES values.
+def _value_limit_error(
+    codec: wire.Codec, data: bytes | str, limit: int = MAX_MESSAGE_VALUES
+) -> wire.RequestId | None:
+    """The id to reject ``data`` with if it holds more than ``limit`` values.
 
     Cheap for ordinary messages: a JSON value other than the first takes at least two
     bytes ("0,"), and the count of ``,`` ``:`` ``[`` bounds the count of values from
@@ -43,13 +46,13 @@ def _value_limit_error(codec: wire.Codec, data: bytes | str) -> wire.RequestId |
     be counted exactly. The reply uses the request's id when it has one, else -1.
     """
     raw = data.encode() if isinstance(data, str) else data
-    if len(raw) <= 2 * MAX_MESSAGE_VALUES - 1:
+    if len(raw) <= 2 * limit - 1:
         return None
     if codec.binary:
         decode: Callable[[bytes], Any] = msgspec.msgpack.decode
     else:
         bound = 1 + raw.count(b",") + raw.count(b":") + raw.count(b"[")
-        if bound <= MAX_MESSAGE_VALUES:
+        if bound <= limit:
             return None
         decode = msgspec.json.decode
     try:
@@ -60,7 +63,7 @@ def _value_limit_error(codec: wire.Codec, data: bytes | str) -> wire.RequestId |
     while stack:
         item = stack.pop()
         count += 1
-        if count > MAX_MESSAGE_VALUES:
+        if count > limit:
             request_id = value.get("id") if isinstance(value, dict) else None
             if isinstance(request_id, bool) or not isinstance(request_id, int | str):
                 return wire.errors.MALFORMED_ID
@@ -84,6 +87,11 @@ class Connection:
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[bytes](
             registry.config.outbox_frames
         )
+        self._max_values = registry.config.max_json_values
+        self._too_many_values = f"message has more than {self._max_values} JSON values"
+        # Past this many requests in flight the reader waits for one to finish: the
+        # connection stops reading (TCP backpressure), and wire order is kept.
+        self._request_slots = trio.Semaphore(registry.config.max_concurrent_requests)
         self._handlers: dict[str, Handler] = {
             "environment/info": self._environment_info,
             "environment/status": self._environment_status,
@@ -174,9 +182,11 @@ class Connection:
                 data = await self.transport.receive_message()
             except TransportClosed:
                 return
-            over_limit = _value_limit_error(self.codec, data)
+            over_limit = _value_limit_error(self.codec, data, self._max_values)
             if over_limit is not None:
-                await self._send_error(over_limit, wire.errors.INVALID_REQUEST, _TOO_MANY_VALUES)
+                await self._send_error(
+                    over_limit, wire.errors.INVALID_REQUEST, self._too_many_values
+                )
                 continue
             try:
                 message = self.codec.decode_message(data)
@@ -185,7 +195,19 @@ class Connection:
                     wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, str(exc)
                 )
                 continue
-            await self._dispatch(message, nursery)
+            except RecursionError:
+                await self._send_error(
+                    wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, _TOO_DEEP
+                )
+                continue
+            try:
+                await self._dispatch(message, nursery)
+            except Exception as exc:  # a bug must not take the connection down
+                log.exception("internal error dispatching a message")
+                if isinstance(message.id, int | str) and not isinstance(message.id, bool):
+                    await self._send_error(
+                        message.id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
+                    )
 
     async def _dispatch(self, message: wire.IncomingMessage, nursery: trio.Nursery) -> None:
         if message.id is msgspec.UNSET:
@@ -222,6 +244,13 @@ class Connection:
         except RpcError as exc:
             await self._send_error(request_id, exc.code, exc.message)
             return
+        except RecursionError:
+            await self._send_error(request_id, wire.errors.INVALID_PARAMS, "params nest too deeply")
+            return
+        except (UnicodeDecodeError, msgspec.DecodeError) as exc:  # e.g. invalid UTF-8 in a string
+            await self._send_error(request_id, wire.errors.INVALID_PARAMS, f"invalid params: {exc}")
+            return
+        await self._request_slots.acquire()
         nursery.start_soon(self._handle, request_id, self._handlers[message.method], params)
 
     def _notification(self, message: wire.IncomingMessage) -> None:
@@ -241,15 +270,22 @@ class Connection:
             )
 
     async def _handle(self, request_id: wire.RequestId, handler: Handler, params: Any) -> None:
+        """Run one request; its slot is freed once the reply is queued (so replies
+        waiting on a full outbox count against the limit too)."""
         try:
-            result = await handler(params)
-        except RpcError as exc:
-            await self._send_error(request_id, exc.code, exc.message)
-        except Exception as exc:  # a bug must not take the connection down
-            log.exception("internal error in a handler")
-            await self._send_error(request_id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}")
-        else:
-            await self._send(wire.Response(id=request_id, result=result))
+            try:
+                result = await handler(params)
+            except RpcError as exc:
+                await self._send_error(request_id, exc.code, exc.message)
+            except Exception as exc:  # a bug must not take the connection down
+                log.exception("internal error in a handler")
+                await self._send_error(
+                    request_id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
+                )
+            else:
+                await self._send(wire.Response(id=request_id, result=result))
+        finally:
+            self._request_slots.release()
 
     # --- handshake ------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ upgrade, then hand the untouched bytes to trio-websocket."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Final
 
 import attrs
@@ -60,6 +61,22 @@ def parse_request_head(raw: bytes) -> RequestHead:
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return RequestHead(method, target, headers, raw)
+
+
+def bearer_refusal(headers: dict[str, str], token: str) -> str | None:
+    """Why the request's ``Authorization`` does not carry ``Bearer <token>``, or None if
+    it does. Compared in constant time; the reason never quotes what was sent."""
+    value = headers.get("authorization")
+    if value is None:
+        return "no Authorization header"
+    scheme, _, credentials = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return "the Authorization header is not a Bearer token"
+    # Headers were decoded as latin-1: encoding back gives the bytes that were sent.
+    sent = credentials.strip().encode("latin-1")
+    if not hmac.compare_digest(sent, token.encode("ascii")):
+        return "wrong token"
+    return None
 
 
 def response(status: int, reason: str, body: bytes = b"", extra: str = "") -> bytes:

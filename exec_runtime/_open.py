@@ -6,6 +6,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import cast
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -56,10 +57,12 @@ class WebSocketConnector:
 
                 async def dial() -> None:
                     try:
-                        ws = await trio_websocket.connect_websocket_url(
+                        stream, host, resource = await _open_stream(self.url, self.ssl_context)
+                        ws = await trio_websocket.wrap_client_stream(
                             cast(trio.Nursery, watched),
-                            self.url,
-                            self.ssl_context,
+                            stream,
+                            host,
+                            resource,
                             subprotocols=[wire.MSGPACK_SUBPROTOCOL] if self.msgpack else None,
                             extra_headers=headers,
                             max_message_size=64 * 1024 * 1024,
@@ -83,6 +86,49 @@ class WebSocketConnector:
             raise TransportError(f"{self.url}: the connection closed during the handshake")
         ws = connected[0]
         return WebSocketTransport(ws, wire.codec_for_subprotocol(ws.subprotocol))
+
+
+async def _open_stream(
+    url: str, ssl_context: ssl.SSLContext | None
+) -> tuple[trio.SocketStream | trio.SSLStream[trio.SocketStream], str, str]:
+    """TCP (and TLS) to ``url``: (stream, Host header, resource).
+
+    The TLS handshake is done here, so a certificate the client does not trust raises
+    ``ssl.SSLCertVerificationError`` (an OSError) itself, instead of surfacing inside
+    trio-websocket's reader task as a connection that merely closed.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"the daemon URL must be ws:// or wss://, got {url!r}")
+    if parts.scheme == "ws" and ssl_context is not None:
+        raise ValueError("ssl_context needs a wss:// URL")
+    host = parts.hostname
+    if host is None:
+        raise ValueError(f"no host in {url!r}")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if port in (80, 443) else f"{host}:{port}"
+    tcp = await trio.open_tcp_stream(host, port)
+    if not secure:
+        return tcp, host_header, resource
+    tls = trio.SSLStream(
+        tcp,
+        ssl_context or ssl.create_default_context(),
+        server_hostname=host,
+        https_compatible=True,
+    )
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tcp)
+        if isinstance(exc.__cause__, ssl.SSLError):
+            raise exc.__cause__ from None
+        raise
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return tls, host_header, resource
 
 
 class _WatchedNursery:

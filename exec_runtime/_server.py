@@ -1,18 +1,25 @@
-"""The daemon: listeners, the HTTP pre-handshake, connections, and shutdown.
+"""The daemon: listeners, the HTTP pre-handshake, connections, keepalive and shutdown.
 
 Ownership: ``serve`` opens one nursery. Sessions run in it (each its own nursery of
 processes); connections run in a child nursery. Cancelling ``serve`` cancels both, and
-every process task kills its group on the way out.
+every process task kills its group on the way out. Setting the ``shutdown`` event
+instead stops gracefully: stop accepting, SIGTERM every process group, SIGKILL what
+is left after ``shutdown_grace``, close every WebSocket with code 1001.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import signal
+import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 import trio_websocket
 
@@ -20,16 +27,22 @@ import protocol_schema as wire
 
 from ._config import ServerConfig
 from ._connection import Connection
-from ._http import BadRequest, ReplayStream, read_request_head, response
+from ._http import BadRequest, ReplayStream, bearer_refusal, read_request_head, response
+from ._managed import State
 from ._session import SessionRegistry
 from ._transport import StreamLineTransport, WebSocketTransport
 
 log = logging.getLogger("exec_runtime.server")
 
-HANDSHAKE_TIMEOUT = 10.0
-PING_INTERVAL = 30.0
-"""Seconds between the daemon's WebSocket pings (PROTOCOL §1)."""
 WS_RECEIVE_BUFFER = 256 * 1024  # trio-websocket's 4 KiB default costs a wakeup per 4 KiB
+CLOSE_TIMEOUT = 2.0
+"""How long a close handshake may take before the socket is just closed."""
+SHUTDOWN_CLOSE_TIMEOUT = 1.0
+GOING_AWAY = 1001
+
+
+class StartupError(ValueError):
+    """The configuration cannot be served (exit code 2 from the CLI)."""
 
 
 def parse_listen(listen: str) -> tuple[str, str, int]:
@@ -46,72 +59,283 @@ def parse_listen(listen: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
-async def serve(
-    config: ServerConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run the daemon until cancelled. ``task_status.started`` receives the bound URL.
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
-    Embed it with ``url = await nursery.start(exec_runtime.serve, config)``.
+
+def check_startup(config: ServerConfig) -> ssl.SSLContext | None:
+    """Refuse what must not be served; build the TLS context. Raises StartupError
+    (or OSError / ssl.SSLError for an unreadable certificate)."""
+    try:
+        scheme, host, _port = parse_listen(config.listen)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    if scheme == "stdio":
+        if config.tls_cert is not None:
+            raise StartupError("--tls-cert needs a ws:// listen address, not stdio")
+        return None
+    if not is_loopback(host) and config.token is None and not config.allow_unauthenticated:
+        raise StartupError(
+            f"refusing to listen on {host} without a token: anyone who can reach it could "
+            "run commands as this user. Set EXEC_RUNTIME_TOKEN or --token-file, or pass "
+            "--allow-unauthenticated if another layer guards the port."
+        )
+    if config.tls_cert is None:
+        if not is_loopback(host) and config.token is not None:
+            log.warning("listening on %s without TLS: the token travels in clear text", host)
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except OSError as exc:  # ssl.SSLError too
+        files = config.tls_cert + (f" / {config.tls_key}" if config.tls_key else "")
+        raise StartupError(f"cannot load the TLS certificate {files}: {exc}") from None
+    return context
+
+
+@attrs.define(eq=False)
+class _Daemon:
+    config: ServerConfig
+    registry: SessionRegistry
+    stopping: bool = False
+    connection_scopes: set[trio.CancelScope] = attrs.field(factory=set)
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon. ``task_status.started`` receives the bound URL.
+
+    Embed it with ``url = await nursery.start(exec_runtime.serve, config)``. Cancelling
+    it kills every process group at once; setting ``shutdown`` stops gracefully (see
+    the module docstring) and returns. Raises StartupError for a configuration that
+    must not be served (a non-loopback address without a token).
     """
+    ssl_context = check_startup(config)
     scheme, host, port = parse_listen(config.listen)
-    async with trio.open_nursery() as nursery:
-        registry = SessionRegistry(nursery, config)
+    async with trio.open_nursery() as session_nursery:
+        registry = SessionRegistry(session_nursery, config)
+        daemon = _Daemon(config, registry)
         try:
-            if scheme == "stdio":
-                task_status.started("stdio")
-                await _serve_stdio(registry)
-            else:
-                listeners = await trio.open_tcp_listeners(port, host=host)
-                bound_port = listeners[0].socket.getsockname()[1]
-                url = f"ws://{_url_host(host)}:{bound_port}"
-                log.info("listening on %s", url)
-                task_status.started(url)
-                await trio.serve_listeners(partial(_handle_tcp, registry), listeners)
+            async with trio.open_nursery() as connections:
+                ended = trio.Event()
+                accept_scope = trio.CancelScope()
+                if scheme == "stdio":
+                    task_status.started("stdio")
+                    connections.start_soon(_serve_stdio, registry, ended)
+                else:
+                    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+                    tcp_listeners = await trio.open_tcp_listeners(port, host=host)
+                    bound_port = tcp_listeners[0].socket.getsockname()[1]
+                    for listener in tcp_listeners:
+                        if ssl_context is None:
+                            listeners.append(listener)
+                        else:
+                            listeners.append(
+                                trio.SSLListener(listener, ssl_context, https_compatible=True)
+                            )
+                    url = f"{'wss' if ssl_context else 'ws'}://{_url_host(host)}:{bound_port}"
+                    log.info("listening on %s", url)
+                    connections.start_soon(
+                        _accept, partial(_handle_tcp, daemon), listeners, connections, accept_scope
+                    )
+                    task_status.started(url)
+                async with trio.open_nursery() as waiting:
+                    waiting.start_soon(_set_when, ended, waiting.cancel_scope)
+                    if shutdown is not None:
+                        waiting.start_soon(_set_when, shutdown, waiting.cancel_scope)
+                if not ended.is_set():
+                    await _shut_down(daemon, accept_scope)
+                connections.cancel_scope.cancel()
         finally:
             registry.close_all()
-            nursery.cancel_scope.cancel()
+            session_nursery.cancel_scope.cancel()
+
+
+async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _accept(
+    handler: Callable[[trio.abc.Stream], Awaitable[object]],
+    listeners: list[trio.abc.Listener[trio.abc.Stream]],
+    handler_nursery: trio.Nursery,
+    scope: trio.CancelScope,
+) -> None:
+    """Accept until ``scope`` is cancelled (which closes the listeners); connections
+    run in ``handler_nursery``, so they outlive the accept loop."""
+    with scope:
+        await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)
+
+
+async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
+    """Stop accepting; SIGTERM every process group; after ``shutdown_grace`` (or once
+    every process closed) SIGKILL the rest; close every connection with 1001."""
+    daemon.stopping = True
+    daemon.registry.closing = True
+    accept_scope.cancel()
+    grace = daemon.config.shutdown_grace
+    log.info("shutting down: SIGTERM to every process group, SIGKILL after %gs", grace)
+    for session in list(daemon.registry.sessions.values()):
+        for managed in session:
+            if managed.state is State.STARTING:
+                managed.cancel_start()
+            elif managed.child is not None and not managed.exited:
+                managed.child.signal_group(signal.SIGTERM)
+    with trio.move_on_after(grace):
+        while not _all_closed(daemon.registry):  # noqa: ASYNC110 - no event to wait on
+            await trio.sleep(0.01)
+    daemon.registry.close_all()  # cancelling a process task SIGKILLs its group and reaps
+    for scope in list(daemon.connection_scopes):
+        scope.cancel()
+
+
+def _all_closed(registry: SessionRegistry) -> bool:
+    for session in registry.sessions.values():
+        for managed in session:
+            sequencer = managed.sequencer
+            if sequencer is None or not sequencer.sequence.closed:
+                return False
+    return True
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _serve_stdio(registry: SessionRegistry) -> None:
+async def _serve_stdio(registry: SessionRegistry, ended: trio.Event) -> None:
     receive = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     send = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
     transport = StreamLineTransport(receive, send, registry.config.max_message_bytes)
     try:
         await Connection(transport, registry).serve()
     finally:
+        ended.set()
         with trio.CancelScope(shield=True):
             await transport.aclose()
 
 
-async def _handle_tcp(registry: SessionRegistry, stream: trio.SocketStream) -> None:
-    async with stream:
-        try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
-                head = await read_request_head(stream)
-        except (BadRequest, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
-            log.debug("bad handshake: %s", exc)
-            await _try_send(stream, response(400, "Bad Request"))
-            return
-        if head.method == "GET" and head.path == "/readyz" and not head.is_upgrade:
-            await _try_send(stream, response(200, "OK"))
-            return
-        if "origin" in head.headers:
-            await _try_send(stream, response(403, "Forbidden", b"browser origins are refused\n"))
-            return
-        if not head.is_upgrade:
+async def _handle_tcp(daemon: _Daemon, stream: trio.abc.Stream) -> None:
+    try:
+        async with stream:
+            await _pre_handshake(daemon, stream)
+    except Exception:  # one connection's failure must never take the daemon down
+        log.exception("connection failed")
+
+
+async def _pre_handshake(daemon: _Daemon, stream: trio.abc.Stream) -> None:
+    """TLS and the HTTP request head (bounded by ``handshake_timeout``), then /readyz,
+    the Origin and token checks, all before any upgrade."""
+    config = daemon.config
+    try:
+        with trio.fail_after(config.handshake_timeout):
+            head = await read_request_head(stream)
+    except trio.TooSlowError:
+        log.debug("closing a connection whose handshake took over %gs", config.handshake_timeout)
+        await _try_send(stream, response(408, "Request Timeout"))
+        return
+    except (BadRequest, trio.BrokenResourceError, OSError) as exc:
+        # A failed TLS handshake (e.g. the client does not trust our certificate)
+        # arrives here as BrokenResourceError; the 400 then goes nowhere.
+        log.debug("bad handshake: %s", exc)
+        await _try_send(stream, response(400, "Bad Request"))
+        return
+    if head.method == "GET" and head.path == "/readyz" and not head.is_upgrade:
+        await _try_send(stream, response(200, "OK"))  # open without a token, by design
+        return
+    if "origin" in head.headers:
+        await _try_send(stream, response(403, "Forbidden", b"browser origins are refused\n"))
+        return
+    if config.token is not None:
+        refusal = bearer_refusal(head.headers, config.token)
+        if refusal is not None:
+            log.info("refused a connection from %s: %s", _peer(stream), refusal)
             await _try_send(
-                stream, response(426, "Upgrade Required", extra="Upgrade: websocket\r\n")
+                stream,
+                response(
+                    401,
+                    "Unauthorized",
+                    b"missing or wrong token\n",
+                    extra='WWW-Authenticate: Bearer realm="exec-runtime"\r\n',
+                ),
             )
             return
-        await _serve_websocket(registry, ReplayStream(stream, head.raw))
+    if not head.is_upgrade:
+        await _try_send(stream, response(426, "Upgrade Required", extra="Upgrade: websocket\r\n"))
+        return
+    await _serve_websocket(daemon, _WatchedStream(stream, head.raw))
 
 
-async def _serve_websocket(registry: SessionRegistry, stream: ReplayStream) -> None:
-    """Serve one WebSocket; always end with a close handshake, bounded by 2 s.
+def _peer(stream: trio.abc.Stream) -> str:
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            address = inner.socket.getpeername()
+        except OSError:
+            return "?"
+        return f"{address[0]}:{address[1]}"
+    return "?"
+
+
+class _WatchedStream(ReplayStream):
+    """Tracks whether the WebSocket is *idle*: trio-websocket's reader is waiting for
+    bytes (so a pong would be seen at once) and nothing is being sent. A missing pong
+    only counts as a dead peer while idle: a client that stops reading blocks our
+    sends, and a full message queue stops trio-websocket's reader, and neither is
+    evidence that the peer is gone."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        super().__init__(inner, prefix)
+        self._sending = 0
+        self._receiving = False
+        self._idle_since: float | None = None
+
+    def idle_for(self) -> float:
+        if self._idle_since is None:
+            return 0.0
+        return trio.current_time() - self._idle_since
+
+    def _update(self) -> None:
+        if self._receiving and not self._sending:
+            if self._idle_since is None:
+                self._idle_since = trio.current_time()
+        else:
+            self._idle_since = None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        self._receiving = True
+        self._idle_since = None  # bytes just arrived (or this is the first read)
+        self._update()
+        try:
+            return await super().receive_some(max_bytes)
+        finally:
+            self._receiving = False
+            self._update()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._sending += 1
+        self._update()
+        try:
+            await super().send_all(data)
+        finally:
+            self._sending -= 1
+            self._idle_since = None  # restart the clock: these bytes may hold a ping
+            self._update()
+
+
+async def _serve_websocket(daemon: _Daemon, stream: _WatchedStream) -> None:
+    """Serve one WebSocket; always end with a close handshake, bounded in time.
 
     trio-websocket's reader task must stay alive to receive the peer's answer to our
     close frame, so its nursery is shielded from the daemon's shutdown: cancelling
@@ -127,49 +351,97 @@ async def _serve_websocket(registry: SessionRegistry, stream: ReplayStream) -> N
         finally:
             connection_scope.cancel()
 
-    async with trio.open_nursery() as watcher:
-        watcher.start_soon(cancel_connection_with_outer_scope)
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as ws_nursery:
-                with connection_scope:
-                    await _run_websocket(registry, stream, ws_nursery)
-                ws_nursery.cancel_scope.cancel()
-        watcher.cancel_scope.cancel()
+    daemon.connection_scopes.add(connection_scope)
+    try:
+        async with trio.open_nursery() as watcher:
+            watcher.start_soon(cancel_connection_with_outer_scope)
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as ws_nursery:
+                    with connection_scope:
+                        await _run_websocket(daemon, stream, ws_nursery, connection_scope)
+                    ws_nursery.cancel_scope.cancel()
+            watcher.cancel_scope.cancel()
+    finally:
+        daemon.connection_scopes.discard(connection_scope)
 
 
 async def _run_websocket(
-    registry: SessionRegistry, stream: ReplayStream, ws_nursery: trio.Nursery
+    daemon: _Daemon,
+    stream: _WatchedStream,
+    ws_nursery: trio.Nursery,
+    connection_scope: trio.CancelScope,
 ) -> None:
+    config = daemon.config
     request = await trio_websocket.wrap_server_stream(
         ws_nursery,
         stream,
-        max_message_size=registry.config.max_message_bytes,
+        max_message_size=config.max_message_bytes,
         receive_buffer_size=WS_RECEIVE_BUFFER,
     )
     offered = request.proposed_subprotocols
     subprotocol = wire.MSGPACK_SUBPROTOCOL if wire.MSGPACK_SUBPROTOCOL in offered else None
     ws = await request.accept(subprotocol=subprotocol)
-    ws_nursery.start_soon(_keepalive, ws)
     try:
-        await Connection(
-            WebSocketTransport(ws, wire.codec_for_subprotocol(subprotocol)), registry
-        ).serve()
+        async with trio.open_nursery() as nursery:
+            if config.ping_interval > 0:
+                nursery.start_soon(
+                    _keepalive, ws, stream, config, ws_nursery, connection_scope.cancel
+                )
+            await Connection(
+                WebSocketTransport(ws, wire.codec_for_subprotocol(subprotocol)), daemon.registry
+            ).serve()
+            nursery.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await ws.aclose()
+        timeout = SHUTDOWN_CLOSE_TIMEOUT if daemon.stopping else CLOSE_TIMEOUT
+        with trio.CancelScope(shield=True), trio.move_on_after(timeout):
+            if daemon.stopping:
+                await ws.aclose(GOING_AWAY, "the daemon is shutting down")
+            else:
+                await ws.aclose()
 
 
-async def _keepalive(ws: trio_websocket.WebSocketConnection) -> None:
-    """Ping every PING_INTERVAL (PROTOCOL §1), so idle connections stay open through
-    proxies. A missing pong is not fatal: a client held up by backpressure may not
-    read (nor answer pings) for a while."""
+async def _keepalive(
+    ws: trio_websocket.WebSocketConnection,
+    stream: _WatchedStream,
+    config: ServerConfig,
+    ping_nursery: trio.Nursery,
+    close_dead: Callable[[], None],
+) -> None:
+    """Ping every ``ping_interval`` (PROTOCOL §1), so idle connections stay open through
+    proxies and dead peers are found. A peer that answers nothing for ``ping_timeout``
+    while the connection is idle (see _WatchedStream) is dead: the connection closes,
+    which detaches its session. While we are blocked sending to it (a client applying
+    backpressure), it is given all the time it needs.
+
+    The ping itself runs in the WebSocket's own nursery and is never cancelled
+    mid-send: a half-written frame would corrupt the stream.
+    """
+    check_every = config.ping_timeout / 4
     while True:
-        await trio.sleep(PING_INTERVAL)
-        with trio.move_on_after(PING_INTERVAL):
-            try:
-                await ws.ping()
-            except trio_websocket.ConnectionClosed:
+        await trio.sleep(config.ping_interval)
+        pong = trio.Event()
+        ping_nursery.start_soon(_ping, ws, pong)
+        while not pong.is_set():
+            with trio.move_on_after(check_every):
+                await pong.wait()
+            if ws.closed is not None:
                 return
+            if not pong.is_set() and stream.idle_for() >= config.ping_timeout:
+                log.info(
+                    "peer %s sent nothing for %gs after a ping: closing the connection",
+                    _peer(stream.inner),
+                    config.ping_timeout,
+                )
+                close_dead()
+                return
+
+
+async def _ping(ws: trio_websocket.WebSocketConnection, pong: trio.Event) -> None:
+    try:
+        await ws.ping()
+    except trio_websocket.ConnectionClosed:
+        return
+    pong.set()
 
 
 async def _try_send(stream: trio.abc.SendStream, data: bytes) -> None:

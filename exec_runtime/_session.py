@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import trio
@@ -14,7 +14,7 @@ import protocol_schema as wire
 
 from ._config import ServerConfig
 from ._core.env_policy import build_child_env
-from ._core.events import SeqEvent
+from ._core.events import Closed, SeqEvent
 from ._core.sequence import RetentionLimits
 from ._errors import RpcError
 from ._managed import ManagedProcess, State
@@ -40,6 +40,10 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._attachment_changed = trio.Event()
         self._closed = False
+        self._live: set[str] = set()
+        """Ids of processes starting or running (not yet closed): the process limit."""
+        self.detached_at: float | None = None
+        self.on_detached: Callable[[], None] | None = None
 
     # --- lifetime -------------------------------------------------------------------
 
@@ -64,6 +68,7 @@ class Session:
 
     def close(self) -> None:
         """End the session now: cancelling the nursery kills every process group."""
+        self._closed = True  # no resume, no new process from here on
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -76,14 +81,20 @@ class Session:
 
     def attach(self, sink: EventSink) -> None:
         self.attached = sink
+        self.detached_at = None
         self._changed()
 
     def detach(self, sink: EventSink) -> None:
         if self.attached is sink:
             self.attached = None
+            self.detached_at = trio.current_time()
             self._changed()
+            if self.on_detached is not None:
+                self.on_detached()
 
     async def publish(self, process_id: str, event: SeqEvent) -> None:
+        if isinstance(event, Closed):
+            self._live.discard(process_id)
         sink = self.attached
         if sink is not None:
             await sink.send_process_event(process_id, event)
@@ -111,8 +122,15 @@ class Session:
             raise RpcError.invalid_request(f"session {self.id} has ended")
         if params.process_id in self.processes:
             raise RpcError.invalid_request(f"process {params.process_id} already exists")
+        limit = self.config.max_processes_per_session
+        if len(self._live) >= limit:
+            raise RpcError.invalid_request(
+                f"process limit reached: a session runs at most {limit} processes at once "
+                "(--max-processes-per-session); wait for one to close"
+            )
         managed = ManagedProcess(params.process_id, self._limits, self.publish)
         self.processes[params.process_id] = managed
+        self._live.add(params.process_id)
         try:
             await self._nursery.start(self._own_process, managed, spec)
         except BaseException:
@@ -139,6 +157,7 @@ class Session:
     def _forget(self, managed: ManagedProcess) -> None:
         if self.processes.get(managed.process_id) is managed:
             del self.processes[managed.process_id]
+            self._live.discard(managed.process_id)
 
     def _spawn_spec(self, params: wire.ProcessStartParams) -> SpawnSpec:
         if not params.argv:
@@ -155,10 +174,18 @@ class Session:
             tty_size = (size.rows, size.cols)
             if not all(0 < n <= 0xFFFF for n in tty_size):
                 raise RpcError.invalid_params("ttySize rows and cols must be between 1 and 65535")
+        if any("\0" in arg for arg in params.argv) or "\0" in (params.arg0_value or ""):
+            raise RpcError.invalid_params("argv must not contain NUL bytes")
+        env = build_child_env(os.environ, params.env, params.env_policy_value)
+        for name, value in env.items():
+            if "=" in name or "\0" in name or "\0" in value:
+                raise RpcError.invalid_params(
+                    "env names must not contain '=' or NUL, nor values NUL"
+                )
         return SpawnSpec(
             argv=list(params.argv),
             cwd=cwd,
-            env=build_child_env(os.environ, params.env, params.env_policy_value),
+            env=env,
             tty=params.tty,
             pipe_stdin=params.pipe_stdin_value and not params.tty,
             arg0=params.arg0_value,
@@ -173,9 +200,20 @@ class SessionRegistry:
         self._nursery = nursery
         self.config = config
         self.sessions: dict[str, Session] = {}
+        self.closing = False
+        """Set by a graceful shutdown: no new sessions."""
 
     async def create(self) -> Session:
+        if self.closing:
+            raise RpcError.invalid_request("the daemon is shutting down")
+        limit = self.config.max_sessions
+        if len(self.sessions) >= limit:
+            raise RpcError.invalid_request(
+                f"session limit reached: the daemon serves at most {limit} sessions "
+                "(--max-sessions)"
+            )
         session = Session(str(uuid.uuid4()), self.config)
+        session.on_detached = self._evict_detached
         self.sessions[session.id] = session
         await self._nursery.start(self._own, session)
         return session
@@ -199,6 +237,25 @@ class SessionRegistry:
             )
         session.attach(sink)
         return session
+
+    def _evict_detached(self) -> None:
+        """Past ``max_detached_sessions``, end the sessions detached longest ago."""
+        limit = self.config.max_detached_sessions
+        detached = [
+            s
+            for s in self.sessions.values()
+            if s.attached is None and s.detached_at is not None and not s._closed
+        ]
+        if len(detached) <= limit:
+            return
+        detached.sort(key=lambda s: s.detached_at or 0.0)
+        for session in detached[: len(detached) - limit]:
+            log.info(
+                "ending session %s: more than %d detached sessions (--max-detached-sessions)",
+                session.id,
+                limit,
+            )
+            session.close()
 
     def close_all(self) -> None:
         for session in list(self.sessions.values()):

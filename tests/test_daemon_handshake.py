@@ -18,7 +18,6 @@ import wsproto
 import wsproto.events as wsevents
 from conftest import RawClient, WireError
 
-import exec_runtime._server
 from exec_runtime import ServerConfig
 
 INVALID_REQUEST = -32600
@@ -199,8 +198,8 @@ async def test_the_msgpack_subprotocol_uses_binary_frames_and_raw_bytes(
         await ws.aclose()
 
 
-async def test_the_daemon_pings(daemon: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exec_runtime._server, "PING_INTERVAL", 0.05)
+@pytest.mark.parametrize("server_config", [ServerConfig(ping_interval=0.05)])
+async def test_the_daemon_pings(daemon: str) -> None:
     with trio.fail_after(5):
         parts = urlsplit(daemon)
         assert parts.hostname is not None and parts.port is not None

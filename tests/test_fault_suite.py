@@ -35,8 +35,9 @@ divided by ``COST`` (these examples spawn processes), so ``soak`` runs many more
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -45,6 +46,7 @@ import trio.lowlevel
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+import exec_runtime
 import exec_runtime._client_process as client_process
 from exec_runtime import (
     ClientState,
@@ -63,6 +65,7 @@ from exec_runtime.testing import (
     FaultController,
     FaultPlan,
     expected_output,
+    fault_proxy,
     open_faulty_local,
     scripted_argv,
 )
@@ -203,6 +206,8 @@ class Program:
     queue_max_events: int = client_process.QUEUE_MAX_EVENTS
     """The client's per-process queue bound; a small one makes a stalled consumer lag."""
     steps: tuple[Step, ...] = ()
+    transport: str = "memory"
+    """``memory``: open_faulty_local; ``websocket``: a real daemon behind fault_proxy."""
 
     def may_read(self) -> bool:
         """Whether a ``process/read`` can be legitimate: something can open a seq gap
@@ -237,14 +242,15 @@ class Proc:
         self.last_seq = 0
         self.exit_seq: int | None = None
         self.finished = trio.Event()  # events() ended, or the start failed
+        self.idle = trio.Event()  # the actor made its last call
         self.gate = trio.Event()  # set: the consumer reads
         self.gate.set()
         self.send, self.receive = trio.open_memory_channel[Step](math.inf)
         self.writes: list[tuple[bytes, str]] = []  # (data, outcome)
         self.written: list[bytes] = []  # every write asked for, in order
         self.closes: list[str] = []
-        self.stdin_log: list[tuple[bytes | None, str]] = []  # writes and closes (None)
-        # signals ("kill" for terminate) and closes, in the order the actor sent them
+        # (what, outcome) in the order the actor sent them: "write", "close", or a
+        # signal name ("kill" for terminate)
         self.control_log: list[tuple[str, str]] = []
         self.signals: list[tuple[str, str]] = []  # (name, outcome)
         self.signals_asked: set[str] = set()
@@ -376,24 +382,33 @@ class Proc:
 
     def _check_cat(self, code: int, out: bytes, err: bytes) -> None:
         accepted = b"".join(data for data, outcome in self.writes if outcome == "accepted")
-        for data, outcome in self.writes:
-            if outcome not in ("accepted", "stdinClosed"):
-                self.fail(f"write {data!r}: {outcome}")
         if err:
             self.fail(f"cat wrote to stderr: {err!r}")
-        closed = False
-        for data, outcome in self.stdin_log:
-            if data is None:
-                closed = closed or outcome == "accepted"
-            elif closed and outcome == "accepted":
-                self.fail(f"write {data!r} accepted after stdin was closed")
-        # A cat cannot exit before its stdin is closed, so a signal the daemon
-        # acknowledged before any close must be what ended it (or an earlier one whose
-        # outcome is unknown).
+        # In the order the actor sent them: writes are accepted until a close is, and
+        # refused (stdinClosed) only after a close or a kill.
+        closed = killed = False
+        for name, outcome in self.control_log:
+            if name in ("write", "close"):
+                if outcome not in ("accepted", "stdinClosed"):
+                    self.fail(f"{name}: {outcome}")
+                if outcome == "accepted" and closed and name == "write":
+                    self.fail("a write was accepted after stdin was closed")
+                if outcome == "stdinClosed" and not (closed or killed):
+                    self.fail(f"{name} refused (stdinClosed), but stdin is open")
+                closed = closed or (name == "close" and outcome == "accepted")
+            else:
+                killed = True
+        # A cat cannot exit before its stdin is closed, so the first kill the daemon
+        # acknowledged before any close ended it (or an earlier one whose outcome is
+        # unknown); a terminate before that must have found it running.
         codes: set[int] = set()
         for name, outcome in self.control_log:
             if name == "close":
                 break
+            if name == "write":
+                continue
+            if outcome == "False" and not codes:
+                self.fail("terminate found the cat not running, but nothing had ended it")
             if outcome in ("ok", "True", "ambiguous"):
                 codes.add(128 + SIGNUMS[name])
             if outcome in ("ok", "True"):
@@ -520,6 +535,7 @@ class Runner:
             proc.send.close()
         for proc in self.procs:
             await proc.finished.wait()
+            await proc.idle.wait()  # every call answered: the records are complete
         # A drop with nothing left running still leaves a recovery to finish.
         while self.client.state is ClientState.RECOVERING:  # noqa: ASYNC110 - no public event
             await trio.sleep(0.01)
@@ -534,6 +550,8 @@ class Runner:
                 self.errors.append(exc)
             proc.finished.set()
             raise
+        finally:
+            proc.idle.set()
 
     async def _actor(self, proc: Proc) -> None:
         step = proc.step
@@ -579,11 +597,10 @@ class Runner:
         if isinstance(command, Write):
             outcome = await self._write(handle.write(command.data))
             proc.writes.append((command.data, outcome))
-            proc.stdin_log.append((command.data, outcome))
+            proc.control_log.append(("write", outcome))
         elif isinstance(command, CloseStdin):
             outcome = await self._write(handle.close_stdin())
             proc.closes.append(outcome)
-            proc.stdin_log.append((None, outcome))
             proc.control_log.append(("close", outcome))
         elif isinstance(command, Signal):
             try:
@@ -625,21 +642,97 @@ class Runner:
             raise Violation(f"{reads} process/read sent, and no fault could cause a gap or lag")
 
 
+@asynccontextmanager
+async def open_stack(program: Program) -> AsyncIterator[tuple[ExecClient, FaultController]]:
+    """The daemon and client: in memory (``open_faulty_local``), or a real daemon on a
+    loopback port behind ``fault_proxy``, the client dialling the proxy."""
+    config = ServerConfig(retain_bytes=program.retain_bytes)
+    if program.transport == "memory":
+        async with open_faulty_local(program.plan, config, recovery_deadline=20.0) as stack:
+            yield stack
+        return
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(exec_runtime.serve, config)
+        async with (
+            fault_proxy(url, program.plan) as proxy,
+            exec_runtime.open_client(proxy.url, recovery_deadline=20.0) as client,
+        ):
+            yield client, proxy.controller
+        nursery.cancel_scope.cancel()
+
+
+def task_tree() -> str:
+    """Every Trio task and where it waits: printed when an example hangs."""
+    lines: list[str] = []
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        frames = [
+            f"{frame.f_code.co_name}:{frame.f_lineno}" for frame, _ in task.iter_await_frames()
+        ]
+        lines.append("  " * depth + f"{task.name}  <- " + " / ".join(frames[-4:]))
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child, depth + 1)
+
+    walk(trio.lowlevel.current_root_task(), 0)  # type: ignore[arg-type]
+    return "\n".join(lines)
+
+
+async def _watchdog() -> None:
+    # fail_after cannot interrupt a shielded wait; if one hangs, say where, then cancel
+    # every task's innermost scope (a shield keeps out only outer cancellations) so
+    # the example fails instead of blocking the whole run.
+    await trio.sleep(EXAMPLE_TIMEOUT + 15)
+    dump = task_tree()
+    print(f"fault suite: the example hangs past its deadline:\n{dump}", file=sys.stderr)
+    HANGS.append(dump)
+    me = trio.lowlevel.current_task()
+    assert me.parent_nursery is not None
+    main = me.parent_nursery.parent_task
+    while True:
+        for task in _all_tasks(main):
+            if task is not me:
+                status = getattr(task, "_cancel_status", None)
+                scope = getattr(status, "_scope", None)
+                if isinstance(scope, trio.CancelScope):
+                    scope.cancel()
+        await trio.sleep(0.5)
+
+
+HANGS: list[str] = []
+
+
+def _all_tasks(root: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    tasks: list[trio.lowlevel.Task] = []
+    pending = [root]
+    while pending:
+        task = pending.pop()
+        tasks.append(task)
+        pending.extend(c for n in task.child_nurseries for c in n.child_tasks)
+    return tasks
+
+
 async def run_program(program: Program) -> Runner:
     """Run one program against a fresh daemon and client; raise on any violation."""
+    HANGS.clear()
+    try:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_watchdog)
+            runner = await _run_program(program)
+            outer.cancel_scope.cancel()
+    finally:
+        if HANGS:
+            raise Violation(f"the example hung inside a shielded wait:\n{HANGS[0]}")
+    return runner
+
+
+async def _run_program(program: Program) -> Runner:
     saved = client_process.QUEUE_MAX_EVENTS
     client_process.QUEUE_MAX_EVENTS = program.queue_max_events  # type: ignore[misc]
     runner: Runner | None = None
     try:
         with trio.fail_after(EXAMPLE_TIMEOUT):
-            config = ServerConfig(retain_bytes=program.retain_bytes)
-            async with (
-                open_faulty_local(program.plan, config, recovery_deadline=20.0) as (
-                    client,
-                    faults,
-                ),
-                trio.open_nursery() as nursery,
-            ):
+            async with open_stack(program) as (client, faults), trio.open_nursery() as nursery:
                 runner = Runner(program, client, faults, nursery)
                 await runner.run()
                 nursery.cancel_scope.cancel()
@@ -667,7 +760,7 @@ def label(runner: Runner) -> None:
     faults, stats = runner.faults, runner.client.statistics()
     event(f"drops: {min(faults.drops, 3)}")
     event(f"process/read sent: {'yes' if faults.counts['process/read'] else 'no'}")
-    writes = sum(len(p.stdin_log) for p in runner.procs)
+    writes = sum(len(p.writes) + len(p.closes) for p in runner.procs)
     if faults.counts["process/write"] > writes:
         event("a write was re-sent")
     if faults.refused:
@@ -767,6 +860,7 @@ def programs(draw: st.DrawFn) -> Program:
         retain_bytes=draw(st.sampled_from([1 << 20, 1 << 20, 16384, 2048])),
         queue_max_events=draw(st.sampled_from([client_process.QUEUE_MAX_EVENTS, 4])),
         steps=(first, *rest),
+        transport=draw(st.sampled_from(["memory", "memory", "memory", "websocket"])),
     )
 
 

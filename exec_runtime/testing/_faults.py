@@ -21,6 +21,9 @@ import protocol_schema as wire
 from .._client import Connector
 from .._transport import MessageTransport, TransportClosed
 
+CLOSE_TIMEOUT = 1.0
+"""How long closing the wrapped transport may take after a drop."""
+
 
 class _Ident(msgspec.Struct, rename="camel"):
     process_id: str | None = None
@@ -136,8 +139,12 @@ class FaultyTransport:
                 self._receive_scope.cancel()
 
     async def _close_inner(self) -> None:
-        # Closing our end makes both sides see the loss, like a reset socket.
-        with trio.CancelScope(shield=True):
+        # Closing our end makes both sides see the loss, like a reset socket. Shielded
+        # (it runs while the caller is being cancelled) but bounded: a WebSocket close
+        # waits for the peer's close frame, which never comes if the peer's reader
+        # task is already gone.
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
             try:
                 await self.inner.aclose()
             except Exception:

@@ -3,37 +3,41 @@
     daemon: ProcessSequence (seqs + retention)
       → network: the current connection's frames in flight; delivered in any order,
         duplicated, lost; a disconnect loses them all and detaches the session
-      → client: ReorderBuffer, gap reads and recovery reads merged with events_after,
-        and a consumer that may lag and catch up from its own cursor.
+      → client: ReorderBuffer; gap reads and recovery reads merged with events_after;
+        a consumer that may lag and catch up from its own cursor.
+
+A read is three steps, so pushes, evictions and disconnects interleave with it: the
+client sends it (with its cursor then), the daemon answers (a snapshot of the sequence
+then), the client merges the answer (with its state then). A disconnect loses every
+answer in flight; the client re-sends those reads after it re-attaches. The merges
+mirror ``ExecClient._catch_up`` (network cursor, held events) and
+``ProcessHandle._catch_up`` (consumer cursor).
 
 Invariants, after every step:
 
 - the client publishes exactly a prefix of the daemon's sequence, contiguous, once;
   the consumer sees exactly a prefix too; nothing after ``closed``;
-- ``GapLost`` is reported only when retention really evicted an output the client
-  had not received (not in flight to it, not held in its reorder buffer);
+- ``GapLost`` is reported only when the answer really lacks an output the client has
+  not received (evicted by retention, neither published nor held);
 - ``ReorderOverflow`` only when the pending bounds are really exceeded;
 - at the end (the process finishes, the network heals, every frame is delivered and
-  every gap read), a process that did not fail has published the whole sequence.
+  every read answered), a process that did not fail has published the whole sequence,
+  and a consumer that did not fail has seen it.
 
 ``Pipeline`` is the model; a ``RuleBasedStateMachine`` drives it (shrinkable
-counterexamples), and a seeded random walk drives it much longer per example for the
-soak profile (``HYPOTHESIS_PROFILE=soak``: about ten million steps).
+counterexamples), and a seeded random walk drives it much longer per example (the
+soak profile, ``HYPOTHESIS_PROFILE=soak``, walks about a hundred million steps).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamName
 from exec_runtime._core.recovery import GapLost, ReadSnapshot, events_after
@@ -41,12 +45,17 @@ from exec_runtime._core.reorder import ReorderBuffer, ReorderOverflow
 from exec_runtime._core.sequence import ProcessSequence, RetentionLimits
 
 STREAMS: tuple[StreamName, ...] = ("stdout", "stderr")
-KNOWN_HELD_GAP_BUG = False
-"""Fixed: catch-up reads pass the reorder buffer's held events to events_after, so
-outputs held past a missed exit are not counted as missing (regression:
-test_recovery_read_counts_held_outputs_as_missing)."""
 SOAK = settings.get_current_profile_name() == "soak"
-WALK_STEPS = 5000 if SOAK else 300
+WALK_STEPS = 20_000 if SOAK else 2000
+
+
+@attrs.define
+class Read:
+    """One ``process/read{afterSeq: cursor}`` in flight."""
+
+    kind: str  # "network" (gap fill, recovery) or "consumer" (a lagging consumer)
+    cursor: int
+    answer: ReadSnapshot | None = None  # set when the daemon answered
 
 
 class Pipeline:
@@ -58,23 +67,21 @@ class Pipeline:
         retain_chunks: int,
         max_pending_events: int = 256,
         max_pending_bytes: int = 1 << 20,
-        *,
-        strict_gaps: bool = not KNOWN_HELD_GAP_BUG,
     ) -> None:
-        self.strict_gaps = strict_gaps
         # --- daemon ---
         self.sequence = ProcessSequence(STREAMS, RetentionLimits(retain_bytes, retain_chunks))
         self.log: list[SeqEvent] = []  # every event the daemon assigned, by seq
         self.attached = True
         # --- network: frames on the current connection, not yet delivered ---
         self.wire: list[SeqEvent] = []
+        self.reads: list[Read] = []
         # --- client ---
         self.buffer = ReorderBuffer(
             max_pending_events=max_pending_events, max_pending_bytes=max_pending_bytes
         )
         self.published: list[SeqEvent] = []
         self.exit_seq: int | None = None  # the published exit's seq (the client knows it)
-        self.recovering = False  # re-attached; the recovery read has not happened yet
+        self.recovering = False  # re-attached; the recovery read is not sent yet
         self.failed: str | None = None  # the process failed (terminal Failed)
         # --- consumer: a bounded queue fed from publication, or its own catch-up reads ---
         self.queue: list[SeqEvent] = []
@@ -83,7 +90,6 @@ class Pipeline:
         self.lagging = False
         self.consumed: list[SeqEvent] = []
         self.consumer_failed: str | None = None
-        self.false_gap = False
         self.steps = 0
         self._checked_published = 0
         self._checked_consumed = 0
@@ -95,18 +101,18 @@ class Pipeline:
         if self.attached:
             self.wire.extend(events)
 
+    def _open_streams(self) -> list[StreamName]:
+        return [s for s in STREAMS if s in self.sequence._open_streams]
+
     def output(self, stream_index: int, size: int) -> None:
-        if self.sequence.closed:
-            return
-        open_streams = [s for s in STREAMS if s in self.sequence._open_streams]
-        if not open_streams:
-            return
-        stream = open_streams[stream_index % len(open_streams)]
-        data = bytes([len(self.log) % 251]) * size
-        self._emit([self.sequence.record_output(stream, data)])
+        open_streams = self._open_streams()
+        if open_streams and not self.sequence.closed:
+            stream = open_streams[stream_index % len(open_streams)]
+            data = bytes([len(self.log) % 251]) * size
+            self._emit([self.sequence.record_output(stream, data)])
 
     def eof(self, stream_index: int) -> None:
-        open_streams = [s for s in STREAMS if s in self.sequence._open_streams]
+        open_streams = self._open_streams()
         if open_streams:
             self._emit(self.sequence.record_eof(open_streams[stream_index % len(open_streams)]))
 
@@ -114,9 +120,20 @@ class Pipeline:
         if not self.sequence.exited:
             self._emit(self.sequence.record_exit(code))
 
-    def evicted_seqs(self) -> set[int]:
-        retained = {c.seq for c in self.sequence.retention.after(0)}
-        return {e.seq for e in self.log if isinstance(e, Output) and e.seq not in retained}
+    def answer(self, index: int) -> None:
+        """The daemon answers a read it received: a snapshot of the sequence now."""
+        waiting = [r for r in self.reads if r.answer is None]
+        if waiting and self.attached:
+            read = waiting[index % len(waiting)]
+            result = self.sequence.read(read.cursor)
+            read.answer = ReadSnapshot(
+                chunks=result.chunks,
+                next_seq=result.next_seq,
+                exited=result.exited,
+                exit_code=result.exit_code,
+                closed=result.closed,
+                sandbox_denied=result.sandbox_denied,
+            )
 
     # --- the network --------------------------------------------------------------------
 
@@ -134,9 +151,12 @@ class Pipeline:
             self.wire.pop(index % len(self.wire))
 
     def disconnect(self) -> None:
+        """Frames and answers in flight are lost; the reads will be re-sent."""
         self.attached = False
         self.recovering = False
         self.wire.clear()
+        for read in self.reads:
+            read.answer = None
 
     def reattach(self) -> None:
         """``initialize{resumeSessionId}``: pushes flow again; the recovery read follows."""
@@ -144,32 +164,7 @@ class Pipeline:
             self.attached = True
             self.recovering = True
 
-    # --- the client -----------------------------------------------------------------------
-
-    def _snapshot(self, cursor: int) -> ReadSnapshot:
-        result = self.sequence.read(cursor)
-        return ReadSnapshot(
-            chunks=result.chunks,
-            next_seq=result.next_seq,
-            exited=result.exited,
-            exit_code=result.exit_code,
-            closed=result.closed,
-            sandbox_denied=result.sandbox_denied,
-        )
-
-    def _held_gap(self, cursor: int) -> bool:
-        """The known false GapLost: the exit right after the cursor was not received,
-        and outputs after it are held in the reorder buffer but already evicted."""
-        held_evicted = {s for s in self.evicted_seqs() if s > cursor} & set(self.buffer._pending)
-        return bool(held_evicted) and self.exit_seq is None and any(
-            isinstance(e, Exited) and e.seq == cursor + 1 for e in self.log
-        )
-
-    def _unseen_evicted(self, cursor: int) -> set[int]:
-        """Evicted outputs after ``cursor`` the client has not received. (One still in
-        flight counts as unseen: the client cannot know it will arrive.)"""
-        held = set(self.buffer._pending)
-        return {s for s in self.evicted_seqs() if s > cursor} - held
+    # --- the client: network side ---------------------------------------------------------
 
     def _push(self, events: list[SeqEvent]) -> None:
         for event in events:
@@ -189,6 +184,7 @@ class Pipeline:
             self._publish(published)
 
     def _publish(self, events: list[SeqEvent]) -> None:
+        """ProcessStream._publish/_enqueue: queue in order while there is room, else lag."""
         for event in events:
             self.published.append(event)
             if isinstance(event, Exited):
@@ -201,32 +197,56 @@ class Pipeline:
                 self.queue.append(event)
                 self.queued_seq = event.seq
 
-    def catch_up(self) -> None:
-        """A gap read, or the recovery read: ``process/read{afterSeq: lastPublishedSeq}``."""
-        if not self.attached or self.failed is not None or self.buffer.closed:
+    def gap_read(self) -> None:
+        """_fill_gaps: something is held past a gap the live stream did not fill."""
+        if self.attached and self.failed is None and self.buffer.first_missing_seq():
+            self.reads.append(Read("network", self.buffer.last_published_seq))
+
+    def recovery_read(self) -> None:
+        """After re-attaching: read from the published cursor (PROTOCOL §9 Recover)."""
+        if self.recovering and self.failed is None and not self.buffer.closed:
+            self.reads.append(Read("network", self.buffer.last_published_seq))
+        self.recovering = False
+
+    def respond(self, index: int) -> None:
+        """The client receives an answer and merges it."""
+        answered = [r for r in self.reads if r.answer is not None]
+        if not answered:
             return
-        cursor = self.buffer.last_published_seq
+        read = answered[index % len(answered)]
+        self.reads.remove(read)
+        assert read.answer is not None
+        if read.kind == "network":
+            self._merge_network(read.cursor, read.answer)
+        else:
+            self._merge_consumer(read.cursor, read.answer)
+
+    def _missing_unseen(self, cursor: int, answer: ReadSnapshot, held: set[int]) -> set[int]:
+        """Outputs after ``cursor`` the answer lacks and the client does not have."""
+        in_answer = {c.seq for c in answer.chunks}
+        return {
+            e.seq
+            for e in self.log[cursor : answer.next_seq - 1]
+            if isinstance(e, Output) and e.seq not in in_answer and e.seq not in held
+        }
+
+    def _merge_network(self, sent_cursor: int, answer: ReadSnapshot) -> None:
+        """ExecClient._catch_up."""
+        if self.failed is not None or self.buffer.closed:
+            return
+        # Pushes may have advanced the cursor during the read.
+        cursor = max(sent_cursor, self.buffer.last_published_seq)
+        held = self.buffer.held()
         try:
-            events = events_after(
-                cursor, self._snapshot(cursor), self.exit_seq, self.buffer.held()
-            )
+            events = events_after(cursor, answer, self.exit_seq, held)
         except GapLost as exc:
-            unseen = self._unseen_evicted(cursor)
-            if not unseen and not self.strict_gaps and self._held_gap(cursor):
-                self.failed = f"gap lost (known bug: held outputs count as missing): {exc}"
-                self.false_gap = True
-                return
-            assert unseen, f"GapLost at cursor {cursor}, but every evicted output was seen: {exc}"
+            missing = self._missing_unseen(cursor, answer, set(held))
+            assert missing, f"GapLost at cursor {cursor}, but nothing unseen is missing: {exc}"
             self.failed = f"gap lost: {exc}"
             return
         self._push(events)
-        self.recovering = False
 
-    def gap_read(self) -> None:
-        if self.buffer.first_missing_seq() is not None:
-            self.catch_up()
-
-    # --- the consumer -------------------------------------------------------------------
+    # --- the client: the consumer ---------------------------------------------------------
 
     def take(self) -> None:
         if self.queue:
@@ -237,24 +257,30 @@ class Pipeline:
         """The consumer's queue is full: the next event published makes it lag."""
         self.room = False
 
-    def consumer_catch_up(self) -> None:
-        """The consumer's own read from ``queued_seq`` once its queue is empty."""
-        if not (self.lagging and not self.queue and self.attached):
+    def consumer_read(self) -> None:
+        """ProcessHandle._catch_up, sent once the lagging consumer emptied its queue."""
+        if not (self.lagging and not self.queue):
             return
         if self.failed is not None or self.consumer_failed is not None:
             return
-        cursor = self.queued_seq
+        if not any(r.kind == "consumer" for r in self.reads):
+            self.reads.append(Read("consumer", self.queued_seq))
+
+    def _merge_consumer(self, sent_cursor: int, answer: ReadSnapshot) -> None:
+        if self.failed is not None or self.consumer_failed is not None:
+            return
+        assert sent_cursor == self.queued_seq, "the queue moved while the consumer read"
         try:
-            events = events_after(cursor, self._snapshot(cursor), self.exit_seq)
+            events = events_after(self.queued_seq, answer, self.exit_seq)
         except GapLost as exc:
-            evicted = {s for s in self.evicted_seqs() if s > cursor}
-            assert evicted, f"consumer GapLost at {cursor} with nothing evicted: {exc}"
+            missing = self._missing_unseen(self.queued_seq, answer, set())
+            assert missing, f"consumer GapLost at {self.queued_seq}, nothing missing: {exc}"
             if self.buffer.closed:
                 self.consumer_failed = str(exc)  # finished: only events() fails
             else:
                 self.failed = f"consumer gap lost: {exc}"
             return
-        for event in events:
+        for event in events:  # ProcessStream.accept_caught_up
             if event.seq == self.queued_seq + 1:
                 self.queue.append(event)
                 self.queued_seq = event.seq
@@ -285,34 +311,45 @@ class Pipeline:
         assert self.queued_seq == m + len(self.queue)
         assert not self.queue or self.queue[0].seq == m + 1
 
+    def settle(self) -> None:
+        """Deliver, answer and merge everything in flight."""
+        self.reattach()
+        self.recovery_read()
+        while self.wire or self.reads:
+            while self.wire:
+                self.deliver(0)
+                self.check()
+            while self.reads:
+                self.answer(0)
+                self.respond(0)
+                self.check()
+
     def finish(self) -> None:
         """Let the process end and the network heal; then everything must arrive."""
         if not self.sequence.exited:
             self.exit(3)
-        for stream in STREAMS:
-            if stream in self.sequence._open_streams:
-                self._emit(self.sequence.record_eof(stream))
+        for stream in self._open_streams():
+            self._emit(self.sequence.record_eof(stream))
         assert self.sequence.closed
-        self.reattach()
-        self.catch_up()
-        self.check()
-        while self.wire:
-            self.deliver(0)
-            self.check()
+        self.settle()
         self.gap_read()
-        self.check()
+        self.settle()
         for _ in range(2 * len(self.log) + 4):
             self.take()
             self.room = True
-            self.consumer_catch_up()
-            self.check()
+            self.consumer_read()
+            self.settle()
         if self.failed is None:
             assert self.published == self.log, "a live process did not publish everything"
             if self.consumer_failed is None:
                 assert self.consumed == self.log, "the consumer did not get everything"
         else:
             # A failure stops publication, and only evictions may cause it.
-            assert self.evicted_seqs() or "overflow" in self.failed, self.failed
+            assert self.evicted() or "overflow" in self.failed, self.failed
+
+    def evicted(self) -> set[int]:
+        retained = {c.seq for c in self.sequence.retention.after(0)}
+        return {e.seq for e in self.log if isinstance(e, Output) and e.seq not in retained}
 
 
 # --- a rule-based state machine (shrinks to a minimal interleaving) -----------------------
@@ -365,14 +402,21 @@ class PipelineMachine(RuleBasedStateMachine):
     def reattach(self) -> None:
         self.pipeline.reattach()
 
-    @precondition(lambda self: self.pipeline.recovering)
     @rule()
     def recovery_read(self) -> None:
-        self.pipeline.catch_up()
+        self.pipeline.recovery_read()
 
     @rule()
     def gap_read(self) -> None:
         self.pipeline.gap_read()
+
+    @rule(index=st.integers(0, 3))
+    def answer(self, index: int) -> None:
+        self.pipeline.answer(index)
+
+    @rule(index=st.integers(0, 3))
+    def respond(self, index: int) -> None:
+        self.pipeline.respond(index)
 
     @rule()
     def take(self) -> None:
@@ -383,8 +427,8 @@ class PipelineMachine(RuleBasedStateMachine):
         self.pipeline.fill()
 
     @rule()
-    def consumer_catch_up(self) -> None:
-        self.pipeline.consumer_catch_up()
+    def consumer_read(self) -> None:
+        self.pipeline.consumer_read()
 
     @invariant()
     def consistent(self) -> None:
@@ -413,24 +457,30 @@ def random_walk(seed: int, steps: int) -> Pipeline:
         retain_chunks=rng.randint(1, 10) if tight else 1 << 20,
         max_pending_events=rng.choice([3, 8, 256, 256]),
     )
-    # Each walk has its own mix, so some are mostly output, some mostly faults.
-    weights = [rng.randint(0, 10) for _ in range(14)]
-    actions = [
+
+    def sometimes(p: float, action: Callable[[], None]) -> Callable[[], None]:
+        return lambda: action() if rng.random() < p else None
+
+    actions: list[Callable[[], None]] = [
         lambda: pipeline.output(rng.randint(0, 1), rng.randint(1, 8)),
-        lambda: pipeline.eof(rng.randint(0, 1)) if rng.random() < 0.1 else None,
-        lambda: pipeline.exit(rng.randint(0, 255)) if rng.random() < 0.1 else None,
+        sometimes(0.1, lambda: pipeline.eof(rng.randint(0, 1))),
+        sometimes(0.1, lambda: pipeline.exit(rng.randint(0, 255))),
         lambda: pipeline.deliver(rng.randrange(4)),  # mostly in order
         lambda: pipeline.deliver(rng.randrange(64)),
         lambda: pipeline.duplicate(rng.randrange(64)),
-        lambda: pipeline.lose(rng.randrange(64)) if rng.random() < 0.2 else None,
-        lambda: pipeline.disconnect() if rng.random() < 0.1 else None,
+        sometimes(0.2, lambda: pipeline.lose(rng.randrange(64))),
+        sometimes(0.1, pipeline.disconnect),
         pipeline.reattach,
-        pipeline.catch_up,
+        pipeline.recovery_read,
         pipeline.gap_read,
+        lambda: pipeline.answer(rng.randrange(4)),
+        lambda: pipeline.respond(rng.randrange(4)),
         pipeline.take,
-        lambda: pipeline.fill() if rng.random() < 0.3 else None,
-        pipeline.consumer_catch_up,
+        sometimes(0.3, pipeline.fill),
+        pipeline.consumer_read,
     ]
+    # Each walk has its own mix, so some are mostly output, some mostly faults.
+    weights = [rng.randint(0, 10) for _ in actions]
     weights[0] += 5  # keep the process talking
     for action in rng.choices(actions, weights=weights, k=steps):
         action()
@@ -451,28 +501,59 @@ def test_random_walk_reaches_every_outcome() -> None:
     outcomes = set()
     for seed in range(300):
         pipeline = random_walk(seed, 300)
-        outcomes.add("gap lost" if pipeline.failed and "gap" in pipeline.failed else None)
-        outcomes.add("overflow" if pipeline.failed and "overflow" in pipeline.failed else None)
-        outcomes.add("complete" if pipeline.failed is None else None)
+        failed = pipeline.failed or ""
+        outcomes.add("gap lost" if failed.startswith("gap lost") else None)
+        outcomes.add("consumer gap lost" if failed.startswith("consumer gap") else None)
+        outcomes.add("overflow" if failed.startswith("overflow") else None)
+        outcomes.add("complete" if not failed else None)
         outcomes.add("consumer failed" if pipeline.consumer_failed else None)
         outcomes.add("late output" if _output_after_exit(pipeline.log) else None)
-    assert {"gap lost", "overflow", "complete", "consumer failed", "late output"} <= outcomes
+    assert {
+        "gap lost",
+        "consumer gap lost",
+        "overflow",
+        "complete",
+        "consumer failed",
+        "late output",
+    } <= outcomes
 
 
 def test_recovery_read_counts_held_outputs_as_missing() -> None:
-    """Minimal: exit (seq 1) missed; output seq 2 arrives and is held; the daemon has
-    evicted seq 2 (retention 2 bytes, seqs 3 and 4 kept). The client has everything it
-    needs (the exit is state, seq 2 is held), yet the read fails the process."""
-    pipeline = Pipeline(retain_bytes=2, retain_chunks=2, strict_gaps=True)
+    """Regression (found by this model): exit (seq 1) missed; output seq 2 arrives and
+    is held; the daemon has evicted seq 2 (retention 2 bytes keeps seqs 3 and 4). The
+    client has everything it needs (the exit is state, seq 2 is held), so the read must
+    not fail the process. Fixed by passing the held events to events_after."""
+    pipeline = Pipeline(retain_bytes=2, retain_chunks=2)
     pipeline.exit(0)  # seq 1
     pipeline.lose(0)  # never arrives: pushed on a link that died, or while detached
     for _ in range(3):
         pipeline.output(0, 1)  # seqs 2, 3, 4: seq 2 is evicted
     pipeline.deliver(0)  # seq 2 arrives and is held behind the missing seq 1
     pipeline.gap_read()
-    pipeline.finish()
+    pipeline.answer(0)
+    pipeline.respond(0)
     assert pipeline.failed is None
+    pipeline.finish()
     assert pipeline.published == pipeline.log
+
+
+def test_read_answered_before_a_push_it_overlaps() -> None:
+    """A read answered, then the pushes it overlaps arrive first: the merge re-bases
+    on the advanced cursor and publishes each seq once."""
+    pipeline = Pipeline(retain_bytes=1 << 20, retain_chunks=1 << 20)
+    pipeline.output(0, 1)  # seq 1
+    pipeline.lose(0)
+    pipeline.output(0, 1)  # seq 2
+    pipeline.deliver(0)  # held behind seq 1
+    pipeline.gap_read()
+    pipeline.answer(0)  # the answer holds 1 and 2
+    pipeline.output(0, 1)  # seq 3
+    pipeline.exit(0)  # seq 4
+    pipeline.respond(0)
+    pipeline.deliver(0)
+    pipeline.deliver(0)
+    assert [e.seq for e in pipeline.published] == [1, 2, 3, 4]
+    pipeline.finish()
 
 
 def _output_after_exit(log: list[SeqEvent]) -> bool:
