@@ -42,11 +42,12 @@ def _value_limit_error(
 
     Cheap for ordinary messages: a JSON value other than the first takes at least two
     bytes ("0,"), and the count of ``,`` ``:`` ``[`` bounds the count of values from
-    above (base64 holds none of them). Only a message past both bounds is decoded to
-    be counted exactly. The reply uses the request's id when it has one, else -1.
+    above (base64 holds none of them). A msgpack value takes at least one byte. Only a
+    message past these bounds is decoded to be counted exactly. The reply uses the
+    request's id when it has one, else -1.
     """
     raw = data.encode() if isinstance(data, str) else data
-    if len(raw) <= 2 * limit - 1:
+    if len(raw) <= (limit if codec.binary else 2 * limit - 1):
         return None
     if codec.binary:
         decode: Callable[[bytes], Any] = msgspec.msgpack.decode

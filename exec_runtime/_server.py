@@ -28,7 +28,7 @@ import protocol_schema as wire
 from ._config import ServerConfig
 from ._connection import Connection
 from ._http import BadRequest, ReplayStream, bearer_refusal, read_request_head, response
-from ._managed import State
+from ._managed import ManagedProcess, State
 from ._session import SessionRegistry
 from ._transport import StreamLineTransport, WebSocketTransport
 
@@ -189,7 +189,8 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
         for managed in session:
             if managed.state is State.STARTING:
                 managed.cancel_start()
-            elif managed.child is not None and not managed.exited:
+            elif managed.child is not None and not _closed(managed):
+                # Even after the leader exited: a grandchild may still hold the pipes.
                 managed.child.signal_group(signal.SIGTERM)
     with trio.move_on_after(grace):
         while not _all_closed(daemon.registry):  # noqa: ASYNC110 - no event to wait on
@@ -199,13 +200,12 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
         scope.cancel()
 
 
+def _closed(managed: ManagedProcess) -> bool:
+    return managed.sequencer is not None and managed.sequencer.sequence.closed
+
+
 def _all_closed(registry: SessionRegistry) -> bool:
-    for session in registry.sessions.values():
-        for managed in session:
-            sequencer = managed.sequencer
-            if sequencer is None or not sequencer.sequence.closed:
-                return False
-    return True
+    return all(_closed(managed) for session in registry.sessions.values() for managed in session)
 
 
 def _url_host(host: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 import trio
 import trio_websocket
@@ -23,6 +24,7 @@ import wsproto.events as wsevents
 from conftest import RawClient, output_of
 from daemon_process import Daemon, eventually, process_gone, spawn_daemon
 
+import protocol_schema as wire
 from exec_runtime import ServerConfig, serve
 
 INVALID_REQUEST = -32600
@@ -445,3 +447,23 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
             refused: Daemon = await daemons(*bad, wait_for_url=False)
             assert await refused.wait() == 2
             assert bad[0].lstrip("-").replace("-", "_") in refused.stderr.decode()
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(max_json_values=1000)])
+async def test_the_value_budget_holds_for_msgpack_too(daemon: str, nursery: trio.Nursery) -> None:
+    """A msgpack value can take a single byte: 1,001 zeros fit in 1,005 bytes."""
+    with trio.fail_after(5):
+        ws = await trio_websocket.connect_websocket_url(
+            nursery, daemon, subprotocols=[wire.MSGPACK_SUBPROTOCOL]
+        )
+        message = {"id": 1, "method": "environment/status", "params": {"x": [0] * 1001}}
+        await ws.send_message(msgspec.msgpack.encode(message))
+        reply = msgspec.msgpack.decode(await ws.get_message())
+        assert reply["id"] == 1
+        assert reply["error"]["message"] == "message has more than 1000 JSON values"
+        message["params"] = {"x": [0] * 900}
+        await ws.send_message(msgspec.msgpack.encode(message))
+        reply = msgspec.msgpack.decode(await ws.get_message())
+        # Under the budget it reaches the handshake check (no initialize was sent).
+        assert reply["error"]["message"].startswith("client must call initialize")
+        await ws.aclose()

@@ -112,6 +112,13 @@ async def test_sigterm_without_stubborn_processes_exits_at_once(
         daemon: Daemon = await daemons("--shutdown-grace", "10")
         client: RawClient = await connect(url=daemon.url)
         pids = [await start_printing_pid(client, f"p{n}", "exec sleep 1000") for n in range(5)]
+        # A leader that already exited, leaving a grandchild holding the pipes: its
+        # group gets SIGTERM too, or the daemon would wait out the whole grace.
+        await client.start("orphan", ["sh", "-c", "sleep 1000 & echo $!"])
+        await eventually(
+            lambda: any(m["method"] == "process/exited" for m in client.notifications["orphan"])
+        )
+        pids.append(int(output_of(client.notifications["orphan"])))
         daemon.process.send_signal(signal.SIGTERM)
         with trio.fail_after(1.5):  # far less than the grace: everything closed at once
             assert await daemon.wait() == 0
