@@ -337,7 +337,7 @@ def test_retention_exceeded_while_detached_fails_only_that_process() -> None:
     assert bytes(cat.out) == b"still here"
 
 
-# --- found by the suite: a recovery read counts held outputs as missing --------------------
+# --- found by the suite (fixed): a recovery read counted held outputs as missing ----------
 
 GRANDCHILD_FLOOD = (
     "import os, time\n"
@@ -355,9 +355,9 @@ GRANDCHILD_FLOOD = (
 async def test_exit_missed_while_detached_then_held_output_evicted() -> None:
     """Exit (seq 1) happens while detached. The client reconnects but cannot read
     yet (stalled); the grandchild's output is pushed on the new link (held: seq 1 is
-    missing) and evicted on the daemon (retain 4 KiB). The recovery read then explains
-    seq 1 (the exit) but not the held outputs, and fails a process the client can
-    complete: it has every output, and the exit is state."""
+    missing) and evicted on the daemon (retain 4 KiB). The recovery read explains seq 1
+    (the exit) but not those outputs, which the client holds: before the fix
+    (events_after(..., held=reorder.held())) it failed a process it could complete."""
     async with open_faulty_local(
         FaultPlan(), ServerConfig(retain_bytes=4096)
     ) as (client, faults):
@@ -373,3 +373,5 @@ async def test_exit_missed_while_detached_then_held_output_evicted() -> None:
         assert [e.exit_code for e in events if isinstance(e, Exited)] == [6]
         out = b"".join(e.data for e in events if isinstance(e, Output))
         assert out == b"".join(b"%05d" % i + b"." * 995 for i in range(200))
+        stats = client.statistics()
+        assert stats.recoveries == 1 and faults.refused > 0 and faults.counts["process/read"]

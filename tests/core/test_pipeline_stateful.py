@@ -1,15 +1,22 @@
 """The whole event pipeline in pure core code: no I/O, no Trio, millions of interleavings.
 
     daemon: ProcessSequence (seqs + retention)
-      → network: the current connection's frames in flight; delivered in any order,
-        duplicated, lost; a disconnect loses them all and detaches the session
+      → network: the current connection's frames in flight; delivered reordered or
+        duplicated, never lost (a live link is reliable); a disconnect loses them all
+        and detaches the session
       → client: ReorderBuffer; gap reads and recovery reads merged with events_after;
         a consumer that may lag and catch up from its own cursor.
 
 A read is three steps, so pushes, evictions and disconnects interleave with it: the
 client sends it (with its cursor then), the daemon answers (a snapshot of the sequence
-then), the client merges the answer (with its state then). A disconnect loses every
-answer in flight; the client re-sends those reads after it re-attaches. The merges
+then), the client merges the answer (with its state then). The answer travels on the
+connection like a push, and is a barrier: notifications may be reordered among
+themselves (as ``FaultPlan.reorder_window`` does), never across a response, because
+the daemon takes the snapshot and queues the response in one step, in order with its
+pushes, and the client reads a connection in order. (Without that barrier a stale
+answer merged after newer pushes explains too little and fails the process: the
+model found it, see test_stale_answer_needs_the_response_barrier.) A disconnect loses
+every frame in flight; the client re-sends its reads after it re-attaches. The merges
 mirror ``ExecClient._catch_up`` (network cursor, held events) and
 ``ProcessHandle._catch_up`` (consumer cursor).
 
@@ -26,7 +33,7 @@ Invariants, after every step:
 
 ``Pipeline`` is the model; a ``RuleBasedStateMachine`` drives it (shrinkable
 counterexamples), and a seeded random walk drives it much longer per example (the
-soak profile, ``HYPOTHESIS_PROFILE=soak``, walks about a hundred million steps).
+soak profile, ``HYPOTHESIS_PROFILE=soak``, walks some fifty million steps in five minutes).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import random
 from collections.abc import Callable
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -55,7 +63,13 @@ class Read:
 
     kind: str  # "network" (gap fill, recovery) or "consumer" (a lagging consumer)
     cursor: int
-    answer: ReadSnapshot | None = None  # set when the daemon answered
+    answer: ReadSnapshot | None = None  # set when the daemon answered (it is in the wire)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other  # each read is its own request
+
+    def __hash__(self) -> int:
+        return id(self)
 
 
 class Pipeline:
@@ -72,9 +86,10 @@ class Pipeline:
         self.sequence = ProcessSequence(STREAMS, RetentionLimits(retain_bytes, retain_chunks))
         self.log: list[SeqEvent] = []  # every event the daemon assigned, by seq
         self.attached = True
-        # --- network: frames on the current connection, not yet delivered ---
-        self.wire: list[SeqEvent] = []
-        self.reads: list[Read] = []
+        # --- network: frames on the current connection, not yet delivered: pushes, and
+        # answers to reads (barriers) ---
+        self.wire: list[SeqEvent | Read] = []
+        self.reads: list[Read] = []  # sent and not merged yet
         # --- client ---
         self.buffer = ReorderBuffer(
             max_pending_events=max_pending_events, max_pending_bytes=max_pending_bytes
@@ -121,7 +136,8 @@ class Pipeline:
             self._emit(self.sequence.record_exit(code))
 
     def answer(self, index: int) -> None:
-        """The daemon answers a read it received: a snapshot of the sequence now."""
+        """The daemon answers a read it received: a snapshot of the sequence now, sent
+        after every push so far and before every later one."""
         waiting = [r for r in self.reads if r.answer is None]
         if waiting and self.attached:
             read = waiting[index % len(waiting)]
@@ -134,21 +150,44 @@ class Pipeline:
                 closed=result.closed,
                 sandbox_denied=result.sandbox_denied,
             )
+            self.wire.append(read)
 
     # --- the network --------------------------------------------------------------------
 
+    def _head(self) -> list[SeqEvent]:
+        """The pushes ahead of the first answer: only these can be delivered next."""
+        head: list[SeqEvent] = []
+        for item in self.wire:
+            if isinstance(item, Read):
+                break
+            head.append(item)
+        return head
+
     def deliver(self, index: int) -> None:
-        if self.wire:
-            self._push([self.wire.pop(index % len(self.wire))])
+        """Deliver one of the pushes ahead of the first answer, in any order, or that
+        answer once none is left."""
+        head = self._head()
+        if head:
+            event = head[index % len(head)]
+            self.wire.remove(event)
+            self._push([event])
+        elif self.wire:
+            read = self.wire.pop(0)
+            assert isinstance(read, Read)
+            self._merge(read)
+
+    def respond(self) -> None:
+        """Deliver everything up to and including the first answer."""
+        while self.wire:
+            first = self.wire[0]
+            self.deliver(0)
+            if isinstance(first, Read):
+                return
 
     def duplicate(self, index: int) -> None:
-        if self.wire:
-            self._push([self.wire[index % len(self.wire)]])
-
-    def lose(self, index: int) -> None:
-        """A frame that never arrives (only a gap read can fill it)."""
-        if self.wire:
-            self.wire.pop(index % len(self.wire))
+        head = self._head()
+        if head:
+            self._push([head[index % len(head)]])
 
     def disconnect(self) -> None:
         """Frames and answers in flight are lost; the reads will be re-sent."""
@@ -208,12 +247,8 @@ class Pipeline:
             self.reads.append(Read("network", self.buffer.last_published_seq))
         self.recovering = False
 
-    def respond(self, index: int) -> None:
+    def _merge(self, read: Read) -> None:
         """The client receives an answer and merges it."""
-        answered = [r for r in self.reads if r.answer is not None]
-        if not answered:
-            return
-        read = answered[index % len(answered)]
         self.reads.remove(read)
         assert read.answer is not None
         if read.kind == "network":
@@ -321,7 +356,7 @@ class Pipeline:
                 self.check()
             while self.reads:
                 self.answer(0)
-                self.respond(0)
+                self.respond()
                 self.check()
 
     def finish(self) -> None:
@@ -390,10 +425,6 @@ class PipelineMachine(RuleBasedStateMachine):
     def duplicate(self, index: int) -> None:
         self.pipeline.duplicate(index)
 
-    @rule(index=st.integers(0, 16))
-    def lose(self, index: int) -> None:
-        self.pipeline.lose(index)
-
     @rule()
     def disconnect(self) -> None:
         self.pipeline.disconnect()
@@ -414,9 +445,9 @@ class PipelineMachine(RuleBasedStateMachine):
     def answer(self, index: int) -> None:
         self.pipeline.answer(index)
 
-    @rule(index=st.integers(0, 3))
-    def respond(self, index: int) -> None:
-        self.pipeline.respond(index)
+    @rule()
+    def respond(self) -> None:
+        self.pipeline.respond()
 
     @rule()
     def take(self) -> None:
@@ -468,13 +499,12 @@ def random_walk(seed: int, steps: int) -> Pipeline:
         lambda: pipeline.deliver(rng.randrange(4)),  # mostly in order
         lambda: pipeline.deliver(rng.randrange(64)),
         lambda: pipeline.duplicate(rng.randrange(64)),
-        sometimes(0.2, lambda: pipeline.lose(rng.randrange(64))),
         sometimes(0.1, pipeline.disconnect),
         pipeline.reattach,
         pipeline.recovery_read,
         pipeline.gap_read,
         lambda: pipeline.answer(rng.randrange(4)),
-        lambda: pipeline.respond(rng.randrange(4)),
+        pipeline.respond,
         pipeline.take,
         sometimes(0.3, pipeline.fill),
         pipeline.consumer_read,
@@ -519,41 +549,71 @@ def test_random_walk_reaches_every_outcome() -> None:
 
 
 def test_recovery_read_counts_held_outputs_as_missing() -> None:
-    """Regression (found by this model): exit (seq 1) missed; output seq 2 arrives and
-    is held; the daemon has evicted seq 2 (retention 2 bytes keeps seqs 3 and 4). The
+    """Regression (found by this model): the exit (seq 1) happens while detached; after
+    re-attaching, output seq 2 is pushed and held behind it, then evicted on the daemon
+    (retention 2 bytes keeps seqs 3 and 4) before the recovery read is answered. The
     client has everything it needs (the exit is state, seq 2 is held), so the read must
     not fail the process. Fixed by passing the held events to events_after."""
     pipeline = Pipeline(retain_bytes=2, retain_chunks=2)
-    pipeline.exit(0)  # seq 1
-    pipeline.lose(0)  # never arrives: pushed on a link that died, or while detached
-    for _ in range(3):
-        pipeline.output(0, 1)  # seqs 2, 3, 4: seq 2 is evicted
-    pipeline.deliver(0)  # seq 2 arrives and is held behind the missing seq 1
-    pipeline.gap_read()
+    pipeline.disconnect()
+    pipeline.exit(0)  # seq 1, while detached: never pushed
+    pipeline.reattach()
+    pipeline.recovery_read()
+    pipeline.output(0, 1)  # seq 2: pushed on the new link
+    pipeline.deliver(0)  # ... and held behind the missing seq 1
+    for _ in range(2):
+        pipeline.output(0, 1)  # seqs 3, 4: seq 2 is evicted
     pipeline.answer(0)
-    pipeline.respond(0)
+    assert 2 in pipeline.buffer.held() and 2 in pipeline.evicted()
+    pipeline.respond()
     assert pipeline.failed is None
     pipeline.finish()
     assert pipeline.published == pipeline.log
 
 
-def test_read_answered_before_a_push_it_overlaps() -> None:
-    """A read answered, then the pushes it overlaps arrive first: the merge re-bases
-    on the advanced cursor and publishes each seq once."""
+def test_read_answer_overlapping_pushes() -> None:
+    """Pushes the answer also holds arrive before it (they were sent first): the merge
+    re-bases on the advanced cursor and publishes each seq once."""
     pipeline = Pipeline(retain_bytes=1 << 20, retain_chunks=1 << 20)
-    pipeline.output(0, 1)  # seq 1
-    pipeline.lose(0)
+    pipeline.disconnect()
+    pipeline.output(0, 1)  # seq 1, while detached
+    pipeline.reattach()
+    pipeline.recovery_read()
     pipeline.output(0, 1)  # seq 2
-    pipeline.deliver(0)  # held behind seq 1
-    pipeline.gap_read()
-    pipeline.answer(0)  # the answer holds 1 and 2
-    pipeline.output(0, 1)  # seq 3
-    pipeline.exit(0)  # seq 4
-    pipeline.respond(0)
-    pipeline.deliver(0)
-    pipeline.deliver(0)
-    assert [e.seq for e in pipeline.published] == [1, 2, 3, 4]
+    pipeline.answer(0)  # holds 1 and 2; behind the push of seq 2
+    pipeline.output(0, 1)  # seq 3, behind the answer
+    pipeline.deliver(0)  # seq 2: held behind seq 1
+    pipeline.deliver(0)  # the answer: 1 (and 2 again)
+    assert [e.seq for e in pipeline.published] == [1, 2]
+    pipeline.deliver(0)  # seq 3
+    assert [e.seq for e in pipeline.published] == [1, 2, 3]
     pipeline.finish()
+
+
+def test_stale_answer_needs_the_response_barrier() -> None:
+    """Why answers are barriers in this model. An answer taken before the exit (seq 2),
+    merged after a later push (seq 3) was held, cannot explain seq 2 and fails the
+    process although nothing was evicted. The daemon never lets a push overtake an
+    earlier response (it takes the snapshot and queues the response in one step, in
+    order with its pushes), so the client never merges a stale answer; this pins what
+    would break without that order."""
+    pipeline = Pipeline(retain_bytes=1 << 20, retain_chunks=1 << 20)
+    pipeline.disconnect()
+    pipeline.output(0, 1)  # seq 1, while detached
+    result = pipeline.sequence.read(0)  # the answer, taken now
+    pipeline.exit(0)  # seq 2, while detached
+    pipeline.reattach()
+    pipeline.output(0, 1)  # seq 3 (a grandchild), pushed
+    pipeline.deliver(0)  # held behind seq 1
+    stale = ReadSnapshot(
+        chunks=result.chunks,
+        next_seq=result.next_seq,
+        exited=result.exited,
+        exit_code=result.exit_code,
+        closed=result.closed,
+    )
+    with pytest.raises(GapLost):
+        events_after(0, stale, None, pipeline.buffer.held())
 
 
 def _output_after_exit(log: list[SeqEvent]) -> bool:
