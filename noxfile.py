@@ -31,7 +31,13 @@ def soak(session: nox.Session) -> None:
     """Many more hypothesis examples and seeds for the ordering suites."""
     session.install("-e", ".[test]")
     session.run(
-        "pytest", "-q", "tests/core", *session.posargs, env={"HYPOTHESIS_PROFILE": "soak"}
+        "pytest",
+        "-q",
+        "tests/core",
+        "tests/test_fault_suite.py",
+        "tests/test_fault_regressions.py",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "soak"},
     )
 
 

@@ -116,6 +116,8 @@ class ProcessStream:
     def accept_caught_up(self, events: list[SeqEvent]) -> None:
         """Queue events a catch-up read rebuilt; leave lag once level with the network."""
         for event in events:
+            if isinstance(event, Exited) and self.exit_event is None:
+                self.exit_event = event  # rebuilt by the read: later catch-ups need its seq
             if event.seq == self.queued_seq + 1:
                 self._queue.append(event)
                 self._queue_bytes += len(event.data) if isinstance(event, Output) else 0
