@@ -144,14 +144,22 @@ async def daemon(server_config: ServerConfig, nursery: trio.Nursery) -> AsyncIte
 
 
 @pytest.fixture
-async def connect(daemon: str, nursery: trio.Nursery) -> Any:
+async def connect(daemon: str, nursery: trio.Nursery) -> AsyncIterator[Any]:
+    """A factory of RawClients. Each client's WebSocket is closed at teardown: a client
+    whose tasks were just cancelled never answers the daemon's close handshake, which
+    would hold the daemon's shutdown for its close timeout."""
+    clients: list[RawClient] = []
+
     async def _connect(
         handshake: bool = True, url: str | None = None, **kwargs: Any
     ) -> RawClient:
         ws = await trio_websocket.connect_websocket_url(nursery, url or daemon, **kwargs)
         client = RawClient(ws, nursery)
+        clients.append(client)
         if handshake:
             await client.handshake()
         return client
 
-    return _connect
+    yield _connect
+    for client in clients:
+        await client.ws.aclose()

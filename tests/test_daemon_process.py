@@ -7,7 +7,7 @@ import base64
 import os
 import random
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,6 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 SH = "sh"
-
-
-@pytest.fixture
-async def connect(connect: Any) -> AsyncIterator[Any]:
-    """conftest's ``connect``, closing each client's WebSocket at teardown: a client whose
-    tasks were just cancelled never answers the daemon's close handshake, which would hold
-    the daemon's shutdown for its 2 s close timeout."""
-    clients: list[RawClient] = []
-
-    async def _connect(*args: Any, **kwargs: Any) -> RawClient:
-        client: RawClient = await connect(*args, **kwargs)
-        clients.append(client)
-        return client
-
-    yield _connect
-    for client in clients:
-        await client.ws.aclose()
 
 
 def b64(data: bytes) -> str:

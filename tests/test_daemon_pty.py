@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,23 +14,6 @@ from conftest import RawClient, WireError, output_of
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
-
-
-@pytest.fixture
-async def connect(connect: Any) -> AsyncIterator[Any]:
-    """conftest's ``connect``, closing each client's WebSocket at teardown: a client whose
-    tasks were just cancelled never answers the daemon's close handshake, which would hold
-    the daemon's shutdown for its 2 s close timeout."""
-    clients: list[RawClient] = []
-
-    async def _connect(*args: Any, **kwargs: Any) -> RawClient:
-        client: RawClient = await connect(*args, **kwargs)
-        clients.append(client)
-        return client
-
-    yield _connect
-    for client in clients:
-        await client.ws.aclose()
 
 
 async def eventually(predicate: Callable[[], object]) -> None:

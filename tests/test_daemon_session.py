@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +19,6 @@ from exec_runtime import ServerConfig
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010
-
-
-@pytest.fixture
-async def connect(connect: Any) -> AsyncIterator[Any]:
-    """conftest's ``connect``, closing each client's WebSocket at teardown: a client whose
-    tasks were just cancelled never answers the daemon's close handshake, which would hold
-    the daemon's shutdown for its 2 s close timeout."""
-    clients: list[RawClient] = []
-
-    async def _connect(*args: Any, **kwargs: Any) -> RawClient:
-        client: RawClient = await connect(*args, **kwargs)
-        clients.append(client)
-        return client
-
-    yield _connect
-    for client in clients:
-        await client.ws.aclose()
 
 
 async def eventually(predicate: Callable[[], object]) -> None:
