@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -163,3 +163,20 @@ async def connect(daemon: str, nursery: trio.Nursery) -> AsyncIterator[Any]:
     yield _connect
     for client in clients:
         await client.ws.aclose()
+
+
+@pytest.fixture
+async def daemons(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
+    """Spawn real ``exec-runtime serve`` subprocesses; each is killed at teardown."""
+    from daemon_process import Daemon, spawn_daemon
+
+    started: list[Daemon] = []
+
+    async def spawn(*args: str, **kwargs: Any) -> Daemon:
+        daemon = await spawn_daemon(nursery, *args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield spawn
+    for daemon in started:
+        await daemon.kill()

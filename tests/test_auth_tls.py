@@ -9,7 +9,6 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ import pytest
 import trio
 import trio_websocket
 import trustme
-from daemon_process import ROOT, Daemon, spawn_daemon
+from daemon_process import ROOT, Daemon
 
 import exec_runtime
 from exec_runtime import ServerConfig, open_client, serve
@@ -26,20 +25,6 @@ from exec_runtime._http import bearer_refusal
 from exec_runtime._server import StartupError
 
 TOKEN = "tok-3f9a0c1b7e5d4a2f8c6b"
-
-
-@pytest.fixture
-async def daemons(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Daemon] = []
-
-    async def spawn(*args: str, **kwargs: Any) -> Daemon:
-        daemon = await spawn_daemon(nursery, *args, **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield spawn
-    for daemon in started:
-        await daemon.kill()
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import attrs
 import pytest
 import trio
 from conftest import RawClient, output_of
+from daemon_process import children_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,22 +35,6 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def children_of(pid: int) -> list[tuple[int, str]]:
-    """(pid, state) of every process whose parent is ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append((int(entry), fields[0]))
-    return found
 
 
 @attrs.define

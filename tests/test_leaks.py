@@ -14,7 +14,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +32,6 @@ from daemon_process import (
     fd_count,
     io_field,
     process_gone,
-    spawn_daemon,
     status_kib,
 )
 
@@ -46,20 +45,6 @@ LIFECYCLES = 10_000 if FULL else 500
 RECONNECTS = 500 if FULL else 100
 SLOW_CONSUMER_BYTES = (100 if FULL else 40) << 20
 MIB = 1024  # /proc reports KiB
-
-
-@pytest.fixture
-async def daemons(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Daemon] = []
-
-    async def spawn(*args: str, **kwargs: Any) -> Daemon:
-        daemon = await spawn_daemon(nursery, *args, **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield spawn
-    for daemon in started:
-        await daemon.kill()
 
 
 # --- lifecycles --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +22,7 @@ import trustme
 import wsproto
 import wsproto.events as wsevents
 from conftest import RawClient, output_of
-from daemon_process import Daemon, eventually, process_gone, spawn_daemon
+from daemon_process import Daemon, eventually, process_gone
 
 import protocol_schema as wire
 from exec_runtime import ServerConfig, serve
@@ -399,20 +399,6 @@ async def test_a_backpressured_client_is_not_mistaken_for_a_dead_one(
 
 
 # --- the CLI -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def daemons(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Daemon] = []
-
-    async def spawn(*args: str, **kwargs: Any) -> Daemon:
-        daemon = await spawn_daemon(nursery, *args, **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield spawn
-    for daemon in started:
-        await daemon.kill()
 
 
 async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None:

@@ -5,33 +5,17 @@ WebSocket with 1001, exit 0 within 5 s, and leave no process behind."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import trio
 import trio_websocket
 from conftest import RawClient, output_of
-from daemon_process import Daemon, eventually, process_gone, spawn_daemon
+from daemon_process import Daemon, eventually, process_gone
 
 from exec_runtime import ServerConfig, serve
 
 GOING_AWAY = 1001
-
-
-@pytest.fixture
-async def daemons(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Daemon] = []
-
-    async def spawn(*args: str, **kwargs: Any) -> Daemon:
-        daemon = await spawn_daemon(nursery, *args, **kwargs)
-        started.append(daemon)
-        return daemon
-
-    yield spawn
-    for daemon in started:
-        await daemon.kill()
 
 
 async def start_printing_pid(
