@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import msgspec
@@ -26,8 +27,26 @@ def json_schema() -> dict[str, Any]:
         "title": "exec protocol v1",
         "methods": methods,
         "notifications": notifications,
-        "$defs": defs,
+        "$defs": _clean_descriptions(defs),
     }
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Docstring descriptions with their indentation removed.
+
+    msgspec 0.22 dedents a struct's docstring and 0.23 keeps it as written; cleaning it
+    here keeps the exported schema the same whichever msgspec is installed.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 def json_schema_text() -> str:
