@@ -33,6 +33,8 @@ Handler = Callable[[Any], Awaitable[Any]]
 MAX_MESSAGE_VALUES: Final = DEFAULT_MAX_JSON_VALUES
 """By default a message holding more JSON values than this is rejected (PROTOCOL §1)."""
 _TOO_DEEP: Final = "malformed message: nested too deeply"
+WRITE_BATCH_BYTES: Final = 512 * 1024
+"""The writer joins queued frames into one write up to about this size."""
 
 
 def _value_limit_error(
@@ -76,6 +78,28 @@ def _value_limit_error(
     return None
 
 
+def _notification(process_id: str, event: SeqEvent) -> wire.Notification:
+    params: Any
+    if isinstance(event, Output):
+        method = "process/output"
+        params = wire.ProcessOutputParams(
+            process_id=process_id, seq=event.seq, stream=event.stream, chunk=event.data
+        )
+    elif isinstance(event, Exited):
+        method = "process/exited"
+        params = wire.ProcessExitedParams(
+            process_id=process_id,
+            seq=event.seq,
+            exit_code=event.exit_code,
+            sandbox_denied=event.sandbox_denied,
+        )
+    else:
+        assert isinstance(event, Closed)
+        method = "process/closed"
+        params = wire.ProcessClosedParams(process_id=process_id, seq=event.seq)
+    return wire.Notification(method=method, params=params)
+
+
 class Connection:
     def __init__(self, transport: MessageTransport, registry: SessionRegistry) -> None:
         self.transport = transport
@@ -88,6 +112,9 @@ class Connection:
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[bytes](
             registry.config.outbox_frames
         )
+        self._send_lock = trio.StrictFIFOLock()
+        self._unsent = 0
+        """Frames in the outbox or held by the writer: while any, nobody writes directly."""
         self._max_values = registry.config.max_json_values
         self._too_many_values = f"message has more than {self._max_values} JSON values"
         # Past this many requests in flight the reader waits for one to finish: the
@@ -135,45 +162,65 @@ class Connection:
             self.session.detach(self)
 
     # --- outgoing -------------------------------------------------------------------
+    #
+    # Frames leave in the order they are produced. When nothing is queued or being
+    # written, the producer (a handler, a sequencer) writes its frames itself: a hop
+    # through the writer task costs a scheduler round, a large share of a one-shot
+    # command's latency. Otherwise the frames join the bounded outbox, which the writer
+    # drains, everything waiting in one write. Either way a slow peer blocks the
+    # producer: backpressure reaches the sequencer, and from there the child.
 
     async def _writer(self) -> None:
         async with self._outbox_receive:
             async for frame in self._outbox_receive:
+                batch, size = [frame], len(frame)
+                while size < WRITE_BATCH_BYTES:
+                    try:
+                        frame = self._outbox_receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    batch.append(frame)
+                    size += len(frame)
+                async with self._send_lock:
+                    try:
+                        await self.transport.send_messages(batch)
+                    except TransportClosed:
+                        return
+                    finally:
+                        self._unsent -= len(batch)
+
+    async def _send_frames(self, frames: list[bytes]) -> None:
+        try:
+            if self._unsent == 0 and not self._send_lock.locked():
+                self._send_lock.acquire_nowait()  # no yield between the check and this
                 try:
-                    await self.transport.send_message(frame)
-                except TransportClosed:
-                    return
+                    await self.transport.send_messages(frames)
+                finally:
+                    self._send_lock.release()
+                return
+            for frame in frames:
+                self._unsent += 1
+                try:
+                    self._outbox_send.send_nowait(frame)
+                except trio.WouldBlock:
+                    try:
+                        await self._outbox_send.send(frame)
+                    except BaseException:
+                        self._unsent -= 1
+                        raise
+        except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the connection is going away; a detached session retains state
 
     async def _send(self, message: Any) -> None:
-        try:
-            await self._outbox_send.send(self.codec.encode(message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the connection is going away; a detached session retains state
+        await self._send_frames([self.codec.encode(message)])
 
     async def _send_error(self, request_id: wire.RequestId, code: int, message: str) -> None:
         error = wire.ErrorObject(code=code, message=message)
         await self._send(wire.ErrorResponse(id=request_id, error=error))
 
-    async def send_process_event(self, process_id: str, event: SeqEvent) -> None:
-        params: Any
-        if isinstance(event, Output):
-            method = "process/output"
-            params = wire.ProcessOutputParams(
-                process_id=process_id, seq=event.seq, stream=event.stream, chunk=event.data
-            )
-        elif isinstance(event, Exited):
-            method = "process/exited"
-            params = wire.ProcessExitedParams(
-                process_id=process_id,
-                seq=event.seq,
-                exit_code=event.exit_code,
-                sandbox_denied=event.sandbox_denied,
-            )
-        else:
-            assert isinstance(event, Closed)
-            method = "process/closed"
-            params = wire.ProcessClosedParams(process_id=process_id, seq=event.seq)
-        await self._send(wire.Notification(method=method, params=params))
+    async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None:
+        encode = self.codec.encode
+        await self._send_frames([encode(_notification(process_id, event)) for event in events])
 
     # --- incoming -------------------------------------------------------------------
 
@@ -251,7 +298,10 @@ class Connection:
         except (UnicodeDecodeError, msgspec.DecodeError) as exc:  # e.g. invalid UTF-8 in a string
             await self._send_error(request_id, wire.errors.INVALID_PARAMS, f"invalid params: {exc}")
             return
-        await self._request_slots.acquire()
+        try:
+            self._request_slots.acquire_nowait()  # a free slot costs no scheduler round
+        except trio.WouldBlock:
+            await self._request_slots.acquire()
         nursery.start_soon(self._handle, request_id, self._handlers[message.method], params)
 
     def _notification(self, message: wire.IncomingMessage) -> None:

@@ -16,8 +16,9 @@ from ._process import Child, ChildMessage, SpawnSpec, spawn
 from ._sequencer import Sequencer
 from ._stdin import StdinWriter
 
-CHANNEL_CAPACITY = 4
-"""Messages between the child task and the sequencer: small, so backpressure is prompt."""
+CHANNEL_CAPACITY = 1
+"""Batches (one read round each, at most ``ROUND_BYTES``) between the child task and
+the sequencer: small, so backpressure is prompt and little output is held here."""
 
 SIGNALS = {
     "interrupt": signal.SIGINT,
@@ -37,7 +38,7 @@ class ManagedProcess:
         self,
         process_id: str,
         limits: RetentionLimits,
-        publish: Callable[[str, SeqEvent], Awaitable[None]],
+        publish: Callable[[str, list[SeqEvent]], Awaitable[None]],
     ) -> None:
         self.process_id = process_id
         self.state = State.STARTING
@@ -89,13 +90,14 @@ class ManagedProcess:
         self.child = child
         self.sequencer = Sequencer(
             ProcessSequence(child.streams, self._limits),
-            lambda event: self._publish(self.process_id, event),
+            lambda events: self._publish(self.process_id, events),
         )
         self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
-        send, receive = trio.open_memory_channel[ChildMessage](CHANNEL_CAPACITY)
+        send, receive = trio.open_memory_channel[list[ChildMessage]](CHANNEL_CAPACITY)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(child.run, send)
-            nursery.start_soon(self.stdin.run)
+            if child.stdin is not None:
+                nursery.start_soon(self.stdin.run)
             self.state = State.RUNNING
             task_status.started()
             await self.sequencer.run(receive)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import shutil
 import signal
 import struct
@@ -100,6 +101,7 @@ class Child:
         self.stdin = stdin
         self.pty_master = pty_master
         self.returncode: int | None = None
+        self._closed = False
 
     @property
     def streams(self) -> tuple[StreamName, ...]:
@@ -118,7 +120,7 @@ class Child:
             raise ValueError("not a terminal")
         set_winsize(self.pty_master, rows, cols)
 
-    async def run(self, send: trio.MemorySendChannel[ChildMessage]) -> None:
+    async def run(self, send: trio.MemorySendChannel[list[ChildMessage]]) -> None:
         """Pump every output and wait for the exit; on cancel, kill the group and reap.
 
         Owns ``send``: the receiver sees EndOfChannel only after the exit and every EOF
@@ -136,7 +138,7 @@ class Child:
             with trio.CancelScope(shield=True):
                 await self.aclose()
 
-    async def _pump(self, send: trio.MemorySendChannel[ChildMessage]) -> None:
+    async def _pump(self, send: trio.MemorySendChannel[list[ChildMessage]]) -> None:
         """One task reads every output and watches the exit, so their order is decided
         in one place (PROTOCOL §5):
 
@@ -146,28 +148,37 @@ class Child:
         - output that was waiting on both streams at once goes out stdout first, so
           ``printf out; printf err >&2`` always yields stdout, then stderr.
 
-        Sending awaits the bounded channel, and nothing is read meanwhile: a slow
-        consumer lets the child's pipe fill (backpressure).
+        What one round observed travels as one list (one channel hop, not one per
+        chunk, EOF and exit). Sending awaits the bounded channel, and nothing is read
+        meanwhile: a slow consumer lets the child's pipe fill (backpressure).
         """
         open_fds = [(name, stream.fileno()) for name, stream in self.outputs]
         exited = False
-        while open_fds or not exited:
-            progressed = await _read_round(open_fds, send, ROUND_BYTES)
-            if not exited and self.process.poll() is not None:
-                # Drain what the leader left in the pipes (bounded: a grandchild may
-                # keep writing), then record the exit.
-                drained = 0
-                while drained < DRAIN_BYTES:
-                    got = await _read_round(open_fds, send, DRAIN_BYTES - drained)
-                    if not got:
-                        break
-                    drained += got
-                assert self.process.returncode is not None
-                self.returncode = self.process.returncode
-                await send.send(ChildExited(exit_code_of(self.returncode)))
-                exited = progressed = True
-            if not progressed:
-                await _wait_any([fd for _, fd in open_fds], None if exited else self.process)
+        with _Wakeup(self.process) as wakeup:
+            while open_fds or not exited:
+                batch = _read_round(open_fds, ROUND_BYTES)
+                progressed = bool(batch)
+                if not exited and self.process.poll() is not None:
+                    # Drain what the leader left in the pipes (bounded: a grandchild may
+                    # keep writing), then record the exit.
+                    drained = 0
+                    while drained < DRAIN_BYTES:
+                        if _bytes_in(batch) >= ROUND_BYTES:
+                            await send.send(batch)
+                            batch = []
+                        more = _read_round(open_fds, DRAIN_BYTES - drained)
+                        if not more:
+                            break
+                        drained += _bytes_in(more) + 1
+                        batch += more
+                    assert self.process.returncode is not None
+                    self.returncode = self.process.returncode
+                    batch.append(ChildExited(exit_code_of(self.returncode)))
+                    exited = progressed = True
+                if batch:
+                    await send.send(batch)
+                if not progressed:
+                    await wakeup.wait([fd for _, fd in open_fds], watch_exit=not exited)
 
     async def kill_and_reap(self) -> None:
         self.signal_group(signal.SIGKILL)
@@ -175,11 +186,17 @@ class Child:
             self.returncode = await self.process.wait()
 
     async def aclose(self) -> None:
-        """Kill the group if the leader still runs, reap it, release every fd."""
+        """Kill the group if the leader still runs, reap it, release every fd.
+
+        Idempotent: the pump and the process's owner both call it on their way out.
+        """
         if self.process.returncode is None:
             await self.kill_and_reap()
+        if self._closed:
+            return
+        self._closed = True
         for _, stream in self.outputs:
-            await stream.aclose()
+            stream.close()  # FdStream.close: synchronous, wakes any waiter on the fd
         if self.stdin is not None:
             await self.stdin.aclose()
         if self.pty_master is not None:
@@ -205,18 +222,13 @@ def _read_nonblocking(fd: int) -> bytes | None:
         return b""
 
 
-async def _read_round(
-    open_fds: list[tuple[StreamName, int]],
-    send: trio.MemorySendChannel[ChildMessage],
-    budget: int,
-) -> int:
-    """Read what is ready on every open stream (up to ``budget`` bytes), then send it
+def _read_round(open_fds: list[tuple[StreamName, int]], budget: int) -> list[ChildMessage]:
+    """Read what is ready on every open stream (up to ``budget`` bytes): the chunks,
     stdout first, then the EOFs seen. Removes ended streams from ``open_fds``.
 
     Reads of one stream within a round are joined (and re-cut at READ_SIZE), so a
-    child writing many small lines does not turn into as many tiny chunks.
-
-    Returns the bytes read plus the EOFs seen (nonzero means progress).
+    child writing many small lines does not turn into as many tiny chunks. An empty
+    list means nothing was ready.
     """
     read: dict[StreamName, bytearray] = {name: bytearray() for name, _ in open_fds}
     ended: list[StreamName] = []
@@ -236,14 +248,66 @@ async def _read_round(
             read[name] += data
             total += len(data)
             again = True
+    messages: list[ChildMessage] = []
     for name, _ in open_fds:
         buffer = read[name]
         for offset in range(0, len(buffer), READ_SIZE):
-            await send.send(ChunkRead(name, bytes(buffer[offset : offset + READ_SIZE])))
+            messages.append(ChunkRead(name, bytes(buffer[offset : offset + READ_SIZE])))
     for name in ended:
         open_fds[:] = [(n, fd) for n, fd in open_fds if n != name]
-        await send.send(StreamEnded(name))
-    return total + len(ended)
+        messages.append(StreamEnded(name))
+    return messages
+
+
+def _bytes_in(messages: list[ChildMessage]) -> int:
+    return sum(len(m.data) for m in messages if isinstance(m, ChunkRead))
+
+
+class _Wakeup:
+    """Waits until one of the child's output fds is readable or its leader exited.
+
+    On Linux one epoll fd holds the pipes and a pidfd, so the pump waits with a single
+    ``wait_readable``: the portable way (a task per fd and one for the exit, in a fresh
+    nursery per wait) costs several task spawns per wait, which showed up as a large
+    part of a one-shot command's latency.
+    """
+
+    def __init__(self, process: trio.Process) -> None:
+        self._process = process
+        self._epoll: select.epoll | None = None
+        self._pidfd = -1
+        self._registered: set[int] = set()
+        if hasattr(select, "epoll") and hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(process.pid)
+            except OSError:
+                return  # e.g. an old kernel: the portable way
+            self._epoll = select.epoll()
+
+    def __enter__(self) -> _Wakeup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._epoll is not None:
+            trio.lowlevel.notify_closing(self._epoll.fileno())
+            self._epoll.close()
+            os.close(self._pidfd)
+
+    async def wait(self, fds: list[int], *, watch_exit: bool) -> None:
+        if self._epoll is None:
+            await _wait_any(fds, self._process if watch_exit else None)
+            return
+        # Level-triggered: a pipe at EOF and an exited pidfd stay ready, so whatever
+        # the pump stopped watching leaves the set before the wait.
+        wanted = set(fds)
+        if watch_exit:
+            wanted.add(self._pidfd)
+        for fd in self._registered - wanted:
+            self._epoll.unregister(fd)
+        for fd in wanted - self._registered:
+            self._epoll.register(fd, select.EPOLLIN)
+        self._registered = wanted
+        await trio.lowlevel.wait_readable(self._epoll.fileno())
 
 
 async def _wait_any(fds: list[int], process: trio.Process | None) -> None:

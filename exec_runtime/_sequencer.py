@@ -1,10 +1,11 @@
 """The per-process sequencer task: the only place a process's seqs are decided.
 
 It consumes what the child task observed, records it in the pure
-:class:`ProcessSequence`, wakes long-poll readers, then publishes each event to the
-attached connection (if any). Publishing awaits the connection's bounded outbox, so
-a slow client slows this task, which stops draining the channel, which stops the
-pumps, which lets the child's pipe fill: backpressure all the way to the child.
+:class:`ProcessSequence`, wakes long-poll readers, then publishes the events of one
+step together to the attached connection (if any). Publishing waits for the
+connection's bounded outbox, so a slow client slows this task, which stops draining
+the channel, which stops the pump, which lets the child's pipe fill: backpressure all
+the way to the child.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ._core.events import SeqEvent
 from ._core.sequence import ProcessSequence
 from ._process import ChildExited, ChildMessage, ChunkRead, StreamEnded
 
-Publish = Callable[[SeqEvent], Awaitable[None]]
+Publish = Callable[[list[SeqEvent]], Awaitable[None]]
 
 
 class Sequencer:
@@ -31,13 +32,14 @@ class Sequencer:
         changed, self._changed = self._changed, trio.Event()
         changed.set()
 
-    async def run(self, receive: trio.MemoryReceiveChannel[ChildMessage]) -> None:
+    async def run(self, receive: trio.MemoryReceiveChannel[list[ChildMessage]]) -> None:
         async with receive:
-            async for message in receive:
-                events = self._record(message)
+            async for batch in receive:
+                events = [event for message in batch for event in self._record(message)]
                 self.wake_readers()
-                for event in events:
-                    await self._publish(event)
+                if events:
+                    # One step's events together: the connection writes them at once.
+                    await self._publish(events)
 
     def _record(self, message: ChildMessage) -> list[SeqEvent]:
         if isinstance(message, ChunkRead):

@@ -13,9 +13,9 @@ import trio
 import protocol_schema as wire
 
 from ._config import ServerConfig
-from ._core.env_policy import build_child_env
 from ._core.events import Closed, SeqEvent
 from ._core.sequence import RetentionLimits
+from ._daemon_env import DaemonEnvironment
 from ._errors import RpcError
 from ._managed import ManagedProcess, State
 from ._paths import path_from_file_uri
@@ -23,11 +23,13 @@ from ._process import DEFAULT_TTY_SIZE, SpawnSpec
 
 log = logging.getLogger("exec_runtime.session")
 
+_DAEMON_ENVIRONMENT = DaemonEnvironment()
+
 
 class EventSink(Protocol):
     """Where an attached session sends its notifications (a connection)."""
 
-    async def send_process_event(self, process_id: str, event: SeqEvent) -> None: ...
+    async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None: ...
 
 
 class Session:
@@ -92,12 +94,12 @@ class Session:
             if self.on_detached is not None:
                 self.on_detached()
 
-    async def publish(self, process_id: str, event: SeqEvent) -> None:
-        if isinstance(event, Closed):
+    async def publish(self, process_id: str, events: list[SeqEvent]) -> None:
+        if isinstance(events[-1], Closed):  # closed is always the last seq
             self._live.discard(process_id)
         sink = self.attached
         if sink is not None:
-            await sink.send_process_event(process_id, event)
+            await sink.send_process_events(process_id, events)
 
     # --- processes ------------------------------------------------------------------
 
@@ -176,12 +178,16 @@ class Session:
                 raise RpcError.invalid_params("ttySize rows and cols must be between 1 and 65535")
         if any("\0" in arg for arg in params.argv) or "\0" in (params.arg0_value or ""):
             raise RpcError.invalid_params("argv must not contain NUL bytes")
-        env = build_child_env(os.environ, params.env, params.env_policy_value)
-        for name, value in env.items():
+        policy = params.env_policy_value
+        # Only what the client sent can be malformed: the inherited part comes from a
+        # real environment, where no name holds '=' and nothing holds NUL.
+        overlays = [params.env, policy.set] if policy is not None else [params.env]
+        for name, value in (item for overlay in overlays for item in overlay.items()):
             if "=" in name or "\0" in name or "\0" in value:
                 raise RpcError.invalid_params(
                     "env names must not contain '=' or NUL, nor values NUL"
                 )
+        env = _DAEMON_ENVIRONMENT.child_env(params.env, policy)
         return SpawnSpec(
             argv=list(params.argv),
             cwd=cwd,

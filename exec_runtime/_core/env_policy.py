@@ -67,7 +67,15 @@ def build_child_env(
     """
     if policy is None:
         return dict(env)
+    result = inherited_env(base_env, policy)
+    result.update(policy.set)
+    result.update(env)
+    return result
 
+
+def inherited_env(base_env: Mapping[str, str], policy: EnvPolicy) -> dict[str, str]:
+    """What ``policy`` keeps of ``base_env`` before its ``set`` and the explicit ``env``
+    are overlaid: depends only on the base and the policy's filters, so it can be cached."""
     if policy.inherit == "all":
         result = dict(base_env)
     elif policy.inherit == "core":
@@ -81,7 +89,4 @@ def build_child_env(
         result = {k: v for k, v in result.items() if not matches_any(k, policy.exclude)}
     if policy.include_only:
         result = {k: v for k, v in result.items() if matches_any(k, policy.include_only)}
-
-    result.update(policy.set)
-    result.update(env)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -195,6 +196,10 @@ class FaultyTransport:
             await self._close_inner()
             raise TransportClosed("fault: connection dropped")
         await self.inner.send_message(data)
+
+    async def send_messages(self, messages: Sequence[bytes]) -> None:
+        for data in messages:
+            await self.send_message(data)
 
     async def receive_message(self) -> bytes | str:
         while True:
