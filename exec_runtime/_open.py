@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import cast
 from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
 
 import protocol_schema as wire
 
@@ -18,9 +16,10 @@ from ._config import ServerConfig
 from ._connection import Connection
 from ._errors import TransportError
 from ._session import SessionRegistry
-from ._transport import MessageTransport, WebSocketTransport, memory_transport_pair
+from ._transport import MessageTransport, TransportClosed, memory_transport_pair
+from ._ws_client import WebSocketClientTransport, handshake
 
-WS_RECEIVE_BUFFER = 256 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class WebSocketConnector:
@@ -44,48 +43,25 @@ class WebSocketConnector:
     async def connect(self, nursery: trio.Nursery) -> MessageTransport:
         headers = []
         if self.token is not None:
-            headers.append((b"authorization", f"Bearer {self.token}".encode()))
-        # trio-websocket waits for the handshake reply forever if the peer closes the
-        # TCP connection first (its reader task just ends), and a rejection (HTTP 401)
-        # is raised in the reader task, not here. Watch the reader so both end this
-        # call at once with the real error.
-        watched = _WatchedNursery(nursery)
-        connected: list[trio_websocket.WebSocketConnection] = []
-        errors: list[Exception] = []
+            headers.append((b"Authorization", f"Bearer {self.token}".encode()))
         with trio.fail_after(self.connect_timeout):
-            async with trio.open_nursery() as dialing:
-
-                async def dial() -> None:
-                    try:
-                        stream, host, resource = await _open_stream(self.url, self.ssl_context)
-                        ws = await trio_websocket.wrap_client_stream(
-                            cast(trio.Nursery, watched),
-                            stream,
-                            host,
-                            resource,
-                            subprotocols=[wire.MSGPACK_SUBPROTOCOL] if self.msgpack else None,
-                            extra_headers=headers,
-                            max_message_size=64 * 1024 * 1024,
-                            receive_buffer_size=WS_RECEIVE_BUFFER,
-                        )
-                    except Exception as exc:  # raised as is below, not in an ExceptionGroup
-                        errors.append(exc)
-                    else:
-                        connected.append(ws)
-                    dialing.cancel_scope.cancel()
-
-                dialing.start_soon(dial)
-                await watched.reader_done.wait()
-                dialing.cancel_scope.cancel()
-        watched.handshake_done = True
-        if not connected:
-            if errors:
-                raise errors[0]  # e.g. OSError: connection refused
-            if watched.error is not None:
-                raise watched.error  # e.g. ConnectionRejected (HTTP 401)
-            raise TransportError(f"{self.url}: the connection closed during the handshake")
-        ws = connected[0]
-        return WebSocketTransport(ws, wire.codec_for_subprotocol(ws.subprotocol))
+            stream, host, resource = await _open_stream(self.url, self.ssl_context)
+            try:
+                ws = await handshake(
+                    stream,
+                    host,
+                    resource,
+                    subprotocols=[wire.MSGPACK_SUBPROTOCOL] if self.msgpack else [],
+                    extra_headers=headers,
+                    max_message_size=MAX_MESSAGE_BYTES,
+                )
+            except TransportClosed as exc:
+                await trio.aclose_forcefully(stream)
+                raise TransportError(f"{self.url}: {exc}") from None
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        return WebSocketClientTransport(ws, wire.codec_for_subprotocol(ws.subprotocol))
 
 
 async def _open_stream(
@@ -129,31 +105,6 @@ async def _open_stream(
         await trio.aclose_forcefully(tcp)
         raise
     return tls, host_header, resource
-
-
-class _WatchedNursery:
-    """Stands in for the nursery trio-websocket starts its reader task in (it only
-    calls ``start_soon``): notes when the reader ends, and keeps an error raised
-    before the handshake finished for ``connect`` to raise."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        self.reader_done = trio.Event()
-        self.handshake_done = False
-        self.error: Exception | None = None
-
-    def start_soon(self, fn: Callable[[], Awaitable[object]], name: object = None) -> None:
-        async def watch() -> None:
-            try:
-                await fn()
-            except Exception as exc:
-                if self.handshake_done:
-                    raise
-                self.error = exc
-            finally:
-                self.reader_done.set()
-
-        self._nursery.start_soon(watch, name=name)
 
 
 class LocalConnector:

@@ -9,6 +9,7 @@ from typing import Any, Final, Protocol
 
 import trio
 import trio_websocket
+import wsproto.events
 
 import protocol_schema as wire
 
@@ -51,48 +52,56 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
 class WebSocketTransport:
     """A trio-websocket connection carrying one message per frame.
 
-    On the server side, several queued messages are framed here and written with one
-    ``send_all``: trio-websocket writes each message on its own (one syscall and one
-    wake-up on the peer per message), and batching is what lets ``exited`` and
-    ``closed`` reach the client in one segment, and bulk output cost fewer syscalls.
-    That writes through trio-websocket's stream under its own send lock, so pings and
-    the close handshake interleave only between whole writes. Server frames are
-    unmasked and trio-websocket negotiates no extensions, so the frames are exactly
-    what wsproto would have produced. Client frames must be masked: the client keeps
-    trio-websocket's path.
+    Sending bypasses ``WebSocketConnection.send_message`` for two reasons measured in
+    the one-shot benchmark: its send lock costs a scheduler round even when nobody
+    else holds it, and it writes each message on its own (one syscall, and one wake-up
+    of the peer, per message). Here several messages are framed and written with one
+    ``send_all``, through trio-websocket's stream and under its send lock (taken without
+    a yield when free), so pings and the close handshake still interleave only between
+    whole writes. This is what lets ``exited`` and ``closed`` reach the client in one
+    segment and bulk output cost fewer syscalls.
+
+    Server frames are unmasked and trio-websocket negotiates no extensions, so
+    :func:`server_frame` produces exactly what wsproto would, without its copies; JSON
+    from msgspec is valid UTF-8 and goes out as a text frame as it is. Client frames
+    must be masked, so the client has wsproto frame them.
     """
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, codec: wire.Codec) -> None:
         self.ws = ws
         self.codec = codec
         self._opcode = _BINARY if codec.binary else _TEXT
-        # The private members the batched path needs; without them (another
-        # trio-websocket release), fall back to one send_message per message.
-        self.batched = not ws.is_client and all(
-            hasattr(ws, name)
-            for name in ("_stream", "_stream_lock", "_close_reason", "_abort_web_socket")
-        )
+        # The private members the fast path needs; without them (another trio-websocket
+        # release), fall back to one send_message per message.
+        needed = ("_wsproto", "_stream", "_stream_lock", "_close_reason", "_abort_web_socket")
+        self.batched = all(hasattr(ws, name) for name in needed)
+
+    def _frame(self, message: bytes) -> bytes:
+        if not self.ws.is_client:
+            return server_frame(self._opcode, message)
+        event: wsproto.events.Event
+        if self.codec.binary:
+            event = wsproto.events.BytesMessage(data=message)
+        else:
+            event = wsproto.events.TextMessage(data=message.decode())
+        return bytes(self.ws._wsproto.send(event))
 
     async def send_message(self, data: bytes) -> None:
-        if self.batched:
-            await self.send_messages((data,))
-            return
-        try:
-            # Text frames for JSON, binary frames for msgpack (PROTOCOL §1).
-            await self.ws.send_message(data if self.codec.binary else data.decode())
-        except trio_websocket.ConnectionClosed as exc:
-            raise TransportClosed(str(exc)) from None
+        await self.send_messages((data,))
 
     async def send_messages(self, messages: Sequence[bytes]) -> None:
         if not self.batched:
             for data in messages:
-                await self.send_message(data)
+                try:
+                    # Text frames for JSON, binary frames for msgpack (PROTOCOL §1).
+                    await self.ws.send_message(data if self.codec.binary else data.decode())
+                except trio_websocket.ConnectionClosed as exc:
+                    raise TransportClosed(str(exc)) from None
             return
         ws: Any = self.ws
         if ws._close_reason is not None:
             raise TransportClosed(str(ws._close_reason))
-        # JSON from msgspec is valid UTF-8 already: it goes out as a text frame as is.
-        data = b"".join([server_frame(self._opcode, message) for message in messages])
+        data = b"".join([self._frame(message) for message in messages])
         lock: trio.StrictFIFOLock = ws._stream_lock
         try:
             lock.acquire_nowait()  # uncontended (the usual case): no scheduler round
