@@ -15,6 +15,7 @@ import trio
 from . import _config as defaults
 from ._config import ServerConfig
 from ._core.sequence import DEFAULT_RETAIN_BYTES
+from ._malloc import tune_malloc
 from ._server import StartupError, check_startup, serve
 
 TOKEN_ENV = "EXEC_RUNTIME_TOKEN"
@@ -174,6 +175,7 @@ def _serve_main(args: argparse.Namespace) -> int:
     except OSError as exc:  # an unreadable token file, certificate or key
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
+    tune_malloc()
     try:
         trio.run(_serve_until_signal, config)
     except OSError as exc:

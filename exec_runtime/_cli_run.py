@@ -28,6 +28,7 @@ from ._client import ExecClient
 from ._client_process import ProcessHandle
 from ._core.events import Exited, Failed, Output
 from ._errors import ExecRuntimeError
+from ._malloc import tune_malloc
 from ._open import open_client, open_local
 
 RUNTIME_FAILURE = 255  # like ssh: the runtime, not the command, failed
@@ -72,6 +73,7 @@ def run_main(args: argparse.Namespace) -> int:
             return 2
         env[name] = value
     try:
+        tune_malloc()
         return trio.run(_run, args, argv, env)
     except ExecRuntimeError as exc:
         print(f"exec-runtime run: {exc}", file=sys.stderr)

@@ -6,11 +6,15 @@ Two codecs share one interface: JSON text (the default) and msgpack binary frame
 
 from __future__ import annotations
 
+import binascii
 from typing import Any, Final, TypeVar
 
 import msgspec
+import pybase64
 
-from .envelope import IncomingMessage
+from ._base import WireStruct
+from .envelope import IncomingMessage, Notification
+from .process import ProcessOutputParams, StreamName
 
 T = TypeVar("T")
 
@@ -27,6 +31,22 @@ class MalformedMessage(ValueError):
 
 class InvalidParams(ValueError):
     """The params do not match the method's type (-32602); the message names the field."""
+
+
+class _OutputParamsText(WireStruct, omit_defaults=False):
+    """``ProcessOutputParams`` as JSON carries it: the chunk as its base64 text.
+
+    Output is nearly all of a stream's bytes, and msgspec's own base64 costs about
+    2 ms per MB to encode and 3 ms per MB to decode on the benchmark machine;
+    pybase64 (SIMD) is 20 times faster. So JSON output notifications are encoded and
+    decoded through this mirror struct, with pybase64 doing the base64. The bytes on
+    the wire are the same.
+    """
+
+    process_id: str
+    seq: int
+    stream: StreamName
+    chunk: str
 
 
 class Codec:
@@ -48,6 +68,20 @@ class Codec:
             self._envelope_decoder = msgspec.json.Decoder(IncomingMessage)
 
     def encode(self, message: Any) -> bytes:
+        if (
+            not self.binary
+            and isinstance(message, Notification)
+            and isinstance(message.params, ProcessOutputParams)
+        ):
+            params = message.params
+            text = pybase64.b64encode(params.chunk).decode("ascii")
+            message = Notification(
+                method=message.method,
+                params=_OutputParamsText(
+                    process_id=params.process_id, seq=params.seq, stream=params.stream, chunk=text
+                ),
+                trace=message.trace,
+            )
         return self._encoder.encode(message)  # type: ignore[no-any-return]
 
     def decode_message(self, data: bytes | str) -> IncomingMessage:
@@ -61,6 +95,19 @@ class Codec:
 
     def decode(self, raw: msgspec.Raw | bytes | None, type_: type[T]) -> T:
         """Decode ``params`` or ``result``; absent or null decode as ``{}``."""
+        if type_ is ProcessOutputParams and not self.binary:
+            text = self._decode(raw, _OutputParamsText)
+            try:
+                chunk = pybase64.b64decode(text.chunk.encode("ascii"), validate=True)
+            except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
+                message = f"invalid params: invalid base64 data - at `$.chunk`: {exc}"
+                raise InvalidParams(message) from None
+            return ProcessOutputParams(  # type: ignore[return-value]
+                process_id=text.process_id, seq=text.seq, stream=text.stream, chunk=chunk
+            )
+        return self._decode(raw, type_)
+
+    def _decode(self, raw: msgspec.Raw | bytes | None, type_: type[T]) -> T:
         decoder = self._decoders.get(type_)
         if decoder is None:
             module = msgspec.msgpack if self.binary else msgspec.json
