@@ -226,11 +226,12 @@ def _read_round(open_fds: list[tuple[StreamName, int]], budget: int) -> list[Chi
     """Read what is ready on every open stream (up to ``budget`` bytes): the chunks,
     stdout first, then the EOFs seen. Removes ended streams from ``open_fds``.
 
-    Reads of one stream within a round are joined (and re-cut at READ_SIZE), so a
-    child writing many small lines does not turn into as many tiny chunks. An empty
-    list means nothing was ready.
+    Small reads of one stream within a round are joined into chunks of up to
+    READ_SIZE, so a child writing many small lines does not turn into as many tiny
+    chunks; a full-size read passes through as it is (no copy). An empty list means
+    nothing was ready.
     """
-    read: dict[StreamName, bytearray] = {name: bytearray() for name, _ in open_fds}
+    read: dict[StreamName, list[bytes]] = {name: [] for name, _ in open_fds}
     ended: list[StreamName] = []
     total = 0
     again = True
@@ -245,18 +246,32 @@ def _read_round(open_fds: list[tuple[StreamName, int]], budget: int) -> list[Chi
             if not data:
                 ended.append(name)
                 continue
-            read[name] += data
+            read[name].append(data)
             total += len(data)
             again = True
     messages: list[ChildMessage] = []
     for name, _ in open_fds:
-        buffer = read[name]
-        for offset in range(0, len(buffer), READ_SIZE):
-            messages.append(ChunkRead(name, bytes(buffer[offset : offset + READ_SIZE])))
+        messages += [ChunkRead(name, chunk) for chunk in _coalesce(read[name])]
     for name in ended:
         open_fds[:] = [(n, fd) for n, fd in open_fds if n != name]
         messages.append(StreamEnded(name))
     return messages
+
+
+def _coalesce(pieces: list[bytes]) -> list[bytes]:
+    """Consecutive pieces (each at most READ_SIZE) joined into chunks of at most READ_SIZE."""
+    chunks: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        if run and size + len(piece) > READ_SIZE:
+            chunks.append(run[0] if len(run) == 1 else b"".join(run))
+            run, size = [], 0
+        run.append(piece)
+        size += len(piece)
+    if run:
+        chunks.append(run[0] if len(run) == 1 else b"".join(run))
+    return chunks
 
 
 def _bytes_in(messages: list[ChildMessage]) -> int:

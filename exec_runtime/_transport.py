@@ -37,16 +37,14 @@ _BINARY: Final = 0x2
 _FIN: Final = 0x80
 
 
-def server_frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, final WebSocket frame (RFC 6455 §5.2), as a server sends it."""
-    length = len(payload)
+def server_frame_header(opcode: int, length: int) -> bytes:
+    """The header of one unmasked, final WebSocket frame (RFC 6455 §5.2), as a server
+    sends it; the payload follows as it is."""
     if length < 126:
-        header = struct.pack("!BB", _FIN | opcode, length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", _FIN | opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", _FIN | opcode, 127, length)
-    return header + payload
+        return struct.pack("!BB", _FIN | opcode, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", _FIN | opcode, 126, length)
+    return struct.pack("!BBQ", _FIN | opcode, 127, length)
 
 
 class WebSocketTransport:
@@ -61,10 +59,11 @@ class WebSocketTransport:
     whole writes. This is what lets ``exited`` and ``closed`` reach the client in one
     segment and bulk output cost fewer syscalls.
 
-    Server frames are unmasked and trio-websocket negotiates no extensions, so
-    :func:`server_frame` produces exactly what wsproto would, without its copies; JSON
-    from msgspec is valid UTF-8 and goes out as a text frame as it is. Client frames
-    must be masked, so the client has wsproto frame them.
+    Server frames are unmasked and trio-websocket negotiates no extensions, so a
+    :func:`server_frame_header` and the payload are exactly what wsproto would send,
+    without its copies; JSON from msgspec is valid UTF-8 and goes out as a text frame
+    as it is. Client frames must be masked: there wsproto frames them (our own client
+    has its own connection, in ``_ws_client.py``; this path serves the test proxy).
     """
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, codec: wire.Codec) -> None:
@@ -76,15 +75,20 @@ class WebSocketTransport:
         needed = ("_wsproto", "_stream", "_stream_lock", "_close_reason", "_abort_web_socket")
         self.batched = all(hasattr(ws, name) for name in needed)
 
-    def _frame(self, message: bytes) -> bytes:
+    def _frames(self, messages: Sequence[bytes]) -> bytes:
         if not self.ws.is_client:
-            return server_frame(self._opcode, message)
-        event: wsproto.events.Event
+            # Headers and payloads joined once: a 256 KiB payload is copied one time.
+            opcode = self._opcode
+            parts: list[bytes] = []
+            for message in messages:
+                parts += (server_frame_header(opcode, len(message)), message)
+            return b"".join(parts)
+        events: list[wsproto.events.Event]
         if self.codec.binary:
-            event = wsproto.events.BytesMessage(data=message)
+            events = [wsproto.events.BytesMessage(data=message) for message in messages]
         else:
-            event = wsproto.events.TextMessage(data=message.decode())
-        return bytes(self.ws._wsproto.send(event))
+            events = [wsproto.events.TextMessage(data=message.decode()) for message in messages]
+        return b"".join([self.ws._wsproto.send(event) for event in events])
 
     async def send_message(self, data: bytes) -> None:
         await self.send_messages((data,))
@@ -101,7 +105,7 @@ class WebSocketTransport:
         ws: Any = self.ws
         if ws._close_reason is not None:
             raise TransportClosed(str(ws._close_reason))
-        data = b"".join([self._frame(message) for message in messages])
+        data = self._frames(messages)
         lock: trio.StrictFIFOLock = ws._stream_lock
         try:
             lock.acquire_nowait()  # uncontended (the usual case): no scheduler round
