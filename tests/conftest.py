@@ -6,12 +6,14 @@ import itertools
 import json
 import os
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import trio
 import trio_websocket
+import wsproto.utilities
 from hypothesis import HealthCheck, settings
 
 from exec_runtime import ServerConfig, serve
@@ -144,25 +146,47 @@ async def daemon(server_config: ServerConfig, nursery: trio.Nursery) -> AsyncIte
 
 
 @pytest.fixture
-async def connect(daemon: str, nursery: trio.Nursery) -> AsyncIterator[Any]:
+async def connect(daemon: str) -> AsyncIterator[Any]:
     """A factory of RawClients. Each client's WebSocket is closed at teardown: a client
     whose tasks were just cancelled never answers the daemon's close handshake, which
     would hold the daemon's shutdown for its close timeout."""
     clients: list[RawClient] = []
+    with _ignoring_trio_websocket_pong_race():
+        async with trio.open_nursery() as nursery:
 
-    async def _connect(
-        handshake: bool = True, url: str | None = None, **kwargs: Any
-    ) -> RawClient:
-        ws = await trio_websocket.connect_websocket_url(nursery, url or daemon, **kwargs)
-        client = RawClient(ws, nursery)
-        clients.append(client)
-        if handshake:
-            await client.handshake()
-        return client
+            async def _connect(
+                handshake: bool = True, url: str | None = None, **kwargs: Any
+            ) -> RawClient:
+                ws = await trio_websocket.connect_websocket_url(nursery, url or daemon, **kwargs)
+                client = RawClient(ws, nursery)
+                clients.append(client)
+                if handshake:
+                    await client.handshake()
+                return client
 
-    yield _connect
-    for client in clients:
-        await client.ws.aclose()
+            yield _connect
+            for client in clients:
+                await client.ws.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _ignoring_trio_websocket_pong_race() -> Iterator[None]:
+    """trio-websocket's client answers a ping that arrives after it sent its close
+    frame, and wsproto refuses that pong (LocalProtocolError in the reader task). With
+    the daemon pinging every 50 ms in the keepalive tests, a test client's teardown
+    sometimes meets one. It is the test client's bug, not the daemon's: ignore exactly
+    that error, only at teardown."""
+    try:
+        yield
+    except* wsproto.utilities.LocalProtocolError as group:
+        unexpected = [
+            exc
+            for exc in group.exceptions
+            if "LOCAL_CLOSING" not in str(exc) or "Pong" not in str(exc)
+        ]
+        if unexpected:
+            raise
 
 
 @pytest.fixture

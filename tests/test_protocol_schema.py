@@ -518,3 +518,43 @@ def test_main_writes_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert out.read_text(encoding="utf-8") == wire.json_schema_text()
     assert main(["-"]) == 0
     assert capsys.readouterr().out == wire.json_schema_text()
+
+
+# --- the JSON fast path for output chunks (pybase64) -------------------------------------
+
+_ids = st.text(max_size=40)
+_traces = st.none() | st.builds(
+    wire.TraceContext, traceparent=st.none() | st.text(max_size=60), tracestate=st.none()
+)
+
+
+@given(
+    process_id=_ids,
+    seq=st.integers(min_value=0, max_value=2**53),
+    stream=st.sampled_from(["stdout", "stderr", "pty"]),
+    chunk=st.binary(max_size=3000),
+    trace=_traces,
+)
+def test_json_output_fast_path_is_byte_identical_to_msgspec(
+    process_id: str, seq: int, stream: Any, chunk: bytes, trace: wire.TraceContext | None
+) -> None:
+    params = wire.ProcessOutputParams(process_id=process_id, seq=seq, stream=stream, chunk=chunk)
+    message = wire.Notification(method="process/output", params=params, trace=trace)
+    encoded = JSON.encode(message)
+    assert encoded == msgspec.json.encode(message)
+    assert JSON.decode(JSON.decode_message(encoded).params, wire.ProcessOutputParams) == params
+
+
+def test_json_output_decode_falls_back_for_escapes_and_names_bad_base64() -> None:
+    # A peer may escape "/" as "\/": valid JSON, valid base64 after unescaping.
+    escaped = b'{"processId":"p","seq":1,"stream":"stdout","chunk":"\\/w=="}'
+    assert JSON.decode(escaped, wire.ProcessOutputParams).chunk == b"\xff"
+    for bad, field in [
+        (b'{"processId":"p","seq":1,"stream":"stdout","chunk":"@@@@"}', "$.chunk"),
+        (b'{"processId":"p","seq":1,"stream":"stdout","chunk":7}', "$.chunk"),
+        (b'{"processId":"p","seq":1,"stream":"nope","chunk":""}', "$.stream"),
+        (b'{"processId":"p","seq":"1","stream":"stdout","chunk":""}', "$.seq"),
+        (b'{"seq":1,"stream":"stdout","chunk":""}', "processId"),
+    ]:
+        with pytest.raises(InvalidParams, match=field.replace("$", r"\$")):
+            JSON.decode(bad, wire.ProcessOutputParams)
