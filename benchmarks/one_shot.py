@@ -21,6 +21,7 @@ from ._common import (
     ScenarioResult,
     client_profile,
     running_daemon,
+    sample_after_idle,
     sample_interleaved,
     summary_ms,
 )
@@ -50,6 +51,9 @@ async def run(opts: Options) -> ScenarioResult:
         }
         async with client_profile(opts, NAME):
             samples = await sample_interleaved(variants, n)
+            idle_n = 20 if opts.quick else 60
+            idle_variants = {k: variants[k] for k in ("trio.run_process", "daemon msgpack")}
+            idle_samples = await sample_after_idle(idle_variants, idle_n)
         reads = {
             "daemon msgpack": remote.statistics().calls.get("process/read", 0),
             "daemon json": remote_json.statistics().calls.get("process/read", 0),
@@ -80,13 +84,27 @@ async def run(opts: Options) -> ScenarioResult:
                     baseline_label="trio.run_process",
                 )
             )
+    starts = sum(c.get("process/start", 0) for c in calls.values())
+    idle = {name: summary_ms(values) for name, values in idle_samples.items()}
+    result.figures["after_idle_latency_ms"] = idle
+    result.figures["after_idle_s"] = 0.05
+    result.rows.append(
+        Row(
+            "one-shot daemon msgpack p50, each call after 50 ms idle",
+            idle["daemon msgpack"]["p50"],
+            idle["trio.run_process"]["p50"],
+            "ms",
+            f"baseline trio.run_process after the same idle; n={idle_n} each",
+            baseline_label="trio.run_process",
+        )
+    )
     result.rows.append(
         Row(
             "one-shot process/read calls",
             float(reads["daemon msgpack"] + reads["daemon json"] + reads["open_local"]),
             0.0,
             "calls",
-            f"over {3 * (n + 10)} runs (incl. warm-up); must be 0",
+            f"over all {starts} runs above (incl. warm-up and idle runs); must be 0",
             baseline_label="target",
         )
     )

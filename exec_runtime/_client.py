@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import subprocess
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -47,6 +46,13 @@ T = TypeVar("T")
 RECOVERY_DEADLINE = 25.0
 RETRY_INTERVAL = 0.1
 GAP_GRACE = 0.05
+ACK_BYTES = 512 * 1024
+ACK_EVENTS = 512
+"""Acknowledge received output (``process/ack``) once this much arrived unacknowledged:
+a quarter of the daemon's default window (1 MiB), so it rarely waits for one."""
+ACK_DELAY = 0.01
+"""Otherwise within this long: a daemon with a smaller window, or a stream that went
+quiet just short of the thresholds, is never left waiting."""
 """How long a seq gap may wait for the live stream before a ``process/read`` fills it."""
 
 # A mutating request in flight when the link dies has an unknown outcome: never replay
@@ -165,6 +171,10 @@ class ExecClient:
         self._events_published = 0
         self._gap_reads = 0
         self._failed_processes = 0
+        self._ack_due: dict[str, int] = {}
+        """Process id -> the seq to acknowledge next (everything up to it arrived)."""
+        self._ack_wakeup = trio.Event()  # something is due
+        self._ack_now = trio.Event()  # ... and enough of it to send at once
         self.session_id: str | None = None
         self.environment: wire.EnvironmentInfo | None = None
         self.fs = FsClient(self)
@@ -211,7 +221,7 @@ class ExecClient:
             raise TypeError("argv must be a sequence of strings, not a string")
         if self._state in (ClientState.FAILED, ClientState.CLOSED):
             raise self._closed_error()
-        process_id = process_id or uuid.uuid4().hex
+        process_id = process_id or os.urandom(16).hex()  # as unique as uuid4, cheaper
         if process_id in self._streams:
             raise ValueError(f"process id {process_id!r} is already in use by this client")
         params = wire.ProcessStartParams(
@@ -424,7 +434,7 @@ class ExecClient:
     def _on_notification(self, link: _Link, message: wire.IncomingMessage) -> None:
         method = message.method
         params_type = wire.NOTIFICATIONS.get(method or "")
-        if params_type is None or method == wire.INITIALIZED:
+        if params_type is None or method in (wire.INITIALIZED, wire.PROCESS_ACK):
             log.debug("ignoring notification %r", method)
             return
         try:
@@ -457,8 +467,39 @@ class ExecClient:
         if stream.done.is_set():
             self._streams.pop(stream.process_id, None)
             self._gapped.discard(stream.process_id)
-        elif stream.reorder.pending_count:
+            self._ack_due.pop(stream.process_id, None)  # closed: nothing left to hold
+            return
+        if stream.reorder.pending_count:
             self._mark_gapped(stream)
+        if published:
+            self._note_received(stream, published)
+
+    def _note_received(self, stream: ProcessStream, published: list[SeqEvent]) -> None:
+        """Schedule a ``process/ack`` for what arrived (the daemon holds it until then)."""
+        stream.unacked_bytes += sum(len(e.data) for e in published if isinstance(e, Output))
+        stream.unacked_events += len(published)
+        self._ack_due[stream.process_id] = stream.reorder.last_published_seq
+        if stream.unacked_bytes >= ACK_BYTES or stream.unacked_events >= ACK_EVENTS:
+            self._ack_now.set()
+        self._ack_wakeup.set()
+
+    async def _send_acks(self, link: _Link) -> None:
+        """Background, per link: send the due acknowledgements, batched."""
+        while True:
+            await self._ack_wakeup.wait()
+            with trio.move_on_after(ACK_DELAY):
+                await self._ack_now.wait()
+            self._ack_wakeup, self._ack_now = trio.Event(), trio.Event()
+            due, self._ack_due = self._ack_due, {}
+            for process_id, seq in due.items():
+                stream = self._streams.get(process_id)
+                if stream is not None:
+                    stream.unacked_bytes = stream.unacked_events = 0
+                params = wire.ProcessAckParams(process_id=process_id, seq=seq)
+                try:
+                    await link.send(wire.Notification(method=wire.PROCESS_ACK, params=params))
+                except _LinkLost:
+                    return  # after a resume, its process/read says as much
 
     def _mark_gapped(self, stream: ProcessStream) -> None:
         self._gapped.add(stream.process_id)
@@ -598,6 +639,12 @@ class ExecClient:
                 # Read before the initialize reply: events may be pushed right after it.
                 nursery.start_soon(self._read_loop, link)
                 await self._handshake(link, resume)
+                if self.environment is not None and self.environment.capabilities.get(
+                    "processAck"
+                ):
+                    # Only a daemon that says so gets them (Codex closes the connection
+                    # on a notification it does not know).
+                    nursery.start_soon(self._send_acks, link)
             except Exception as exc:
                 # Raised from here, outside the nursery, so the caller of start() sees
                 # the error itself rather than an ExceptionGroup around it.
@@ -636,7 +683,9 @@ class ExecClient:
             link.mark_lost()
 
     async def _handshake(self, link: _Link, resume: str | None) -> None:
-        params = wire.InitializeParams(client_name=self.client_name, resume_session_id=resume)
+        params = wire.InitializeParams(
+            client_name=self.client_name, resume_session_id=resume, process_ack=True
+        )
         try:
             while True:
                 try:

@@ -48,6 +48,8 @@ class ProcessStream:
         self._queue: deque[Event] = deque()
         self._queue_bytes = 0
         self.queued_seq = 0
+        self.unacked_bytes = 0  # arrived since the last process/ack
+        self.unacked_events = 0
         self.lagging = False
         self._queue_changed = trio.Event()
         self.consumed = False

@@ -307,8 +307,24 @@ class Connection:
     def _notification(self, message: wire.IncomingMessage) -> None:
         if message.method == wire.INITIALIZED and self.session is not None:
             self.initialized = True
+        elif message.method == wire.PROCESS_ACK and self.initialized:
+            self._process_ack(message)
         else:
             log.debug("ignoring notification %r", message.method)
+
+    def _process_ack(self, message: wire.IncomingMessage) -> None:
+        """A notification has no reply: a malformed or stale ack is ignored."""
+        try:
+            params = self.codec.decode(message.params, wire.ProcessAckParams)
+        except (wire.InvalidParams, RecursionError, UnicodeDecodeError, msgspec.DecodeError):
+            log.debug("ignoring a malformed process/ack")
+            return
+        session = self.session
+        if session is None or session.attached is not self:
+            return
+        managed = session.get(params.process_id)
+        if managed is not None and managed.sequencer is not None:
+            managed.sequencer.ack(params.seq)
 
     def _check_handshake(self, spec: wire.MethodSpec) -> None:
         if self.session is None:
@@ -344,10 +360,12 @@ class Connection:
         if self.session is not None:
             raise RpcError.invalid_request("initialize may only be sent once per connection")
         if params.resume_session_id:
-            session = self.registry.resume(params.resume_session_id, self)
+            session = self.registry.resume(
+                params.resume_session_id, self, acking=params.process_ack
+            )
         else:
             session = await self.registry.create()
-            session.attach(self)
+            session.attach(self, acking=params.process_ack)
         self.session = session
         log.info("client %r attached to session %s", params.client_name, session.id)
         return wire.InitializeResult(session_id=session.id, environment_info=environment_info())
@@ -385,6 +403,8 @@ class Connection:
         after_seq = params.after_seq or 0
         if params.max_bytes is not None and params.max_bytes < 0:
             raise RpcError.invalid_params("maxBytes must not be negative")
+        # Asking for what follows after_seq says everything up to it has arrived.
+        managed.sequencer.ack(after_seq)
         wait_ms = params.wait_ms or 0
         if wait_ms > 0:
             deadline = trio.current_time() + wait_ms / 1000 if wait_ms < math.inf else math.inf

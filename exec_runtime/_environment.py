@@ -35,5 +35,6 @@ def environment_info() -> wire.EnvironmentInfo:
             "signals": ["interrupt", "terminate", "kill", "hangup"],
             "earliestRetainedSeq": True,
             "msgpack": True,
+            "processAck": True,
         },
     )

@@ -39,11 +39,13 @@ class ManagedProcess:
         process_id: str,
         limits: RetentionLimits,
         publish: Callable[[str, list[SeqEvent]], Awaitable[None]],
+        flow_controlled: Callable[[], bool] = lambda: False,
     ) -> None:
         self.process_id = process_id
         self.state = State.STARTING
         self._limits = limits
         self._publish = publish
+        self._flow_controlled = flow_controlled
         self._start_scope = trio.CancelScope()
         self._start_cancelled = False
         self.child: Child | None = None
@@ -91,6 +93,7 @@ class ManagedProcess:
         self.sequencer = Sequencer(
             ProcessSequence(child.streams, self._limits),
             lambda events: self._publish(self.process_id, events),
+            self._flow_controlled,
         )
         self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
         send, receive = trio.open_memory_channel[list[ChildMessage]](CHANNEL_CAPACITY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
@@ -46,7 +47,13 @@ def file_uri(path: str | os.PathLike[str]) -> str:
 
 def uri_for_remote(path: str | os.PathLike[str]) -> str:
     """A file URI for a path on the daemon's host; it must already be absolute there."""
-    text = os.fspath(path)
+    return _uri_for_remote_text(os.fspath(path))
+
+
+@lru_cache(maxsize=256)
+def _uri_for_remote_text(text: str) -> str:
+    # Cached: every start sends a cwd, nearly always the same one, and pathlib's
+    # parsing was a tenth of the client's CPU per one-shot command.
     if text.startswith("file:"):
         return text
     if not PurePosixPath(text).is_absolute():

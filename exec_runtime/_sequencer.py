@@ -6,6 +6,12 @@ step together to the attached connection (if any). Publishing waits for the
 connection's bounded outbox, so a slow client slows this task, which stops draining
 the channel, which stops the pump, which lets the child's pipe fill: backpressure all
 the way to the child.
+
+When the session's client acknowledges what it received (``process/ack``), the
+sequencer also keeps the retained window a true window: it never records a chunk that
+would evict one the client has not acknowledged, and waits for acknowledgements (or
+the session to change) instead. A connection that drops then loses nothing: all it
+has not acknowledged is still retained when it resumes and reads.
 """
 
 from __future__ import annotations
@@ -22,10 +28,24 @@ Publish = Callable[[list[SeqEvent]], Awaitable[None]]
 
 
 class Sequencer:
-    def __init__(self, sequence: ProcessSequence, publish: Publish) -> None:
+    def __init__(
+        self,
+        sequence: ProcessSequence,
+        publish: Publish,
+        flow_controlled: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.sequence = sequence
         self._publish = publish
+        self._flow_controlled = flow_controlled
+        self.acked_seq = 0
+        """Everything up to here reached the client (``process/ack``, or a read's
+        ``afterSeq``)."""
         self._changed = trio.Event()
+
+    def ack(self, seq: int) -> None:
+        if seq > self.acked_seq:
+            self.acked_seq = seq
+            self.wake_readers()
 
     def wake_readers(self) -> None:
         """Wake every waiting long poll so it re-checks (new state or a session change)."""
@@ -35,11 +55,33 @@ class Sequencer:
     async def run(self, receive: trio.MemoryReceiveChannel[list[ChildMessage]]) -> None:
         async with receive:
             async for batch in receive:
-                events = [event for message in batch for event in self._record(message)]
-                self.wake_readers()
-                if events:
-                    # One step's events together: the connection writes them at once.
-                    await self._publish(events)
+                events: list[SeqEvent] = []
+                for message in batch:
+                    if isinstance(message, ChunkRead) and not self._fits(message):
+                        # Publish what is recorded (the client acks only what it got),
+                        # then wait for the window to open.
+                        await self._flush(events)
+                        events = []
+                        await self._wait_window(message)
+                    events += self._record(message)
+                await self._flush(events)
+
+    async def _flush(self, events: list[SeqEvent]) -> None:
+        self.wake_readers()
+        if events:
+            # One step's events together: the connection writes them at once.
+            await self._publish(events)
+
+    def _fits(self, chunk: ChunkRead) -> bool:
+        return not self._flow_controlled() or self.sequence.retention.fits_unacked(
+            self.acked_seq, len(chunk.data)
+        )
+
+    async def _wait_window(self, chunk: ChunkRead) -> None:
+        # Acks, a resume by a client that does not ack, and the session's end all
+        # wake this (wake_readers); until then the child's pipe fills: backpressure.
+        while not self._fits(chunk):
+            await self._changed.wait()
 
     def _record(self, message: ChildMessage) -> list[SeqEvent]:
         if isinstance(message, ChunkRead):

@@ -38,6 +38,9 @@ class Session:
         self.config = config
         self.processes: dict[str, ManagedProcess] = {}
         self.attached: EventSink | None = None
+        self.acking = False
+        """The client attached last acknowledges output (``process/ack``): hold what it
+        has not acknowledged instead of evicting it, also while detached."""
         self._limits = RetentionLimits(config.retain_bytes, config.retain_chunks)
         self._nursery: trio.Nursery | None = None
         self._attachment_changed = trio.Event()
@@ -81,8 +84,9 @@ class Session:
             if managed.sequencer is not None:
                 managed.sequencer.wake_readers()
 
-    def attach(self, sink: EventSink) -> None:
+    def attach(self, sink: EventSink, *, acking: bool = False) -> None:
         self.attached = sink
+        self.acking = acking
         self.detached_at = None
         self._changed()
 
@@ -130,7 +134,9 @@ class Session:
                 f"process limit reached: a session runs at most {limit} processes at once "
                 "(--max-processes-per-session); wait for one to close"
             )
-        managed = ManagedProcess(params.process_id, self._limits, self.publish)
+        managed = ManagedProcess(
+            params.process_id, self._limits, self.publish, lambda: self.acking
+        )
         self.processes[params.process_id] = managed
         self._live.add(params.process_id)
         try:
@@ -232,7 +238,7 @@ class SessionRegistry:
         finally:
             self.sessions.pop(session.id, None)
 
-    def resume(self, session_id: str, sink: EventSink) -> Session:
+    def resume(self, session_id: str, sink: EventSink, *, acking: bool = False) -> Session:
         session = self.sessions.get(session_id)
         if session is None or session._closed:
             raise RpcError.invalid_request(f"unknown session id {session_id}")
@@ -241,7 +247,7 @@ class SessionRegistry:
                 wire.errors.SESSION_ATTACHED,
                 f"session {session_id} is already attached to another connection",
             )
-        session.attach(sink)
+        session.attach(sink, acking=acking)
         return session
 
     def _evict_detached(self) -> None:

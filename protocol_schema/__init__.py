@@ -25,10 +25,11 @@ from .envelope import (
 )
 from .fs import *  # noqa: F403
 from .fs import __all__ as _fs_all
-from .methods import INITIALIZED, METHODS, NOTIFICATIONS, MethodSpec
+from .methods import INITIALIZED, METHODS, NOTIFICATIONS, PROCESS_ACK, MethodSpec
 from .process import (
     EnvPolicy,
     InheritMode,
+    ProcessAckParams,
     ProcessClosedParams,
     ProcessExitedParams,
     ProcessOutputParams,
@@ -63,8 +64,9 @@ __all__ = [
     "errors", "Codec", "JSON", "MSGPACK", "MSGPACK_SUBPROTOCOL", "InvalidParams",
     "MalformedMessage", "codec_for_subprotocol", "ErrorObject", "ErrorResponse",
     "IncomingMessage", "Notification", "Request", "RequestId", "Response", "TraceContext",
-    "INITIALIZED", "METHODS", "NOTIFICATIONS", "MethodSpec", "EnvPolicy", "InheritMode",
-    "ProcessClosedParams", "ProcessExitedParams", "ProcessOutputParams", "ProcessReadParams",
+    "INITIALIZED", "METHODS", "NOTIFICATIONS", "PROCESS_ACK", "MethodSpec", "EnvPolicy",
+    "InheritMode", "ProcessAckParams", "ProcessClosedParams", "ProcessExitedParams",
+    "ProcessOutputParams", "ProcessReadParams",
     "ProcessReadResult", "ProcessResizeParams", "ProcessSignalParams", "ProcessStartParams",
     "ProcessStartResult", "ProcessTerminateParams", "ProcessTerminateResult",
     "ProcessWriteParams", "ProcessWriteResult", "ReadChunk", "SignalName", "StreamName",

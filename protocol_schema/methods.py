@@ -55,10 +55,14 @@ METHODS: Final[dict[str, MethodSpec]] = {
 }
 
 INITIALIZED: Final = "initialized"
+PROCESS_ACK: Final = "process/ack"
 
 NOTIFICATIONS: Final[dict[str, type]] = {
     INITIALIZED: session.EmptyParams,
     "process/output": process.ProcessOutputParams,
     "process/exited": process.ProcessExitedParams,
     "process/closed": process.ProcessClosedParams,
+    PROCESS_ACK: process.ProcessAckParams,
 }
+"""Both directions: ``initialized`` and ``process/ack`` go to the daemon, the rest to the
+client."""

@@ -142,3 +142,13 @@ class ProcessExitedParams(WireStruct, omit_defaults=False):
 class ProcessClosedParams(WireStruct, omit_defaults=False):
     process_id: str
     seq: int
+
+
+class ProcessAckParams(WireStruct, omit_defaults=False):
+    """**Extension**, client to daemon: every event of the process up to ``seq`` has
+    reached the client. Sent only to a daemon whose capabilities say ``processAck``,
+    by a client that said ``processAck`` in ``initialize``; the daemon then never
+    evicts output the client has not acknowledged (see docs/design.md)."""
+
+    process_id: str
+    seq: int

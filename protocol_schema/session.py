@@ -10,6 +10,10 @@ from ._base import WireStruct
 class InitializeParams(WireStruct):
     client_name: str
     resume_session_id: str | None = None
+    process_ack: bool = False
+    """**Extension**: this client sends ``process/ack``; the daemon holds unacknowledged
+    output (pausing the process when the window is full) instead of evicting it, so
+    nothing is lost across a dropped connection."""
 
 
 class ShellInfo(WireStruct):

@@ -549,8 +549,8 @@ async def test_fast_consumer_needs_no_reads(client: ExecClient) -> None:
 
 async def test_backends_yield_identical_events(nursery: trio.Nursery) -> None:
     script = (
-        "printf out; sleep 0.05; printf 'err\\n' >&2; sleep 0.05; printf '\\000\\377bin';"
-        " sleep 0.05; exit 3"
+        "printf out; sleep 0.15; printf 'err\\n' >&2; sleep 0.15; printf '\\000\\377bin';"
+        " sleep 0.15; exit 3"
     )
     rows = {}
     with trio.fail_after(10):

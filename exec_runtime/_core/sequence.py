@@ -76,6 +76,22 @@ class Retention:
         start = bisect_right(self._chunks, after_seq, lo=self._head, key=lambda c: c.seq)
         return (self._chunks[i] for i in range(start, len(self._chunks)))
 
+    def fits_unacked(self, acked_seq: int, size: int) -> bool:
+        """Whether a chunk of ``size`` bytes can be appended without evicting any chunk
+        after ``acked_seq`` (one the client has not acknowledged).
+
+        Nothing unacknowledged is held: it fits, even if too big to be retained
+        itself (a window smaller than one chunk can't do better).
+        """
+        held = list(self.after(acked_seq))
+        if not held:
+            return True
+        held_bytes = sum(len(chunk.data) for chunk in held)
+        return (
+            held_bytes + size <= self.limits.max_bytes
+            and len(held) + 1 <= self.limits.max_chunks
+        )
+
     def has_after(self, after_seq: int) -> bool:
         return len(self) > 0 and self._chunks[-1].seq > after_seq
 
