@@ -149,6 +149,7 @@ class ExecClient:
         client_name: str = "exec-runtime",
         recovery_deadline: float = RECOVERY_DEADLINE,
         retry_interval: float = RETRY_INTERVAL,
+        ack_output: bool = True,
         final_read: bool = False,
     ) -> None:
         self._connector = connector
@@ -156,6 +157,7 @@ class ExecClient:
         self.client_name = client_name
         self._recovery_deadline = recovery_deadline
         self._retry_interval = retry_interval
+        self._ack_output = ack_output
         self._final_read = final_read  # benchmark A/B only: one read before returning
         self._ids = itertools.count(1)
         self._link: _Link | None = None
@@ -471,7 +473,7 @@ class ExecClient:
             return
         if stream.reorder.pending_count:
             self._mark_gapped(stream)
-        if published:
+        if published and self._ack_output:
             self._note_received(stream, published)
 
     def _note_received(self, stream: ProcessStream, published: list[SeqEvent]) -> None:
@@ -639,9 +641,8 @@ class ExecClient:
                 # Read before the initialize reply: events may be pushed right after it.
                 nursery.start_soon(self._read_loop, link)
                 await self._handshake(link, resume)
-                if self.environment is not None and self.environment.capabilities.get(
-                    "processAck"
-                ):
+                capabilities = self.environment.capabilities if self.environment else {}
+                if self._ack_output and capabilities.get("processAck"):
                     # Only a daemon that says so gets them (Codex closes the connection
                     # on a notification it does not know).
                     nursery.start_soon(self._send_acks, link)
@@ -684,7 +685,7 @@ class ExecClient:
 
     async def _handshake(self, link: _Link, resume: str | None) -> None:
         params = wire.InitializeParams(
-            client_name=self.client_name, resume_session_id=resume, process_ack=True
+            client_name=self.client_name, resume_session_id=resume, process_ack=self._ack_output
         )
         try:
             while True:

@@ -139,15 +139,24 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     msgpack: bool = True,
     recovery_deadline: float = 25.0,
+    ack_output: bool = True,
     final_read: bool = False,
 ) -> AsyncIterator[ExecClient]:
     """Connect to ``exec-runtime serve`` (``ws://`` or ``wss://``) and start a session.
 
     The client reconnects and resumes the session on its own if the connection drops.
+    With ``ack_output`` (the default, where the daemon supports it) the client
+    acknowledges the output it received, and the daemon holds what is unacknowledged
+    instead of evicting it: a drop loses nothing, and a client that falls a whole
+    retention window behind pauses the process rather than losing its output.
     """
     connector = WebSocketConnector(url, token=token, ssl_context=ssl_context, msgpack=msgpack)
     async with _client_from(
-        connector, client_name, recovery_deadline=recovery_deadline, final_read=final_read
+        connector,
+        client_name,
+        recovery_deadline=recovery_deadline,
+        ack_output=ack_output,
+        final_read=final_read,
     ) as client:
         yield client
 
@@ -177,6 +186,7 @@ async def _client_from(
     client_name: str,
     *,
     recovery_deadline: float = 25.0,
+    ack_output: bool = True,
     final_read: bool = False,
 ) -> AsyncIterator[ExecClient]:
     with _unwrap_lone_exception():
@@ -186,6 +196,7 @@ async def _client_from(
                 nursery,
                 client_name=client_name,
                 recovery_deadline=recovery_deadline,
+                ack_output=ack_output,
                 final_read=final_read,
             )
             await nursery.start(client._supervise)

@@ -56,7 +56,7 @@ class Sequencer:
         async with receive:
             async for batch in receive:
                 events: list[SeqEvent] = []
-                for message in batch:
+                for message in (part for item in batch for part in self._window_sized(item)):
                     if isinstance(message, ChunkRead) and not self._fits(message):
                         # Publish what is recorded (the client acks only what it got),
                         # then wait for the window to open.
@@ -65,6 +65,20 @@ class Sequencer:
                         await self._wait_window(message)
                     events += self._record(message)
                 await self._flush(events)
+
+    def _window_sized(self, message: ChildMessage) -> list[ChildMessage]:
+        """A chunk bigger than the whole window, cut to fit it: retained whole, it would
+        evict itself at once (only with a window smaller than one read, e.g. in tests)."""
+        limit = self.sequence.retention.limits.max_bytes
+        if (
+            not isinstance(message, ChunkRead)
+            or limit == 0
+            or len(message.data) <= limit
+            or not self._flow_controlled()
+        ):
+            return [message]
+        data = message.data
+        return [ChunkRead(message.stream, data[i : i + limit]) for i in range(0, len(data), limit)]
 
     async def _flush(self, events: list[SeqEvent]) -> None:
         self.wake_readers()

@@ -268,7 +268,9 @@ async def test_expired_retention_fails_only_that_process(
     )
     with trio.fail_after(10):
         config = ServerConfig(retain_bytes=4096)
-        async with proxied_client(nursery, config) as (client, proxy):
+        # Without acknowledgements (as a Codex-protocol client): the daemon keeps A
+        # running and evicts; with them, see the test below.
+        async with proxied_client(nursery, config, ack_output=False) as (client, proxy):
             async with trio.open_nursery() as tasks:
                 proc_a = await client.start([PY, "-c", writer_a])
                 proc_b = await client.start([PY, "-c", writer_b])
@@ -364,3 +366,29 @@ async def test_resume_retries_while_the_old_connection_is_attached(
             stats = client.statistics()
             assert (stats.recoveries, stats.state) == (1, "connected")
             assert proxy.connections == 2  # retried on the same connection
+
+
+async def test_with_acknowledgements_a_drop_loses_nothing_even_past_the_window(
+    nursery: trio.Nursery,
+) -> None:
+    """The same overrun as above, with the default acknowledging client: the daemon
+    holds what was not acknowledged (pausing the writer once a window is unacked), so
+    after the resume every byte arrives and no process fails."""
+    total = 2_000_000
+    writer = [PY, "-c", f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {total // 256})"]
+    with trio.fail_after(20):
+        config = ServerConfig(retain_bytes=16384)
+        async with proxied_client(nursery, config) as (client, proxy):
+            async with trio.open_nursery() as tasks:
+                proc = await client.start(writer)
+                collector = collect_in(tasks, proc)
+                await collector.wait_for(lambda c: len(c.output()) > 0)
+                proxy.refusing = True  # the writer overruns the window many times over
+                await proxy.drop()
+                await trio.sleep(0.3)
+                proxy.refusing = False
+            assert collector.output() == bytes(range(256)) * (total // 256)
+            assert assert_complete(collector.events).exit_code == 0
+            stats = client.statistics()
+            assert (stats.recoveries, stats.failed_processes) == (1, 0)
+            assert stats.calls.get("process/read", 0) >= 1

@@ -817,3 +817,64 @@ async def test_an_exited_but_not_closed_process_is_never_evicted(connect: Any) -
         read = await client.read_all("p")
         assert [base64.b64decode(c["chunk"]) for c in read["chunks"]] == [b"bye\n"]
         assert read["nextSeq"] == 4
+
+
+# --- process/ack (extension): unacknowledged output is held, never evicted -----------------
+
+WINDOW = 8192
+BIG_WRITER = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 300_000)"]
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=WINDOW)])
+async def test_an_acking_client_pauses_the_process_at_the_window_and_acks_resume_it(
+    connect: Any,
+) -> None:
+    with trio.fail_after(20):
+        client: RawClient = await connect(handshake=False)
+        await client.call("initialize", {"clientName": "t", "processAck": True})
+        await client.notify("initialized")
+        await client.start("w", BIG_WRITER)
+        await trio.sleep(0.3)  # the writer would be done long since, were it not held
+        held = [m for m in client.notifications["w"] if m["method"] == "process/output"]
+        assert 0 < sum(len(base64.b64decode(m["params"]["chunk"])) for m in held) <= WINDOW
+        assert not any(m["method"] == "process/exited" for m in client.notifications["w"])
+        # Acknowledge as it arrives: everything flows, and nothing was ever evicted.
+        acked = 0
+        while not any(m["method"] == "process/closed" for m in client.notifications["w"]):
+            seqs = [m["params"]["seq"] for m in client.notifications["w"]]
+            if seqs and max(seqs) > acked:
+                acked = max(seqs)
+                await client.notify("process/ack", {"processId": "w", "seq": acked})
+            await trio.sleep(0.005)
+        events = await client.wait_closed("w")
+    assert output_of(events) == b"z" * 300_000
+    seqs = [m["params"]["seq"] for m in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=WINDOW)])
+async def test_a_client_that_does_not_ack_keeps_the_protocol_s_evicting_window(
+    connect: Any,
+) -> None:
+    with trio.fail_after(20):
+        client: RawClient = await connect()  # initialize without processAck
+        await client.start("w", BIG_WRITER)
+        events = await client.wait_closed("w")  # never paused
+        result = await client.call("process/read", {"processId": "w"})
+    assert output_of(events) == b"z" * 300_000
+    retained = sum(len(base64.b64decode(c["chunk"])) for c in result["chunks"])
+    assert retained <= WINDOW
+    assert result["earliestRetainedSeq"] > 1  # the start was evicted
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=WINDOW)])
+async def test_malformed_and_stray_acks_are_ignored(connect: Any) -> None:
+    with trio.fail_after(10):
+        client: RawClient = await connect(handshake=False)
+        await client.call("initialize", {"clientName": "t", "processAck": True})
+        await client.notify("initialized")
+        for params in ({"processId": "nope", "seq": 5}, {"processId": 7}, {"seq": "x"}, None):
+            await client.notify("process/ack", params)
+        assert await client.call("environment/status") == {"status": "ready"}
+        info = await client.call("environment/info")
+    assert info["capabilities"]["processAck"] is True

@@ -84,8 +84,8 @@ class Retention:
         itself (a window smaller than one chunk can't do better).
         """
         held = list(self.after(acked_seq))
-        if not held:
-            return True
+        if not held or self.limits.max_bytes == 0 or self.limits.max_chunks == 0:
+            return True  # nothing held, or nothing is ever retained
         held_bytes = sum(len(chunk.data) for chunk in held)
         return (
             held_bytes + size <= self.limits.max_bytes

@@ -8,7 +8,7 @@ retention bound. Explicit examples pin the canonical sequences from the protocol
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -402,3 +402,37 @@ def test_evicted_chunks_release_their_data_at_once() -> None:
     assert [chunk.seq for chunk in held] == [8, 9, 10]
     assert [chunk.seq for chunk in retention.after(0)] == [8, 9, 10]
     assert retention.bytes == 3000
+
+
+@given(
+    max_bytes=st.integers(min_value=1, max_value=64),
+    max_chunks=st.integers(min_value=1, max_value=6),
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("out"), st.integers(min_value=1, max_value=40)),
+            st.tuples(st.just("ack"), st.integers(min_value=0, max_value=3)),
+        ),
+        max_size=60,
+    ),
+)
+def test_the_ack_window_never_lets_unacknowledged_output_be_evicted(
+    max_bytes: int, max_chunks: int, steps: list[tuple[str, int]]
+) -> None:
+    """The sequencer's rule (append a chunk only when ``fits_unacked``) against an oracle:
+    every chunk after the acknowledged seq stays retained."""
+    retention = Retention(RetentionLimits(max_bytes=max_bytes, max_chunks=max_chunks))
+    acked, next_seq, appended = 0, 1, []
+    for kind, value in steps:
+        if kind == "ack":
+            acked = min(next_seq - 1, acked + value)  # the client acks a prefix of what came
+            continue
+        size = min(value, max_bytes)  # the sequencer cuts a chunk to the window
+        if not retention.fits_unacked(acked, size):
+            acked = next_seq - 1  # waiting: only an ack opens the window
+            assert retention.fits_unacked(acked, size)
+        chunk = Output(next_seq, "stdout", b"x" * size)
+        retention.append(chunk)
+        appended.append(chunk)
+        next_seq += 1
+        unacked = [c.seq for c in appended if c.seq > acked]
+        assert [c.seq for c in retention.after(acked)] == unacked
