@@ -321,6 +321,7 @@ def test_retention_exceeded_while_detached_fails_only_that_process() -> None:
     runner = replay(
         Program(
             retain_bytes=2048,
+            ack_output=False,  # with acknowledgements nothing is evicted: see below
             steps=(
                 StartScripted(chunks=30, chunk_size=1000, pause=0.002),
                 StartCat(),
@@ -334,6 +335,27 @@ def test_retention_exceeded_while_detached_fails_only_that_process() -> None:
     )
     first, cat = runner.procs
     assert isinstance(first.events[-1], Failed), first.events[-3:]
+    assert bytes(cat.out) == b"still here"
+
+
+def test_with_acknowledgements_the_same_partition_loses_nothing() -> None:
+    runner = replay(
+        Program(
+            retain_bytes=2048,
+            steps=(
+                StartScripted(chunks=30, chunk_size=1000, pause=0.002),
+                StartCat(),
+                WaitFor(0, "process/output"),
+                Partition(),
+                Write(0, b"still here"),
+                Sleep(0.3),
+                Heal(),
+            ),
+        )
+    )
+    first, cat = runner.procs
+    assert not any(isinstance(event, Failed) for event in first.events), first.events[-3:]
+    assert isinstance(first.events[-1], Closed)
     assert bytes(cat.out) == b"still here"
 
 

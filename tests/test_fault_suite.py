@@ -18,7 +18,8 @@ every step:
   output after the exit only from a grandchild;
 - output per stream is always a prefix of what the process writes, and at the end
   exactly what it wrote (``check_pattern``); or, only if the daemon's retention could
-  have evicted unseen output (the process wrote more than ``retain_bytes``), the
+  have evicted unseen output (the process wrote more than ``retain_bytes``, and the
+  client does not acknowledge output or its consumer can lag behind its queue), the
   process ends with ``Failed`` ("no longer retained") and the others are unaffected;
 - exit codes match: the script's code, or 128+N after signal N, 137 after terminate
   (a signal may lose the race with a natural exit; then the output must be whole);
@@ -222,6 +223,15 @@ class Program:
     steps: tuple[Step, ...] = ()
     transport: str = "memory"
     """``memory``: open_faulty_local; ``websocket``: a real daemon behind fault_proxy."""
+    ack_output: bool = True
+    """The client acknowledges output (``process/ack``): retention then never loses
+    unacknowledged output; without, a process whose gap was evicted fails alone."""
+
+    def consumer_may_lag(self) -> bool:
+        """Whether a consumer can fall behind its bounded queue (and read to catch up)."""
+        return self.queue_max_events < client_process.QUEUE_MAX_EVENTS or any(
+            isinstance(step, StallConsumer) for step in self.steps
+        )
 
     def may_read(self) -> bool:
         """Whether a ``process/read`` can be legitimate: something can open a seq gap
@@ -293,9 +303,15 @@ class Proc:
         return expected_output(**self.step.options())
 
     def eviction_possible(self) -> bool:
-        """Whether the daemon's retention can have dropped output of this process."""
+        """Whether the daemon's retention can have dropped output of this process.
+
+        With acknowledgements it holds all that did not reach the client, so only a
+        consumer that fell behind the client's own queue can miss retained output.
+        """
         out, err = self.expected()
-        return len(out) + len(err) > self.program.retain_bytes
+        if len(out) + len(err) <= self.program.retain_bytes:
+            return False
+        return not self.program.ack_output or self.program.consumer_may_lag()
 
     def killed_maybe(self) -> bool:
         return bool(self.signals_asked) or bool(self.terminates)
@@ -664,14 +680,18 @@ async def open_stack(program: Program) -> AsyncIterator[tuple[ExecClient, FaultC
     loopback port behind ``fault_proxy``, the client dialling the proxy."""
     config = ServerConfig(retain_bytes=program.retain_bytes)
     if program.transport == "memory":
-        async with open_faulty_local(program.plan, config, recovery_deadline=20.0) as stack:
+        async with open_faulty_local(
+            program.plan, config, recovery_deadline=20.0, ack_output=program.ack_output
+        ) as stack:
             yield stack
         return
     async with trio.open_nursery() as nursery:
         url = await nursery.start(exec_runtime.serve, config)
         async with (
             fault_proxy(url, program.plan) as proxy,
-            exec_runtime.open_client(proxy.url, recovery_deadline=20.0) as client,
+            exec_runtime.open_client(
+                proxy.url, recovery_deadline=20.0, ack_output=program.ack_output
+            ) as client,
         ):
             yield client, proxy.controller
         nursery.cancel_scope.cancel()
@@ -877,6 +897,7 @@ def programs(draw: st.DrawFn) -> Program:
         queue_max_events=draw(st.sampled_from([client_process.QUEUE_MAX_EVENTS, 4])),
         steps=(first, *rest),
         transport=draw(st.sampled_from(["memory", "memory", "memory", "websocket"])),
+        ack_output=draw(st.booleans()),
     )
 
 

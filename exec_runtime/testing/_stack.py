@@ -20,6 +20,7 @@ async def open_faulty_local(
     config: ServerConfig | None = None,
     *,
     recovery_deadline: float = 25.0,
+    ack_output: bool = True,
 ) -> AsyncIterator[tuple[ExecClient, FaultController]]:
     """A real daemon (sessions, processes, sequencers) and a real client, connected by
     an in-memory transport that injects the plan's faults."""
@@ -29,7 +30,10 @@ async def open_faulty_local(
         connector = FaultyConnector(LocalConnector(registry), controller)
         async with trio.open_nursery() as client_nursery:
             client = ExecClient(
-                connector, client_nursery, recovery_deadline=recovery_deadline
+                connector,
+                client_nursery,
+                recovery_deadline=recovery_deadline,
+                ack_output=ack_output,
             )
             await client_nursery.start(client._supervise)
             try:
