@@ -17,7 +17,7 @@ from ._connection import Connection
 from ._errors import TransportError
 from ._session import SessionRegistry
 from ._transport import MessageTransport, TransportClosed, memory_transport_pair
-from ._ws_client import WebSocketClientTransport, handshake
+from ._websocket import WebSocketMessageTransport, handshake
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -61,7 +61,7 @@ class WebSocketConnector:
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
-        return WebSocketClientTransport(ws, wire.codec_for_subprotocol(ws.subprotocol))
+        return WebSocketMessageTransport(ws, wire.codec_for_subprotocol(ws.subprotocol))
 
 
 async def _open_stream(

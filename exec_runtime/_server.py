@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import attrs
 import trio
-import trio_websocket
 
 import protocol_schema as wire
 
@@ -30,11 +29,11 @@ from ._connection import Connection
 from ._http import BadRequest, ReplayStream, bearer_refusal, read_request_head, response
 from ._managed import ManagedProcess, State
 from ._session import SessionRegistry
-from ._transport import StreamLineTransport, WebSocketTransport
+from ._transport import StreamLineTransport, TransportClosed
+from ._websocket import WebSocket, WebSocketMessageTransport, accept
 
 log = logging.getLogger("exec_runtime.server")
 
-WS_RECEIVE_BUFFER = 256 * 1024  # trio-websocket's 4 KiB default costs a wakeup per 4 KiB
 CLOSE_TIMEOUT = 2.0
 """How long a close handshake may take before the socket is just closed."""
 SHUTDOWN_CLOSE_TIMEOUT = 1.0
@@ -272,7 +271,8 @@ async def _pre_handshake(daemon: _Daemon, stream: trio.abc.Stream) -> None:
     if not head.is_upgrade:
         await _try_send(stream, response(426, "Upgrade Required", extra="Upgrade: websocket\r\n"))
         return
-    await _serve_websocket(daemon, _WatchedStream(stream, head.raw))
+    _, _, rest = head.raw.partition(b"\r\n\r\n")
+    await _serve_websocket(daemon, _WatchedStream(stream, b""), head.headers, rest)
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -334,14 +334,15 @@ class _WatchedStream(ReplayStream):
             self._update()
 
 
-async def _serve_websocket(daemon: _Daemon, stream: _WatchedStream) -> None:
+async def _serve_websocket(
+    daemon: _Daemon, stream: _WatchedStream, headers: dict[str, str], rest: bytes
+) -> None:
     """Serve one WebSocket; always end with a close handshake, bounded in time.
 
-    trio-websocket's reader task must stay alive to receive the peer's answer to our
-    close frame, so its nursery is shielded from the daemon's shutdown: cancelling
-    ``serve`` reaches the connection through ``connection_scope`` instead (via the
-    watcher below), and the close then completes as soon as the peer answers rather
-    than always waiting out the timeout.
+    Pings run in a nursery shielded from the daemon's shutdown (a ping cancelled
+    mid-write would corrupt the stream): cancelling ``serve`` reaches the connection
+    through ``connection_scope`` instead (via the watcher below), and the close
+    handshake then runs, bounded, as the connection ends.
     """
     connection_scope = trio.CancelScope()
 
@@ -358,7 +359,9 @@ async def _serve_websocket(daemon: _Daemon, stream: _WatchedStream) -> None:
             with trio.CancelScope(shield=True):
                 async with trio.open_nursery() as ws_nursery:
                     with connection_scope:
-                        await _run_websocket(daemon, stream, ws_nursery, connection_scope)
+                        await _run_websocket(
+                            daemon, stream, headers, rest, ws_nursery, connection_scope
+                        )
                     ws_nursery.cancel_scope.cancel()
             watcher.cancel_scope.cancel()
     finally:
@@ -368,19 +371,25 @@ async def _serve_websocket(daemon: _Daemon, stream: _WatchedStream) -> None:
 async def _run_websocket(
     daemon: _Daemon,
     stream: _WatchedStream,
+    headers: dict[str, str],
+    rest: bytes,
     ws_nursery: trio.Nursery,
     connection_scope: trio.CancelScope,
 ) -> None:
     config = daemon.config
-    request = await trio_websocket.wrap_server_stream(
-        ws_nursery,
-        stream,
-        max_message_size=config.max_message_bytes,
-        receive_buffer_size=WS_RECEIVE_BUFFER,
-    )
-    offered = request.proposed_subprotocols
-    subprotocol = wire.MSGPACK_SUBPROTOCOL if wire.MSGPACK_SUBPROTOCOL in offered else None
-    ws = await request.accept(subprotocol=subprotocol)
+    try:
+        ws = await accept(
+            stream,
+            headers,
+            rest,
+            subprotocols=[wire.MSGPACK_SUBPROTOCOL],
+            max_message_size=config.max_message_bytes,
+        )
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return
+    if ws is None:
+        return  # not a valid upgrade: answered 400
+    subprotocol = ws.subprotocol
     try:
         async with trio.open_nursery() as nursery:
             if config.ping_interval > 0:
@@ -388,7 +397,8 @@ async def _run_websocket(
                     _keepalive, ws, stream, config, ws_nursery, connection_scope.cancel
                 )
             await Connection(
-                WebSocketTransport(ws, wire.codec_for_subprotocol(subprotocol)), daemon.registry
+                WebSocketMessageTransport(ws, wire.codec_for_subprotocol(subprotocol)),
+                daemon.registry,
             ).serve()
             nursery.cancel_scope.cancel()
     finally:
@@ -401,7 +411,7 @@ async def _run_websocket(
 
 
 async def _keepalive(
-    ws: trio_websocket.WebSocketConnection,
+    ws: WebSocket,
     stream: _WatchedStream,
     config: ServerConfig,
     ping_nursery: trio.Nursery,
@@ -424,7 +434,7 @@ async def _keepalive(
         while not pong.is_set():
             with trio.move_on_after(check_every):
                 await pong.wait()
-            if ws.closed is not None:
+            if ws.close_reason is not None:
                 return
             if not pong.is_set() and stream.idle_for() >= config.ping_timeout:
                 log.info(
@@ -436,10 +446,10 @@ async def _keepalive(
                 return
 
 
-async def _ping(ws: trio_websocket.WebSocketConnection, pong: trio.Event) -> None:
+async def _ping(ws: WebSocket, pong: trio.Event) -> None:
     try:
-        await ws.ping()
-    except trio_websocket.ConnectionClosed:
+        await ws.ping(os.urandom(4))
+    except TransportClosed:
         return
     pong.set()
 

@@ -1,23 +1,25 @@
-"""The client's WebSocket (RFC 6455): the handshake, then frames read in the caller's task.
+"""WebSocket connections (RFC 6455) for both ends: the handshakes, then frames read in
+the task that asks for a message.
 
-Why not trio-websocket on this side: measured on the benchmark machine, its client
-spends about 2 ms per MB in wsproto's frame parser (each payload is copied through
-its buffer several times) and adds a reader task with a channel hand-off per
-message, a scheduler round each. Here ``receive_message`` parses frames straight out
-of what ``receive_some`` returned, in the task that asked for the message; a payload
-is copied once. The daemon side keeps trio-websocket (many peers, keepalive, the
-close handshake), and the test suite drives the daemon with trio-websocket as an
-independent client.
+Why not trio-websocket: measured on the benchmark machine, wsproto's frame parser
+costs about 2 ms per MB (each payload is copied through its buffer several times),
+and trio-websocket adds a reader task with a channel hand-off per message, a
+scheduler round each, which was a large share of a one-shot command's latency. Here
+``receive_message`` parses frames straight out of what ``receive_some`` returned, in
+the caller's task; a payload is copied once. The test suite keeps trio-websocket as
+an independent peer on the other end of both sides.
 
-What a client needs and nothing more: no extensions, no outgoing fragmentation;
-incoming fragmented messages, pings (answered), pongs (ignored) and the close
-handshake are handled. Client frames are masked, as RFC 6455 §5.3 requires.
+What this protocol needs and nothing more: no extensions, no outgoing fragmentation;
+incoming fragmented messages, pings (answered), pongs and the close handshake are
+handled. Client frames are masked and server frames are not (RFC 6455 §5.3); each
+side fails the connection (1002) on a frame masked the wrong way.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import struct
 from collections.abc import Sequence
@@ -29,6 +31,8 @@ import trio_websocket
 import protocol_schema as wire
 
 from ._transport import TransportClosed
+
+log = logging.getLogger("exec_runtime.websocket")
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD: Final = 64 * 1024
@@ -43,6 +47,7 @@ PONG: Final = 0xA
 
 NORMAL_CLOSURE: Final = 1000
 PROTOCOL_ERROR: Final = 1002
+INVALID_PAYLOAD: Final = 1007
 MESSAGE_TOO_BIG: Final = 1009
 
 
@@ -50,7 +55,7 @@ class HandshakeFailed(trio_websocket.HandshakeError):
     """The server answered the upgrade with something that is not a WebSocket."""
 
 
-def mask(payload: bytes, key: bytes) -> bytes:
+def mask(payload: bytes | memoryview, key: bytes) -> bytes:
     """``payload`` XOR the repeating 4-byte ``key`` (one big-integer XOR: C speed)."""
     length = len(payload)
     if not length:
@@ -58,6 +63,16 @@ def mask(payload: bytes, key: bytes) -> bytes:
     keystream = (key * (length // 4 + 1))[:length]
     masked = int.from_bytes(payload, "little") ^ int.from_bytes(keystream, "little")
     return masked.to_bytes(length, "little")
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():  # JSON with base64 nearly always is: no decoding needed
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -73,13 +88,22 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     return header + key + mask(payload, key)
 
 
+def server_frame_header(opcode: int, length: int) -> bytes:
+    """The header of one unmasked, final frame; the payload follows as it is."""
+    if length < 126:
+        return struct.pack("!BB", 0x80 | opcode, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
 def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
-class ClientWebSocket:
-    """An open client connection. ``receive_message`` may run in one task at a time;
-    sending is safe from several (whole frames go out under a lock)."""
+class WebSocket:
+    """An open connection, either end. ``receive_message`` may run in one task at a
+    time; sending is safe from several (whole writes go out under a lock)."""
 
     def __init__(
         self,
@@ -87,7 +111,10 @@ class ClientWebSocket:
         subprotocol: str | None,
         buffered: bytes,
         max_message_size: int,
+        *,
+        client: bool = True,
     ) -> None:
+        self.is_client = client
         self.subprotocol = subprotocol
         self._stream = stream
         self._pending: bytes | bytearray = buffered
@@ -104,11 +131,37 @@ class ClientWebSocket:
         self._fail_code = NORMAL_CLOSURE
         self._receiving = False
         self._peer_closed = trio.Event()
+        self._pongs: dict[bytes, trio.Event] = {}
+        self.close_code: int | None = None
+        """The code of the peer's close frame, once one arrived."""
 
     # --- sending ----------------------------------------------------------------------
 
     async def send_messages(self, messages: Sequence[bytes], opcode: int) -> None:
-        await self._send(b"".join([client_frame(opcode, message) for message in messages]))
+        if self.is_client:
+            data = b"".join([client_frame(opcode, message) for message in messages])
+        else:
+            # Headers and payloads joined once: a big payload is copied one time.
+            parts: list[bytes] = []
+            for message in messages:
+                parts += (server_frame_header(opcode, len(message)), message)
+            data = b"".join(parts)
+        await self._send(data)
+
+    def _control_frame(self, opcode: int, payload: bytes) -> bytes:
+        if self.is_client:
+            return client_frame(opcode, payload)
+        return server_frame_header(opcode, len(payload)) + payload
+
+    async def ping(self, payload: bytes) -> None:
+        """Send a ping and wait for the pong that echoes ``payload``. Only a task that is
+        receiving sees the pong, so this waits as long as nobody reads."""
+        arrived = self._pongs[payload] = trio.Event()
+        try:
+            await self._send(self._control_frame(PING, payload))
+            await arrived.wait()
+        finally:
+            self._pongs.pop(payload, None)
 
     async def _send(self, data: bytes, *, closing: bool = False) -> None:
         if self._close_sent or (self.close_reason is not None and not closing):
@@ -130,7 +183,7 @@ class ClientWebSocket:
             return
         payload = struct.pack("!H", code) + reason.encode()[:120]
         try:
-            await self._send(client_frame(CLOSE, payload), closing=True)
+            await self._send(self._control_frame(CLOSE, payload), closing=True)
         except TransportClosed:
             pass
         self._close_sent = True
@@ -163,6 +216,9 @@ class ClientWebSocket:
                 continue
             message = self._assemble(fin, opcode, payload)
             if message is not None:
+                if message[0] == TEXT and not _is_utf8(message[1]):
+                    # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+                    raise self._fail(INVALID_PAYLOAD, "a text message is not valid UTF-8")
                 return message
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:
@@ -170,8 +226,12 @@ class ClientWebSocket:
         if len(buffer) - pos < 2:
             return None
         first, second = buffer[pos], buffer[pos + 1]
-        if second & 0x80:
-            raise self._fail(PROTOCOL_ERROR, "the server sent a masked frame")
+        masked = bool(second & 0x80)
+        if masked == self.is_client:
+            raise self._fail(
+                PROTOCOL_ERROR,
+                "the server sent a masked frame" if masked else "a client frame is not masked",
+            )
         if first & 0x70:
             raise self._fail(PROTOCOL_ERROR, "reserved bits set: no extension was agreed")
         length, start = second & 0x7F, pos + 2
@@ -185,6 +245,12 @@ class ClientWebSocket:
                 return None
             (length,) = struct.unpack_from("!Q", buffer, pos + 2)
             start += 8
+        key = b""
+        if masked:
+            if len(buffer) < start + 4:
+                return None
+            key = bytes(buffer[start : start + 4])
+            start += 4
         opcode = first & 0x0F
         if length > self._max_message_size - self._parts_size:
             raise self._fail(MESSAGE_TOO_BIG, f"message larger than {self._max_message_size}")
@@ -193,7 +259,10 @@ class ClientWebSocket:
         end = start + length
         if len(buffer) < end:
             return None
-        if isinstance(buffer, bytes):
+        if masked:
+            with memoryview(buffer) as view:
+                payload = mask(view[start:end], key)
+        elif isinstance(buffer, bytes):
             payload = buffer[start:end]  # the whole buffer when one read held one frame
         else:
             with memoryview(buffer) as view:
@@ -210,8 +279,12 @@ class ClientWebSocket:
             self.close_reason = f"connection lost: {exc}"
             raise TransportClosed(self.close_reason) from None
         if not data:
-            self.close_reason = "the server closed the connection without a close frame"
+            peer = "server" if self.is_client else "client"
+            self.close_reason = f"the {peer} closed the connection without a close frame"
             raise TransportClosed(self.close_reason)
+        self._append(data)
+
+    def _append(self, data: bytes | bytearray) -> None:
         # Parse straight from the read when nothing is left over (no copy); join the
         # rest of a frame that spans reads in a bytearray.
         if self._offset >= len(self._pending):
@@ -246,17 +319,23 @@ class ClientWebSocket:
     async def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == PING:
             try:
-                await self._send(client_frame(PONG, payload))
+                await self._send(self._control_frame(PONG, payload))
             except TransportClosed:
                 pass
+        elif opcode == PONG:
+            waiting = self._pongs.get(payload)
+            if waiting is not None:
+                waiting.set()
         elif opcode == CLOSE:
             code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
+            self.close_code = code
             reason = payload[2:].decode(errors="replace")
-            self.close_reason = f"the server closed the connection: {code} {reason}".rstrip()
+            peer = "server" if self.is_client else "client"
+            self.close_reason = f"the {peer} closed the connection: {code} {reason}".rstrip()
             await self._send_close(code if code != 1005 else NORMAL_CLOSURE)
             await self._close_stream()
             raise TransportClosed(self.close_reason)
-        elif opcode != PONG:
+        else:
             raise self._fail(PROTOCOL_ERROR, f"unknown control opcode {opcode:#x}")
 
     def _fail(self, code: int, message: str) -> TransportClosed:
@@ -267,29 +346,44 @@ class ClientWebSocket:
 
     # --- closing ----------------------------------------------------------------------
 
-    async def aclose(self) -> None:
+    async def aclose(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
         """Close handshake (bounded by the caller's deadline), then close the stream.
 
-        The server answers our close frame with its own and then closes TCP. If a task
-        is in ``receive_message``, it reads that answer (and raises TransportClosed);
-        only one task may read the stream, so then we just wait for it to.
+        The peer answers our close frame with its own (and a server then closes TCP).
+        If a task is in ``receive_message``, it reads that answer (and raises
+        TransportClosed); only one task may read the stream, so then we just wait.
         """
         try:
             if self.close_reason is None:
-                self.close_reason = "closed by the client"
-                await self._send_close(NORMAL_CLOSURE)
+                self.close_reason = "closed by the " + ("client" if self.is_client else "server")
+                await self._send_close(code, reason)
                 with trio.move_on_after(1):
                     if self._receiving:
                         await self._peer_closed.wait()
                     else:
-                        while await self._stream.receive_some(RECEIVE_SIZE):
-                            pass
+                        await self._await_close_answer()
             elif not self._close_sent:
                 await self._send_close(self._fail_code)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             await self._close_stream()
+
+    async def _await_close_answer(self) -> None:
+        """Read (discarding data) until the peer's close frame or the end of the stream."""
+        while True:
+            try:
+                frame = self._next_frame()
+            except TransportClosed:
+                return
+            if frame is not None:
+                if frame[1] == CLOSE:
+                    return
+                continue
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            self._append(data)
 
     async def _close_stream(self) -> None:
         if not self._stream_closed:
@@ -340,7 +434,7 @@ async def handshake(
     subprotocol = chosen.decode() if chosen else None
     if subprotocol is not None and subprotocol not in subprotocols:
         raise HandshakeFailed(f"the server chose a subprotocol we did not offer: {subprotocol}")
-    return ClientWebSocket(stream, subprotocol, rest, max_message_size)
+    return WebSocket(stream, subprotocol, rest, max_message_size)
 
 
 async def _read_response_head(
@@ -386,10 +480,13 @@ async def _read_body(
     return bytes(body[:wanted])
 
 
-class WebSocketClientTransport:
-    """The client's :class:`MessageTransport`: one message per frame (PROTOCOL §1)."""
+ClientWebSocket = WebSocket
 
-    def __init__(self, ws: ClientWebSocket, codec: wire.Codec) -> None:
+
+class WebSocketMessageTransport:
+    """A :class:`MessageTransport` on either end: one message per frame (PROTOCOL §1)."""
+
+    def __init__(self, ws: WebSocket, codec: wire.Codec) -> None:
         self.ws = ws
         self.codec = codec
         self._opcode = BINARY if codec.binary else TEXT
@@ -409,3 +506,49 @@ class WebSocketClientTransport:
 
     async def aclose(self) -> None:
         await self.ws.aclose()
+
+
+async def accept(
+    stream: trio.abc.Stream,
+    headers: dict[str, str],
+    buffered: bytes,
+    *,
+    subprotocols: Sequence[str],
+    max_message_size: int,
+) -> WebSocket | None:
+    """Answer an upgrade request (its head already read and checked for auth and
+    origin): 101 and an open server connection, or 400 and None.
+
+    ``headers`` has lower-cased names; ``buffered`` is what followed the head.
+    Of the client's offered subprotocols, the first in ``subprotocols`` is chosen.
+    """
+    key = headers.get("sec-websocket-key", "")
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    problem = None
+    if headers.get("upgrade", "").lower() != "websocket" or "upgrade" not in tokens:
+        problem = "not a WebSocket upgrade"
+    elif headers.get("sec-websocket-version") != "13":
+        problem = "only WebSocket version 13 is spoken here"
+    elif len(base64.b64decode(key.encode(), validate=False) if key else b"") != 16:
+        problem = "a bad Sec-WebSocket-Key"
+    if problem is not None:
+        log.debug("refused an upgrade: %s", problem)
+        body = problem.encode() + b"\n"
+        await stream.send_all(
+            b"HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        return None
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    chosen = next((p for p in subprotocols if p in offered), None)
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Accept: " + accept_key(key.encode()),
+    ]
+    if chosen is not None:
+        lines.append(b"Sec-WebSocket-Protocol: " + chosen.encode())
+    await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
+    log.debug("upgraded to a WebSocket (subprotocol %s)", chosen)
+    return WebSocket(stream, chosen, buffered, max_message_size, client=False)

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exec_runtime._transport import TransportClosed
-from exec_runtime._ws_client import (
+from exec_runtime._websocket import (
     BINARY,
     CLOSE,
     CONTINUATION,

@@ -1,0 +1,129 @@
+"""The daemon's own WebSocket server end, driven with raw RFC 6455 bytes on a real socket:
+the upgrade checks, client masking, fragmentation, pings and close codes."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import trio
+
+from exec_runtime._websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    assert len(payload) < 126
+    if not masked:
+        return bytes([first, len(payload)]) + payload
+    key = b"\x0a\x0b\x0c\x0d"
+    return bytes([first, 0x80 | len(payload)]) + key + bytes(
+        b ^ key[i % 4] for i, b in enumerate(payload)
+    )
+
+
+class RawPeer:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError(self.buffer)
+            self.buffer += data
+
+    async def head(self) -> bytes:
+        while b"\r\n\r\n" not in self.buffer:
+            await self._fill(len(self.buffer) + 1)
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        return head
+
+    async def frame(self) -> tuple[int, bytes]:
+        await self._fill(2)
+        assert not self.buffer[1] & 0x80, "server frames are never masked"
+        length, offset = self.buffer[1] & 0x7F, 2
+        if length == 126:
+            await self._fill(4)
+            (length,) = struct.unpack_from("!H", self.buffer, 2)
+            offset = 4
+        elif length == 127:
+            await self._fill(10)
+            (length,) = struct.unpack_from("!Q", self.buffer, 2)
+            offset = 10
+        await self._fill(offset + length)
+        opcode = self.buffer[0] & 0x0F
+        payload = self.buffer[offset : offset + length]
+        self.buffer = self.buffer[offset + length :]
+        return opcode, payload
+
+
+async def upgraded(daemon: str, extra: bytes = b"") -> RawPeer:
+    host, port = daemon.removeprefix("ws://").rsplit(":", 1)
+    peer = RawPeer(await trio.open_tcp_stream(host, int(port)))
+    await peer.stream.send_all(UPGRADE + extra + b"\r\n")
+    head = await peer.head()
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's example
+    return peer
+
+
+def request(request_id: int, method: str, params: object = None) -> bytes:
+    message: dict[str, object] = {"id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return json.dumps(message).encode()
+
+
+async def test_a_bad_version_gets_400_and_a_good_upgrade_chooses_msgpack(daemon: str) -> None:
+    host, port = daemon.removeprefix("ws://").rsplit(":", 1)
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(UPGRADE.replace(b"Version: 13", b"Version: 8") + b"\r\n")
+            reply = await stream.receive_some(65536)
+        assert reply.startswith(b"HTTP/1.1 400") and b"Sec-WebSocket-Version: 13" in reply
+        peer = await upgraded(daemon, b"Sec-WebSocket-Protocol: other, exec-runtime.msgpack.v1\r\n")
+        async with peer.stream:
+            pass
+
+
+async def test_pings_are_answered_and_fragments_joined(daemon: str) -> None:
+    with trio.fail_after(5):
+        peer = await upgraded(daemon)
+        async with peer.stream:
+            body = request(1, "initialize", {"clientName": "raw"})
+            await peer.stream.send_all(
+                client_frame(TEXT, body[:10], fin=False)
+                + client_frame(PING, b"hello?")
+                + client_frame(CONTINUATION, body[10:20], fin=False)
+                + client_frame(CONTINUATION, body[20:])
+            )
+            assert await peer.frame() == (PONG, b"hello?")
+            opcode, payload = await peer.frame()
+            assert opcode == TEXT and "sessionId" in json.loads(payload)["result"]
+
+
+async def test_an_unmasked_client_frame_fails_the_connection_with_1002(daemon: str) -> None:
+    with trio.fail_after(5):
+        peer = await upgraded(daemon)
+        async with peer.stream:
+            await peer.stream.send_all(client_frame(BINARY, b"x", masked=False))
+            opcode, payload = await peer.frame()
+    assert opcode == CLOSE and struct.unpack("!H", payload[:2])[0] == 1002
+
+
+async def test_a_client_close_is_answered_with_the_same_code(daemon: str) -> None:
+    with trio.fail_after(5):
+        peer = await upgraded(daemon)
+        async with peer.stream:
+            await peer.stream.send_all(client_frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
+            opcode, payload = await peer.frame()
+    assert opcode == CLOSE and struct.unpack("!H", payload[:2])[0] == 1000
