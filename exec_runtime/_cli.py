@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import trio
 
 from . import _config as defaults
-from ._config import ServerConfig
+from ._config import DEFAULT_ACK_WINDOW_BYTES, ServerConfig
 from ._core.sequence import DEFAULT_RETAIN_BYTES
 from ._malloc import tune_malloc
 from ._server import StartupError, check_startup, serve
@@ -28,6 +28,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p_serve = sub.add_parser("serve", help="run the daemon")
     p_serve.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://IP:PORT or stdio")
     p_serve.add_argument("--retain-bytes", type=int, default=DEFAULT_RETAIN_BYTES)
+    p_serve.add_argument(
+        "--ack-window-bytes",
+        type=int,
+        default=DEFAULT_ACK_WINDOW_BYTES,
+        help="unacknowledged output held per process for an acknowledging client",
+    )
     p_serve.add_argument("--closed-ttl", type=float, default=30.0, metavar="SECONDS")
     p_serve.add_argument("--detached-ttl", type=float, default=30.0, metavar="SECONDS")
     p_serve.add_argument("--log-level", default="INFO")
@@ -151,6 +157,7 @@ def _serve_main(args: argparse.Namespace) -> int:
         config = ServerConfig(
             listen=args.listen,
             retain_bytes=args.retain_bytes,
+            ack_window_bytes=args.ack_window_bytes,
             closed_ttl=args.closed_ttl,
             detached_ttl=args.detached_ttl,
             token=_read_token(args.token_file),

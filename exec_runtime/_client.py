@@ -46,10 +46,10 @@ T = TypeVar("T")
 RECOVERY_DEADLINE = 25.0
 RETRY_INTERVAL = 0.1
 GAP_GRACE = 0.05
-ACK_BYTES = 512 * 1024
-ACK_EVENTS = 512
+ACK_BYTES = 1 << 20
+ACK_EVENTS = 4096
 """Acknowledge received output (``process/ack``) once this much arrived unacknowledged:
-a quarter of the daemon's default window (1 MiB), so it rarely waits for one."""
+a quarter of the daemon's default ack window (4 MiB), so it rarely waits for one."""
 ACK_DELAY = 0.01
 """Otherwise within this long: a daemon with a smaller window, or a stream that went
 quiet just short of the thresholds, is never left waiting."""

@@ -18,6 +18,7 @@ DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_PING_INTERVAL: Final = 30.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
 DEFAULT_SHUTDOWN_GRACE: Final = 2.0
+DEFAULT_ACK_WINDOW_BYTES: Final = 4 << 20
 
 
 def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -49,6 +50,11 @@ class ServerConfig:
     listen: str = "ws://127.0.0.1:0"
     retain_bytes: int = attrs.field(default=DEFAULT_RETAIN_BYTES, validator=_not_negative)
     retain_chunks: int = attrs.field(default=DEFAULT_RETAIN_CHUNKS, validator=_not_negative)
+    ack_window_bytes: int = attrs.field(default=DEFAULT_ACK_WINDOW_BYTES, validator=_positive)
+    """For a client that acknowledges output (``process/ack``): unacknowledged output is
+    held (never evicted) up to this much per process, then the process is paused until
+    acknowledgements arrive. Bigger than ``retain_bytes`` so acks rarely stall a fast
+    stream; what is acknowledged is evicted by ``retain_bytes`` as usual."""
     closed_ttl: float = attrs.field(default=30.0, validator=_not_negative)
     detached_ttl: float = attrs.field(default=30.0, validator=_not_negative)
 

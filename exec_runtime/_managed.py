@@ -40,12 +40,14 @@ class ManagedProcess:
         limits: RetentionLimits,
         publish: Callable[[str, list[SeqEvent]], Awaitable[None]],
         flow_controlled: Callable[[], bool] = lambda: False,
+        ack_window: RetentionLimits | None = None,
     ) -> None:
         self.process_id = process_id
         self.state = State.STARTING
         self._limits = limits
         self._publish = publish
         self._flow_controlled = flow_controlled
+        self._ack_window = ack_window
         self._start_scope = trio.CancelScope()
         self._start_cancelled = False
         self.child: Child | None = None
@@ -94,6 +96,7 @@ class ManagedProcess:
             ProcessSequence(child.streams, self._limits),
             lambda events: self._publish(self.process_id, events),
             self._flow_controlled,
+            self._ack_window,
         )
         self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
         send, receive = trio.open_memory_channel[list[ChildMessage]](CHANNEL_CAPACITY)

@@ -7,11 +7,12 @@ connection's bounded outbox, so a slow client slows this task, which stops drain
 the channel, which stops the pump, which lets the child's pipe fill: backpressure all
 the way to the child.
 
-When the session's client acknowledges what it received (``process/ack``), the
-sequencer also keeps the retained window a true window: it never records a chunk that
-would evict one the client has not acknowledged, and waits for acknowledgements (or
-the session to change) instead. A connection that drops then loses nothing: all it
-has not acknowledged is still retained when it resumes and reads.
+When the session's client acknowledges what it received (``process/ack``), retention
+never evicts what it has not acknowledged, and the sequencer keeps that within the
+ack window (``ServerConfig.ack_window_bytes``): once the window is full it waits for
+acknowledgements (or the session to change) instead of recording more. A connection
+that drops then loses nothing: all it has not acknowledged is still retained when it
+resumes and reads.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._core.events import SeqEvent
-from ._core.sequence import ProcessSequence
+from ._core.sequence import ProcessSequence, RetentionLimits
 from ._process import ChildExited, ChildMessage, ChunkRead, StreamEnded
 
 Publish = Callable[[list[SeqEvent]], Awaitable[None]]
@@ -33,10 +34,12 @@ class Sequencer:
         sequence: ProcessSequence,
         publish: Publish,
         flow_controlled: Callable[[], bool] = lambda: False,
+        ack_window: RetentionLimits | None = None,
     ) -> None:
         self.sequence = sequence
         self._publish = publish
         self._flow_controlled = flow_controlled
+        self._ack_window = ack_window or RetentionLimits()
         self.acked_seq = 0
         """Everything up to here reached the client (``process/ack``, or a read's
         ``afterSeq``)."""
@@ -67,12 +70,12 @@ class Sequencer:
                 await self._flush(events)
 
     def _window_sized(self, message: ChildMessage) -> list[ChildMessage]:
-        """A chunk bigger than the whole window, cut to fit it: retained whole, it would
-        evict itself at once (only with a window smaller than one read, e.g. in tests)."""
-        limit = self.sequence.retention.limits.max_bytes
+        """A chunk bigger than the whole window, cut to fit it (only with a window
+        smaller than one read, e.g. in tests)."""
+        limit = self._ack_window.max_bytes
         if (
             not isinstance(message, ChunkRead)
-            or limit == 0
+            or limit <= 0
             or len(message.data) <= limit
             or not self._flow_controlled()
         ):
@@ -88,7 +91,7 @@ class Sequencer:
 
     def _fits(self, chunk: ChunkRead) -> bool:
         return not self._flow_controlled() or self.sequence.retention.fits_unacked(
-            self.acked_seq, len(chunk.data)
+            self.acked_seq, len(chunk.data), self._ack_window
         )
 
     async def _wait_window(self, chunk: ChunkRead) -> None:
@@ -99,7 +102,8 @@ class Sequencer:
 
     def _record(self, message: ChildMessage) -> list[SeqEvent]:
         if isinstance(message, ChunkRead):
-            return [self.sequence.record_output(message.stream, message.data)]
+            keep_after = self.acked_seq if self._flow_controlled() else None
+            return [self.sequence.record_output(message.stream, message.data, keep_after)]
         if isinstance(message, StreamEnded):
             return self.sequence.record_eof(message.stream)
         assert isinstance(message, ChildExited)

@@ -42,6 +42,7 @@ class Session:
         """The client attached last acknowledges output (``process/ack``): hold what it
         has not acknowledged instead of evicting it, also while detached."""
         self._limits = RetentionLimits(config.retain_bytes, config.retain_chunks)
+        self._ack_window = RetentionLimits(config.ack_window_bytes, config.retain_chunks)
         self._nursery: trio.Nursery | None = None
         self._attachment_changed = trio.Event()
         self._closed = False
@@ -135,7 +136,11 @@ class Session:
                 "(--max-processes-per-session); wait for one to close"
             )
         managed = ManagedProcess(
-            params.process_id, self._limits, self.publish, lambda: self.acking
+            params.process_id,
+            self._limits,
+            self.publish,
+            lambda: self.acking,
+            self._ack_window,
         )
         self.processes[params.process_id] = managed
         self._live.add(params.process_id)

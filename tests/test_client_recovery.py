@@ -377,7 +377,7 @@ async def test_with_acknowledgements_a_drop_loses_nothing_even_past_the_window(
     total = 2_000_000
     writer = [PY, "-c", f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {total // 256})"]
     with trio.fail_after(20):
-        config = ServerConfig(retain_bytes=16384)
+        config = ServerConfig(retain_bytes=16384, ack_window_bytes=16384)
         async with proxied_client(nursery, config) as (client, proxy):
             async with trio.open_nursery() as tasks:
                 proc = await client.start(writer)

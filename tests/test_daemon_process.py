@@ -825,7 +825,9 @@ WINDOW = 8192
 BIG_WRITER = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 300_000)"]
 
 
-@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=WINDOW)])
+@pytest.mark.parametrize(
+    "server_config", [ServerConfig(retain_bytes=WINDOW // 4, ack_window_bytes=WINDOW)]
+)
 async def test_an_acking_client_pauses_the_process_at_the_window_and_acks_resume_it(
     connect: Any,
 ) -> None:
@@ -836,8 +838,12 @@ async def test_an_acking_client_pauses_the_process_at_the_window_and_acks_resume
         await client.start("w", BIG_WRITER)
         await trio.sleep(0.3)  # the writer would be done long since, were it not held
         held = [m for m in client.notifications["w"] if m["method"] == "process/output"]
-        assert 0 < sum(len(base64.b64decode(m["params"]["chunk"])) for m in held) <= WINDOW
+        held_bytes = sum(len(base64.b64decode(m["params"]["chunk"])) for m in held)
+        assert WINDOW // 4 < held_bytes <= WINDOW
         assert not any(m["method"] == "process/exited" for m in client.notifications["w"])
+        # Past retain_bytes, yet all unacknowledged output is still retained.
+        result = await client.call("process/read", {"processId": "w"})
+        assert sum(len(base64.b64decode(c["chunk"])) for c in result["chunks"]) == held_bytes
         # Acknowledge as it arrives: everything flows, and nothing was ever evicted.
         acked = 0
         while not any(m["method"] == "process/closed" for m in client.notifications["w"]):

@@ -53,12 +53,16 @@ class Retention:
     def __len__(self) -> int:
         return len(self._chunks) - self._head
 
-    def append(self, chunk: Output) -> None:
+    def append(self, chunk: Output, keep_after: int | None = None) -> None:
+        """Append, then evict the oldest chunks past the limits, except any after
+        ``keep_after`` (output an acknowledging client has not acknowledged yet)."""
         self._chunks.append(chunk)
         self.bytes += len(chunk.data)
         while len(self) and (
             self.bytes > self.limits.max_bytes or len(self) > self.limits.max_chunks
         ):
+            if keep_after is not None and self._chunks[self._head].seq > keep_after:
+                break
             evicted = self._chunks[self._head]
             self.bytes -= len(evicted.data)
             # Drop the data now, not at the next compaction: 32 evicted 256 KiB chunks
@@ -76,21 +80,14 @@ class Retention:
         start = bisect_right(self._chunks, after_seq, lo=self._head, key=lambda c: c.seq)
         return (self._chunks[i] for i in range(start, len(self._chunks)))
 
-    def fits_unacked(self, acked_seq: int, size: int) -> bool:
-        """Whether a chunk of ``size`` bytes can be appended without evicting any chunk
-        after ``acked_seq`` (one the client has not acknowledged).
-
-        Nothing unacknowledged is held: it fits, even if too big to be retained
-        itself (a window smaller than one chunk can't do better).
-        """
+    def fits_unacked(self, acked_seq: int, size: int, window: RetentionLimits) -> bool:
+        """Whether a chunk of ``size`` bytes keeps the output held after ``acked_seq``
+        (not acknowledged yet) within ``window``. With nothing held, any chunk fits."""
         held = list(self.after(acked_seq))
-        if not held or self.limits.max_bytes == 0 or self.limits.max_chunks == 0:
-            return True  # nothing held, or nothing is ever retained
+        if not held:
+            return True
         held_bytes = sum(len(chunk.data) for chunk in held)
-        return (
-            held_bytes + size <= self.limits.max_bytes
-            and len(held) + 1 <= self.limits.max_chunks
-        )
+        return held_bytes + size <= window.max_bytes and len(held) + 1 <= window.max_chunks
 
     def has_after(self, after_seq: int) -> bool:
         return len(self) > 0 and self._chunks[-1].seq > after_seq
@@ -133,13 +130,16 @@ class ProcessSequence:
         self.next_seq += 1
         return seq
 
-    def record_output(self, stream: StreamName, data: bytes) -> Output:
+    def record_output(
+        self, stream: StreamName, data: bytes, keep_after: int | None = None
+    ) -> Output:
+        """``keep_after``: retention evicts nothing after this seq (see Retention.append)."""
         if stream not in self._open_streams:
             raise SequenceError(f"stream {stream} is not open")
         if not data:
             raise SequenceError("an output chunk is never empty")
         event = Output(self._take_seq(), stream, data)
-        self.retention.append(event)
+        self.retention.append(event, keep_after)
         return event
 
     def record_eof(self, stream: StreamName) -> list[SeqEvent]:

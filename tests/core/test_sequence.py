@@ -405,7 +405,8 @@ def test_evicted_chunks_release_their_data_at_once() -> None:
 
 
 @given(
-    max_bytes=st.integers(min_value=1, max_value=64),
+    retain=st.integers(min_value=1, max_value=64),
+    window=st.integers(min_value=1, max_value=64),
     max_chunks=st.integers(min_value=1, max_value=6),
     steps=st.lists(
         st.one_of(
@@ -416,23 +417,31 @@ def test_evicted_chunks_release_their_data_at_once() -> None:
     ),
 )
 def test_the_ack_window_never_lets_unacknowledged_output_be_evicted(
-    max_bytes: int, max_chunks: int, steps: list[tuple[str, int]]
+    retain: int, window: int, max_chunks: int, steps: list[tuple[str, int]]
 ) -> None:
-    """The sequencer's rule (append a chunk only when ``fits_unacked``) against an oracle:
-    every chunk after the acknowledged seq stays retained."""
-    retention = Retention(RetentionLimits(max_bytes=max_bytes, max_chunks=max_chunks))
+    """The sequencer's rule (append a chunk only when ``fits_unacked``, keeping what is
+    after the acknowledged seq) against an oracle: every unacknowledged chunk stays
+    retained, and what is acknowledged is bounded by the usual retention limits."""
+    retention = Retention(RetentionLimits(max_bytes=retain, max_chunks=max_chunks))
+    ack_window = RetentionLimits(max_bytes=window, max_chunks=max_chunks)
     acked, next_seq, appended = 0, 1, []
     for kind, value in steps:
         if kind == "ack":
             acked = min(next_seq - 1, acked + value)  # the client acks a prefix of what came
             continue
-        size = min(value, max_bytes)  # the sequencer cuts a chunk to the window
-        if not retention.fits_unacked(acked, size):
+        size = min(value, window)  # the sequencer cuts a chunk to the window
+        if not retention.fits_unacked(acked, size, ack_window):
             acked = next_seq - 1  # waiting: only an ack opens the window
-            assert retention.fits_unacked(acked, size)
+            assert retention.fits_unacked(acked, size, ack_window)
         chunk = Output(next_seq, "stdout", b"x" * size)
-        retention.append(chunk)
+        retention.append(chunk, keep_after=acked)
         appended.append(chunk)
         next_seq += 1
-        unacked = [c.seq for c in appended if c.seq > acked]
-        assert [c.seq for c in retention.after(acked)] == unacked
+        unacked = [c for c in appended if c.seq > acked]
+        retained = list(retention.after(0))
+        assert [c.seq for c in retained if c.seq > acked] == [c.seq for c in unacked]
+        assert sum(len(c.data) for c in unacked) <= max(window, size)
+        # Acknowledged output goes first, down to the limits: retention is over them
+        # only while its oldest chunk is unacknowledged.
+        if sum(len(c.data) for c in retained) > retain or len(retained) > max_chunks:
+            assert retained[0].seq > acked
