@@ -109,13 +109,13 @@ async def sample_interleaved(
     *,
     warmup: int = 10,
     block: int = 25,
-    block_warmup_s: float = 0.06,
+    block_warmup_s: float = 0.25,
 ) -> dict[str, list[float]]:
     """Time each variant ``n`` times, interleaved in blocks, so machine drift hits all alike.
 
     Each block starts with ``block_warmup_s`` of untimed calls of the same variant:
     on these VMs a process that sat idle while the other variants ran (a daemon, say)
-    is slow for its next ~20 calls (measured: +30-50% for ~60 ms), and without this the
+    is slow for its next ~20-80 calls (measured: +30-50%, fading over ~0.2 s), and without this the
     first variant after an in-process one pays for it. The idle case is measured on
     its own, for every variant alike, by :func:`sample_after_idle`.
     """

@@ -24,7 +24,7 @@ from ._environment import environment_info
 from ._errors import RpcError
 from ._fs import FsService
 from ._session import Session, SessionRegistry
-from ._transport import MessageTransport, TransportClosed
+from ._transport import Frame, MessageTransport, TransportClosed
 
 log = logging.getLogger("exec_runtime.connection")
 
@@ -78,6 +78,10 @@ def _value_limit_error(
     return None
 
 
+def _size(frame: Frame) -> int:
+    return len(frame) if isinstance(frame, bytes) else sum(len(piece) for piece in frame)
+
+
 def _notification(process_id: str, event: SeqEvent) -> wire.Notification:
     params: Any
     if isinstance(event, Output):
@@ -109,7 +113,7 @@ class Connection:
         self.session: Session | None = None
         self.initialized = False
         self.fs = FsService()
-        self._outbox_send, self._outbox_receive = trio.open_memory_channel[bytes](
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[Frame](
             registry.config.outbox_frames
         )
         self._send_lock = trio.StrictFIFOLock()
@@ -173,14 +177,14 @@ class Connection:
     async def _writer(self) -> None:
         async with self._outbox_receive:
             async for frame in self._outbox_receive:
-                batch, size = [frame], len(frame)
+                batch, size = [frame], _size(frame)
                 while size < WRITE_BATCH_BYTES:
                     try:
                         frame = self._outbox_receive.receive_nowait()
                     except trio.WouldBlock:
                         break
                     batch.append(frame)
-                    size += len(frame)
+                    size += _size(frame)
                 async with self._send_lock:
                     try:
                         await self.transport.send_messages(batch)
@@ -189,7 +193,7 @@ class Connection:
                     finally:
                         self._unsent -= len(batch)
 
-    async def _send_frames(self, frames: list[bytes]) -> None:
+    async def _send_frames(self, frames: list[Frame]) -> None:
         try:
             if self._unsent == 0 and not self._send_lock.locked():
                 self._send_lock.acquire_nowait()  # no yield between the check and this
@@ -212,14 +216,14 @@ class Connection:
             pass  # the connection is going away; a detached session retains state
 
     async def _send(self, message: Any) -> None:
-        await self._send_frames([self.codec.encode(message)])
+        await self._send_frames([self.codec.encode_pieces(message)])
 
     async def _send_error(self, request_id: wire.RequestId, code: int, message: str) -> None:
         error = wire.ErrorObject(code=code, message=message)
         await self._send(wire.ErrorResponse(id=request_id, error=error))
 
     async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None:
-        encode = self.codec.encode
+        encode = self.codec.encode_pieces
         await self._send_frames([encode(_notification(process_id, event)) for event in events])
 
     # --- incoming -------------------------------------------------------------------

@@ -3,13 +3,11 @@ per in-memory item. The connection logic only sees :class:`MessageTransport`."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Protocol
 
 import trio
 import trio_websocket
-import wsproto.events
 
 import protocol_schema as wire
 
@@ -18,12 +16,17 @@ class TransportClosed(Exception):
     """The peer went away or the transport was closed."""
 
 
+Frame = bytes | tuple[bytes, ...]
+"""One encoded message, whole or in pieces that are joined on the wire (so a big
+output chunk is copied once, into the write, not first into its message)."""
+
+
 class MessageTransport(Protocol):
     codec: wire.Codec
 
     async def send_message(self, data: bytes) -> None: ...
 
-    async def send_messages(self, messages: Sequence[bytes]) -> None:
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
         """Send several messages, in order, in as few writes as the transport allows."""
         ...
 
@@ -32,92 +35,29 @@ class MessageTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
-_TEXT: Final = 0x1
-_BINARY: Final = 0x2
-_FIN: Final = 0x80
-
-
-def server_frame_header(opcode: int, length: int) -> bytes:
-    """The header of one unmasked, final WebSocket frame (RFC 6455 §5.2), as a server
-    sends it; the payload follows as it is."""
-    if length < 126:
-        return struct.pack("!BB", _FIN | opcode, length)
-    if length < 1 << 16:
-        return struct.pack("!BBH", _FIN | opcode, 126, length)
-    return struct.pack("!BBQ", _FIN | opcode, 127, length)
+def joined(message: Frame) -> bytes:
+    return message if isinstance(message, bytes) else b"".join(message)
 
 
 class WebSocketTransport:
-    """A trio-websocket connection carrying one message per frame.
-
-    Sending bypasses ``WebSocketConnection.send_message`` for two reasons measured in
-    the one-shot benchmark: its send lock costs a scheduler round even when nobody
-    else holds it, and it writes each message on its own (one syscall, and one wake-up
-    of the peer, per message). Here several messages are framed and written with one
-    ``send_all``, through trio-websocket's stream and under its send lock (taken without
-    a yield when free), so pings and the close handshake still interleave only between
-    whole writes. This is what lets ``exited`` and ``closed`` reach the client in one
-    segment and bulk output cost fewer syscalls.
-
-    Server frames are unmasked and trio-websocket negotiates no extensions, so a
-    :func:`server_frame_header` and the payload are exactly what wsproto would send,
-    without its copies; JSON from msgspec is valid UTF-8 and goes out as a text frame
-    as it is. Client frames must be masked: there wsproto frames them (our own client
-    has its own connection, in ``_ws_client.py``; this path serves the test proxy).
-    """
+    """A trio-websocket connection carrying one message per frame: the fault proxy of
+    ``exec_runtime.testing`` speaks it on both sides (the daemon and the client have
+    their own connection, in ``_websocket.py``)."""
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, codec: wire.Codec) -> None:
         self.ws = ws
         self.codec = codec
-        self._opcode = _BINARY if codec.binary else _TEXT
-        # The private members the fast path needs; without them (another trio-websocket
-        # release), fall back to one send_message per message.
-        needed = ("_wsproto", "_stream", "_stream_lock", "_close_reason", "_abort_web_socket")
-        self.batched = all(hasattr(ws, name) for name in needed)
-
-    def _frames(self, messages: Sequence[bytes]) -> bytes:
-        if not self.ws.is_client:
-            # Headers and payloads joined once: a 256 KiB payload is copied one time.
-            opcode = self._opcode
-            parts: list[bytes] = []
-            for message in messages:
-                parts += (server_frame_header(opcode, len(message)), message)
-            return b"".join(parts)
-        events: list[wsproto.events.Event]
-        if self.codec.binary:
-            events = [wsproto.events.BytesMessage(data=message) for message in messages]
-        else:
-            events = [wsproto.events.TextMessage(data=message.decode()) for message in messages]
-        return b"".join([self.ws._wsproto.send(event) for event in events])
 
     async def send_message(self, data: bytes) -> None:
-        await self.send_messages((data,))
+        try:
+            # Text frames for JSON, binary frames for msgpack (PROTOCOL §1).
+            await self.ws.send_message(data if self.codec.binary else data.decode())
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(str(exc)) from None
 
-    async def send_messages(self, messages: Sequence[bytes]) -> None:
-        if not self.batched:
-            for data in messages:
-                try:
-                    # Text frames for JSON, binary frames for msgpack (PROTOCOL §1).
-                    await self.ws.send_message(data if self.codec.binary else data.decode())
-                except trio_websocket.ConnectionClosed as exc:
-                    raise TransportClosed(str(exc)) from None
-            return
-        ws: Any = self.ws
-        if ws._close_reason is not None:
-            raise TransportClosed(str(ws._close_reason))
-        data = self._frames(messages)
-        lock: trio.StrictFIFOLock = ws._stream_lock
-        try:
-            lock.acquire_nowait()  # uncontended (the usual case): no scheduler round
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            await ws._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await ws._abort_web_socket()
-            raise TransportClosed(str(ws._close_reason)) from None
-        finally:
-            lock.release()
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
+        for message in messages:
+            await self.send_message(joined(message))
 
     async def receive_message(self) -> bytes | str:
         try:
@@ -149,8 +89,8 @@ class StreamLineTransport:
     async def send_message(self, data: bytes) -> None:
         await self.send_messages((data,))
 
-    async def send_messages(self, messages: Sequence[bytes]) -> None:
-        lines = b"".join([line for message in messages for line in (message, b"\n")])
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
+        lines = b"".join([joined(message) + b"\n" for message in messages])
         async with self._send_lock:
             try:
                 await self._send.send_all(lines)
@@ -206,9 +146,9 @@ class MemoryTransport:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportClosed(str(exc) or "peer closed") from None
 
-    async def send_messages(self, messages: Sequence[bytes]) -> None:
-        for data in messages:
-            await self.send_message(data)
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
+        for message in messages:
+            await self.send_message(joined(message))
 
     async def receive_message(self) -> bytes:
         try:

@@ -30,7 +30,7 @@ import trio_websocket
 
 import protocol_schema as wire
 
-from ._transport import TransportClosed
+from ._transport import Frame, TransportClosed, joined
 
 log = logging.getLogger("exec_runtime.websocket")
 
@@ -137,14 +137,19 @@ class WebSocket:
 
     # --- sending ----------------------------------------------------------------------
 
-    async def send_messages(self, messages: Sequence[bytes], opcode: int) -> None:
+    async def send_messages(self, messages: Sequence[Frame], opcode: int) -> None:
         if self.is_client:
-            data = b"".join([client_frame(opcode, message) for message in messages])
+            data = b"".join([client_frame(opcode, joined(message)) for message in messages])
         else:
-            # Headers and payloads joined once: a big payload is copied one time.
+            # Headers and payloads (or their pieces) joined once: a big chunk is copied
+            # one time, into the write.
             parts: list[bytes] = []
             for message in messages:
-                parts += (server_frame_header(opcode, len(message)), message)
+                if isinstance(message, bytes):
+                    parts += (server_frame_header(opcode, len(message)), message)
+                else:
+                    length = sum(len(piece) for piece in message)
+                    parts += (server_frame_header(opcode, length), *message)
             data = b"".join(parts)
         await self._send(data)
 
@@ -494,7 +499,7 @@ class WebSocketMessageTransport:
     async def send_message(self, data: bytes) -> None:
         await self.ws.send_messages((data,), self._opcode)
 
-    async def send_messages(self, messages: Sequence[bytes]) -> None:
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
         await self.ws.send_messages(messages, self._opcode)
 
     async def receive_message(self) -> bytes | str:

@@ -7,6 +7,7 @@ Two codecs share one interface: JSON text (the default) and msgpack binary frame
 from __future__ import annotations
 
 import binascii
+import struct
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -35,6 +36,14 @@ class InvalidParams(ValueError):
 
 _EMPTY_CHUNK: Final = b'"chunk":""'
 _QUOTE: Final = ord('"')
+
+
+def _msgpack_bin_header(length: int) -> bytes:
+    if length < 1 << 8:
+        return struct.pack("!BB", 0xC4, length)
+    if length < 1 << 16:
+        return struct.pack("!BH", 0xC5, length)
+    return struct.pack("!BI", 0xC6, length)
 
 
 class _OutputParamsText(WireStruct, omit_defaults=False):
@@ -81,28 +90,48 @@ class Codec:
             self._envelope_decoder = msgspec.json.Decoder(IncomingMessage)
 
     def encode(self, message: Any) -> bytes:
-        if (
-            not self.binary
-            and isinstance(message, Notification)
-            and isinstance(message.params, ProcessOutputParams)
-        ):
+        pieces = self.encode_pieces(message)
+        return pieces if isinstance(pieces, bytes) else b"".join(pieces)
+
+    def encode_pieces(self, message: Any) -> bytes | tuple[bytes, ...]:
+        """``encode``, but an output notification comes as pieces to be joined: the
+        chunk itself (msgpack) or its base64 (JSON) is never copied into a message.
+        The joined bytes are exactly what ``encode`` returns."""
+        if isinstance(message, Notification) and isinstance(message.params, ProcessOutputParams):
             return self._encode_output(message, message.params)
         return self._encoder.encode(message)  # type: ignore[no-any-return]
 
-    def _encode_output(self, message: Notification, params: ProcessOutputParams) -> bytes:
-        # Encode with an empty chunk, then put the base64 text in its place: msgspec
-        # never scans or copies the big string. The empty value is found from the
-        # right, and can't be inside a string value (its quotes would be escaped).
-        empty = Notification(
+    def _encode_output(
+        self, message: Notification, params: ProcessOutputParams
+    ) -> bytes | tuple[bytes, ...]:
+        # Encode with an empty chunk, then put the chunk in its place: msgspec never
+        # copies (or, in JSON, base64-encodes and scans) the big value.
+        if self.binary:
+            if message.trace is not None:
+                return self._encoder.encode(message)  # type: ignore[no-any-return]
+            empty = Notification(
+                method=message.method,
+                params=ProcessOutputParams(
+                    process_id=params.process_id, seq=params.seq, stream=params.stream, chunk=b""
+                ),
+            )
+            frame: bytes = self._encoder.encode(empty)
+            # The chunk is the last value: an empty bin 8 (c4 00) ends the message.
+            if not frame.endswith(b"\xc4\x00"):  # pragma: no cover - msgspec changed
+                return self._encoder.encode(message)  # type: ignore[no-any-return]
+            return frame[:-2] + _msgpack_bin_header(len(params.chunk)), params.chunk
+        empty_text = Notification(
             method=message.method,
             params=_OutputParamsText(
                 process_id=params.process_id, seq=params.seq, stream=params.stream, chunk=""
             ),
             trace=message.trace,
         )
-        frame: bytes = self._encoder.encode(empty)
+        frame = self._encoder.encode(empty_text)
+        # Found from the right, and can't be inside a string value (its quotes would
+        # be escaped there).
         at = frame.rindex(_EMPTY_CHUNK) + len(_EMPTY_CHUNK) - 1
-        return b"".join((frame[:at], pybase64.b64encode(params.chunk), frame[at:]))
+        return frame[:at], pybase64.b64encode(params.chunk), frame[at:]
 
     def decode_message(self, data: bytes | str) -> IncomingMessage:
         if self.binary and isinstance(data, str):

@@ -535,14 +535,26 @@ _traces = st.none() | st.builds(
     chunk=st.binary(max_size=3000),
     trace=_traces,
 )
-def test_json_output_fast_path_is_byte_identical_to_msgspec(
+def test_output_fast_paths_are_byte_identical_to_msgspec(
     process_id: str, seq: int, stream: Any, chunk: bytes, trace: wire.TraceContext | None
 ) -> None:
     params = wire.ProcessOutputParams(process_id=process_id, seq=seq, stream=stream, chunk=chunk)
     message = wire.Notification(method="process/output", params=params, trace=trace)
-    encoded = JSON.encode(message)
-    assert encoded == msgspec.json.encode(message)
-    assert JSON.decode(JSON.decode_message(encoded).params, wire.ProcessOutputParams) == params
+    for codec, reference in ((JSON, msgspec.json.encode), (MSGPACK, msgspec.msgpack.encode)):
+        pieces = codec.encode_pieces(message)
+        encoded = pieces if isinstance(pieces, bytes) else b"".join(pieces)
+        assert encoded == codec.encode(message) == reference(message)
+        decoded = codec.decode(codec.decode_message(encoded).params, wire.ProcessOutputParams)
+        assert decoded == params
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 300_000])
+def test_msgpack_output_pieces_cover_every_bin_length(size: int) -> None:
+    params = wire.ProcessOutputParams(process_id="p", seq=1, stream="stdout", chunk=b"x" * size)
+    message = wire.Notification(method="process/output", params=params)
+    pieces = MSGPACK.encode_pieces(message)
+    assert isinstance(pieces, tuple) and pieces[-1] is params.chunk  # not copied
+    assert b"".join(pieces) == msgspec.msgpack.encode(message)
 
 
 def test_json_output_decode_falls_back_for_escapes_and_names_bad_base64() -> None:

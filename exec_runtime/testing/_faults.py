@@ -20,7 +20,7 @@ import trio
 import protocol_schema as wire
 
 from .._client import Connector
-from .._transport import MessageTransport, TransportClosed
+from .._transport import Frame, MessageTransport, TransportClosed, joined
 
 CLOSE_TIMEOUT = 1.0
 """How long closing the wrapped transport may take after a drop."""
@@ -197,9 +197,9 @@ class FaultyTransport:
             raise TransportClosed("fault: connection dropped")
         await self.inner.send_message(data)
 
-    async def send_messages(self, messages: Sequence[bytes]) -> None:
-        for data in messages:
-            await self.send_message(data)
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
+        for message in messages:
+            await self.send_message(joined(message))
 
     async def receive_message(self) -> bytes | str:
         while True:
