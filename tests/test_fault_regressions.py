@@ -317,20 +317,23 @@ def test_signal_and_terminate_while_detached() -> None:
     assert runner.procs[1].terminates == ["True"]
 
 
+OVERRUN_WHILE_PARTITIONED = (
+    StartScripted(chunks=30, chunk_size=1000, pause=0.002),  # 30 KB against 2 KiB retained
+    StartCat(),
+    WaitFor(0, "process/output"),
+    Partition(),
+    Write(0, b"still here"),
+    Sleep(0.3),
+    Heal(),
+)
+
+
 def test_retention_exceeded_while_detached_fails_only_that_process() -> None:
     runner = replay(
         Program(
             retain_bytes=2048,
             ack_output=False,  # with acknowledgements nothing is evicted: see below
-            steps=(
-                StartScripted(chunks=30, chunk_size=1000, pause=0.002),
-                StartCat(),
-                WaitFor(0, "process/output"),
-                Partition(),
-                Write(0, b"still here"),
-                Sleep(0.3),
-                Heal(),
-            ),
+            steps=OVERRUN_WHILE_PARTITIONED,
         )
     )
     first, cat = runner.procs
@@ -342,15 +345,7 @@ def test_with_acknowledgements_the_same_partition_loses_nothing() -> None:
     runner = replay(
         Program(
             retain_bytes=2048,
-            steps=(
-                StartScripted(chunks=30, chunk_size=1000, pause=0.002),
-                StartCat(),
-                WaitFor(0, "process/output"),
-                Partition(),
-                Write(0, b"still here"),
-                Sleep(0.3),
-                Heal(),
-            ),
+            steps=OVERRUN_WHILE_PARTITIONED,
         )
     )
     first, cat = runner.procs

@@ -19,6 +19,7 @@ import trio.lowlevel
 import trio_websocket
 from hypothesis import given
 from hypothesis import strategies as st
+from ws_raw import RawEnd, frame
 
 from exec_runtime._transport import TransportClosed
 from exec_runtime._websocket import (
@@ -37,45 +38,13 @@ from exec_runtime._websocket import (
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def frame(
-    opcode: int, payload: bytes, *, fin: bool = True, masked: bool = False, rsv: int = 0
-) -> bytes:
-    first = (0x80 if fin else 0) | rsv | opcode
-    length = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if length < 126:
-        header = bytes([first, mask_bit | length])
-    elif length < 1 << 16:
-        header = bytes([first, mask_bit | 126]) + struct.pack("!H", length)
-    else:
-        header = bytes([first, mask_bit | 127]) + struct.pack("!Q", length)
-    if masked:
-        key = b"\x01\x02\x03\x04"
-        return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + payload
-
-
-class RawServerSide:
+class RawServerSide(RawEnd):
     """The server end of one connection: reads the upgrade, then raw frames."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-        self.request_head = b""
-
-    async def _fill(self, size: int) -> None:
-        while len(self.buffer) < size:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError
-            self.buffer += data
+    request_head = b""
 
     async def read_request(self) -> dict[bytes, bytes]:
-        while b"\r\n\r\n" not in self.buffer:
-            await self._fill(len(self.buffer) + 1)
-        end = self.buffer.index(b"\r\n\r\n")
-        self.request_head = bytes(self.buffer[:end])
-        del self.buffer[: end + 4]
+        self.request_head = await self.head()
         headers = {}
         for line in self.request_head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
@@ -96,26 +65,9 @@ class RawServerSide:
             lines.append(b"Sec-WebSocket-Protocol: " + subprotocol)
         await self.stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
 
-    async def read_frame(self) -> tuple[int, bool, bytes, bytes]:
+    async def read_frame(self) -> tuple[int, bool, bytes, bytes]:  # type: ignore[override]
         """(opcode, fin, mask key, unmasked payload); asserts the client masked it."""
-        await self._fill(2)
-        first, second = self.buffer[0], self.buffer[1]
-        assert second & 0x80, "a client frame must be masked"
-        length, offset = second & 0x7F, 2
-        if length == 126:
-            await self._fill(4)
-            (length,) = struct.unpack_from("!H", self.buffer, 2)
-            offset = 4
-        elif length == 127:
-            await self._fill(10)
-            (length,) = struct.unpack_from("!Q", self.buffer, 2)
-            offset = 10
-        await self._fill(offset + 4 + length)
-        key = bytes(self.buffer[offset : offset + 4])
-        masked = bytes(self.buffer[offset + 4 : offset + 4 + length])
-        del self.buffer[: offset + 4 + length]
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(masked))
-        return first & 0x0F, bool(first & 0x80), key, payload
+        return await super().read_frame(masked=True)
 
 
 Script = Callable[[RawServerSide], Awaitable[None]]

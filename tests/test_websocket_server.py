@@ -7,6 +7,7 @@ import json
 import struct
 
 import trio
+from ws_raw import RawEnd, frame
 
 from exec_runtime._websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT
 
@@ -18,50 +19,12 @@ UPGRADE = (
 
 
 def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    assert len(payload) < 126
-    if not masked:
-        return bytes([first, len(payload)]) + payload
-    key = b"\x0a\x0b\x0c\x0d"
-    return bytes([first, 0x80 | len(payload)]) + key + bytes(
-        b ^ key[i % 4] for i, b in enumerate(payload)
-    )
+    return frame(opcode, payload, fin=fin, masked=masked)
 
 
-class RawPeer:
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def _fill(self, size: int) -> None:
-        while len(self.buffer) < size:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError(self.buffer)
-            self.buffer += data
-
-    async def head(self) -> bytes:
-        while b"\r\n\r\n" not in self.buffer:
-            await self._fill(len(self.buffer) + 1)
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        return head
-
+class RawPeer(RawEnd):
     async def frame(self) -> tuple[int, bytes]:
-        await self._fill(2)
-        assert not self.buffer[1] & 0x80, "server frames are never masked"
-        length, offset = self.buffer[1] & 0x7F, 2
-        if length == 126:
-            await self._fill(4)
-            (length,) = struct.unpack_from("!H", self.buffer, 2)
-            offset = 4
-        elif length == 127:
-            await self._fill(10)
-            (length,) = struct.unpack_from("!Q", self.buffer, 2)
-            offset = 10
-        await self._fill(offset + length)
-        opcode = self.buffer[0] & 0x0F
-        payload = self.buffer[offset : offset + length]
-        self.buffer = self.buffer[offset + length :]
+        opcode, _, _, payload = await self.read_frame(masked=False)  # servers never mask
         return opcode, payload
 
 
