@@ -289,11 +289,11 @@ def _peer(stream: trio.abc.Stream) -> str:
 
 
 class _WatchedStream(ReplayStream):
-    """Tracks whether the WebSocket is *idle*: trio-websocket's reader is waiting for
+    """Tracks whether the WebSocket is *idle*: the connection's reader is waiting for
     bytes (so a pong would be seen at once) and nothing is being sent. A missing pong
     only counts as a dead peer while idle: a client that stops reading blocks our
-    sends, and a full message queue stops trio-websocket's reader, and neither is
-    evidence that the peer is gone."""
+    sends, and a full request queue stops our reader, and neither is evidence that
+    the peer is gone."""
 
     def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
         super().__init__(inner, prefix)
