@@ -513,6 +513,14 @@ class WebSocketMessageTransport:
         await self.ws.aclose()
 
 
+def _valid_key(key: str) -> bool:
+    """16 random bytes in base64 (RFC 6455 §4.1)."""
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (UnicodeEncodeError, ValueError):  # binascii.Error is a ValueError
+        return False
+
+
 async def accept(
     stream: trio.abc.Stream,
     headers: dict[str, str],
@@ -534,7 +542,7 @@ async def accept(
         problem = "not a WebSocket upgrade"
     elif headers.get("sec-websocket-version") != "13":
         problem = "only WebSocket version 13 is spoken here"
-    elif len(base64.b64decode(key.encode(), validate=False) if key else b"") != 16:
+    elif not _valid_key(key):
         problem = "a bad Sec-WebSocket-Key"
     if problem is not None:
         log.debug("refused an upgrade: %s", problem)

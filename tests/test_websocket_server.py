@@ -53,6 +53,12 @@ async def test_a_bad_version_gets_400_and_a_good_upgrade_chooses_msgpack(daemon:
             await stream.send_all(UPGRADE.replace(b"Version: 13", b"Version: 8") + b"\r\n")
             reply = await stream.receive_some(65536)
         assert reply.startswith(b"HTTP/1.1 400") and b"Sec-WebSocket-Version: 13" in reply
+        for bad_key in (b"not base64!!", b"c2hvcnQ=", "k\u00e9y".encode()):
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                await stream.send_all(UPGRADE.replace(KEY, bad_key) + b"\r\n")
+                reply = await stream.receive_some(65536)
+            assert reply.startswith(b"HTTP/1.1 400"), (bad_key, reply)
         peer = await upgraded(daemon, b"Sec-WebSocket-Protocol: other, exec-runtime.msgpack.v1\r\n")
         async with peer.stream:
             pass
