@@ -11,7 +11,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("exec-runtime", "trio", "trio-websocket", "wsproto", "h11", "msgspec", "pybase64", "attrs")
+PACKAGES = (
+    "exec-runtime",
+    "trio",
+    "trio-websocket",
+    "wsproto",
+    "h11",
+    "msgspec",
+    "pybase64",
+    "attrs",
+)
 
 
 def _cpu_model() -> str:
