@@ -17,7 +17,8 @@ from ._connection import Connection
 from ._errors import TransportError
 from ._session import SessionRegistry
 from ._transport import MessageTransport, TransportClosed, memory_transport_pair
-from ._websocket import WebSocketMessageTransport, handshake
+from ._websocket import WebSocketMessageTransport
+from ._websocket_handshake import handshake
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

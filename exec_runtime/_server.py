@@ -30,7 +30,8 @@ from ._http import BadRequest, ReplayStream, bearer_refusal, read_request_head, 
 from ._managed import ManagedProcess, State
 from ._session import SessionRegistry
 from ._transport import StreamLineTransport, TransportClosed
-from ._websocket import WebSocket, WebSocketMessageTransport, accept
+from ._websocket import WebSocket, WebSocketMessageTransport
+from ._websocket_handshake import accept
 
 log = logging.getLogger("exec_runtime.server")
 

@@ -1,5 +1,5 @@
-"""WebSocket connections (RFC 6455) for both ends: the handshakes, then frames read in
-the task that asks for a message.
+"""WebSocket connections (RFC 6455) for both ends, once open (the handshakes are in
+``_websocket_handshake.py``): frames read in the task that asks for a message.
 
 Why not trio-websocket: measured on the benchmark machine, wsproto's frame parser
 costs about 2 ms per MB (each payload is copied through its buffer several times),
@@ -17,25 +17,17 @@ side fails the connection (1002) on a frame masked the wrong way.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import logging
 import os
 import struct
 from collections.abc import Sequence
 from typing import Final
 
 import trio
-import trio_websocket
 
 import protocol_schema as wire
 
 from ._transport import Frame, TransportClosed, joined
 
-log = logging.getLogger("exec_runtime.websocket")
-
-_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_HEAD: Final = 64 * 1024
 RECEIVE_SIZE: Final = 256 * 1024
 
 CONTINUATION: Final = 0x0
@@ -49,10 +41,6 @@ NORMAL_CLOSURE: Final = 1000
 PROTOCOL_ERROR: Final = 1002
 INVALID_PAYLOAD: Final = 1007
 MESSAGE_TOO_BIG: Final = 1009
-
-
-class HandshakeFailed(trio_websocket.HandshakeError):
-    """The server answered the upgrade with something that is not a WebSocket."""
 
 
 def mask(payload: bytes | memoryview, key: bytes) -> bytes:
@@ -95,10 +83,6 @@ def server_frame_header(opcode: int, length: int) -> bytes:
     if length < 1 << 16:
         return struct.pack("!BBH", 0x80 | opcode, 126, length)
     return struct.pack("!BBQ", 0x80 | opcode, 127, length)
-
-
-def accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
 class WebSocket:
@@ -396,98 +380,6 @@ class WebSocket:
             await trio.aclose_forcefully(self._stream)
 
 
-async def handshake(
-    stream: trio.abc.Stream,
-    host: str,
-    resource: str,
-    *,
-    subprotocols: Sequence[str] = (),
-    extra_headers: Sequence[tuple[bytes, bytes]] = (),
-    max_message_size: int = 64 * 1024 * 1024,
-) -> ClientWebSocket:
-    """Upgrade ``stream``. Raises ``trio_websocket.ConnectionRejected`` for any status
-    but 101 (e.g. 401 for a missing token), HandshakeFailed for a bad upgrade, and
-    TransportClosed if the server hangs up first."""
-    key = base64.b64encode(os.urandom(16))
-    lines = [
-        f"GET {resource} HTTP/1.1".encode(),
-        b"Host: " + host.encode("idna"),
-        b"Upgrade: websocket",
-        b"Connection: Upgrade",
-        b"Sec-WebSocket-Key: " + key,
-        b"Sec-WebSocket-Version: 13",
-    ]
-    if subprotocols:
-        lines.append(b"Sec-WebSocket-Protocol: " + ", ".join(subprotocols).encode())
-    lines += [name + b": " + value for name, value in extra_headers]
-    try:
-        await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
-        status, headers, rest = await _read_response_head(stream)
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise TransportClosed(f"connection lost during the handshake: {exc}") from None
-    if status != 101:
-        body = await _read_body(stream, headers, rest)
-        raise trio_websocket.ConnectionRejected(status, tuple(headers), body)
-    fields = {name.lower(): value for name, value in headers}
-    if fields.get(b"upgrade", b"").lower() != b"websocket":
-        raise HandshakeFailed("the server did not upgrade to websocket")
-    if fields.get(b"sec-websocket-accept") != accept_key(key):
-        raise HandshakeFailed("the server's Sec-WebSocket-Accept does not match our key")
-    if fields.get(b"sec-websocket-extensions"):
-        raise HandshakeFailed("the server agreed to an extension we did not offer")
-    chosen = fields.get(b"sec-websocket-protocol")
-    subprotocol = chosen.decode() if chosen else None
-    if subprotocol is not None and subprotocol not in subprotocols:
-        raise HandshakeFailed(f"the server chose a subprotocol we did not offer: {subprotocol}")
-    return WebSocket(stream, subprotocol, rest, max_message_size)
-
-
-async def _read_response_head(
-    stream: trio.abc.Stream,
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    buffer = bytearray()
-    while (end := buffer.find(b"\r\n\r\n")) < 0:
-        if len(buffer) > _MAX_HEAD:
-            raise HandshakeFailed("the server's response head is too long")
-        data = await stream.receive_some(16 * 1024)
-        if not data:
-            raise TransportClosed("the connection closed during the handshake")
-        buffer += data
-    head, rest = bytes(buffer[:end]), bytes(buffer[end + 4 :])
-    status_line, *header_lines = head.split(b"\r\n")
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise HandshakeFailed(f"not an HTTP response: {status_line[:80]!r}")
-    headers = []
-    for line in header_lines:
-        name, sep, value = line.partition(b":")
-        if sep:
-            headers.append((name.strip().lower(), value.strip()))
-    return int(parts[1]), headers, rest
-
-
-async def _read_body(
-    stream: trio.abc.Stream, headers: list[tuple[bytes, bytes]], rest: bytes
-) -> bytes:
-    """A rejection's body (for the error), bounded; empty if it does not say its length."""
-    length = next((value for name, value in headers if name == b"content-length"), b"0")
-    wanted = min(int(length) if length.isdigit() else 0, _MAX_HEAD)
-    body = bytearray(rest)
-    with trio.move_on_after(1):
-        while len(body) < wanted:
-            try:
-                data = await stream.receive_some(wanted - len(body))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                break
-            if not data:
-                break
-            body += data
-    return bytes(body[:wanted])
-
-
-ClientWebSocket = WebSocket
-
-
 class WebSocketMessageTransport:
     """A :class:`MessageTransport` on either end: one message per frame (PROTOCOL §1)."""
 
@@ -511,57 +403,3 @@ class WebSocketMessageTransport:
 
     async def aclose(self) -> None:
         await self.ws.aclose()
-
-
-def _valid_key(key: str) -> bool:
-    """16 random bytes in base64 (RFC 6455 §4.1)."""
-    try:
-        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
-    except (UnicodeEncodeError, ValueError):  # binascii.Error is a ValueError
-        return False
-
-
-async def accept(
-    stream: trio.abc.Stream,
-    headers: dict[str, str],
-    buffered: bytes,
-    *,
-    subprotocols: Sequence[str],
-    max_message_size: int,
-) -> WebSocket | None:
-    """Answer an upgrade request (its head already read and checked for auth and
-    origin): 101 and an open server connection, or 400 and None.
-
-    ``headers`` has lower-cased names; ``buffered`` is what followed the head.
-    Of the client's offered subprotocols, the first in ``subprotocols`` is chosen.
-    """
-    key = headers.get("sec-websocket-key", "")
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    problem = None
-    if headers.get("upgrade", "").lower() != "websocket" or "upgrade" not in tokens:
-        problem = "not a WebSocket upgrade"
-    elif headers.get("sec-websocket-version") != "13":
-        problem = "only WebSocket version 13 is spoken here"
-    elif not _valid_key(key):
-        problem = "a bad Sec-WebSocket-Key"
-    if problem is not None:
-        log.debug("refused an upgrade: %s", problem)
-        body = problem.encode() + b"\n"
-        await stream.send_all(
-            b"HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        return None
-    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
-    chosen = next((p for p in subprotocols if p in offered), None)
-    lines = [
-        b"HTTP/1.1 101 Switching Protocols",
-        b"Upgrade: websocket",
-        b"Connection: Upgrade",
-        b"Sec-WebSocket-Accept: " + accept_key(key.encode()),
-    ]
-    if chosen is not None:
-        lines.append(b"Sec-WebSocket-Protocol: " + chosen.encode())
-    await stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
-    log.debug("upgraded to a WebSocket (subprotocol %s)", chosen)
-    return WebSocket(stream, chosen, buffered, max_message_size, client=False)

@@ -29,11 +29,10 @@ from exec_runtime._websocket import (
     PING,
     PONG,
     TEXT,
-    ClientWebSocket,
-    HandshakeFailed,
-    handshake,
+    WebSocket,
     mask,
 )
+from exec_runtime._websocket_handshake import HandshakeFailed, handshake
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -101,7 +100,7 @@ async def scripted_server(
             await client_stream.aclose()
 
 
-async def connect(stream: trio.SocketStream, **kwargs: object) -> ClientWebSocket:
+async def connect(stream: trio.SocketStream, **kwargs: object) -> WebSocket:
     return await handshake(stream, "127.0.0.1:1", "/", **kwargs)  # type: ignore[arg-type]
 
 
