@@ -33,16 +33,34 @@ class RequestHead:
         return "websocket" in self.headers.get("upgrade", "").lower()
 
 
-async def read_request_head(stream: trio.abc.ReceiveStream) -> RequestHead:
+class HeadTooLong(BadRequest):
+    pass
+
+
+async def read_head(stream: trio.abc.ReceiveStream, max_bytes: int = MAX_HEAD_BYTES) -> bytes:
+    """An HTTP head (request or response) up to its blank line, and whatever followed it.
+
+    Raises HeadTooLong past ``max_bytes``, EOFError if the stream ends first.
+    """
     buffer = bytearray()
     while b"\r\n\r\n" not in buffer:
-        if len(buffer) > MAX_HEAD_BYTES:
-            raise BadRequest("request head too large")
+        if len(buffer) > max_bytes:
+            raise HeadTooLong("the head is too large")
         data = await stream.receive_some(16 * 1024)
         if not data:
-            raise BadRequest("connection closed before the request head ended")
+            raise EOFError
         buffer += data
-    return parse_request_head(bytes(buffer))
+    return bytes(buffer)
+
+
+async def read_request_head(stream: trio.abc.ReceiveStream) -> RequestHead:
+    try:
+        raw = await read_head(stream)
+    except HeadTooLong:
+        raise BadRequest("request head too large") from None
+    except EOFError:
+        raise BadRequest("connection closed before the request head ended") from None
+    return parse_request_head(raw)
 
 
 def parse_request_head(raw: bytes) -> RequestHead:
@@ -86,19 +104,13 @@ def response(status: int, reason: str, body: bytes = b"", extra: str = "") -> by
     ).encode() + body
 
 
-class ReplayStream(trio.abc.Stream):
-    """A stream that first yields bytes already read from ``inner``, then reads ``inner``."""
+class WrappedStream(trio.abc.Stream):
+    """Delegates every call to ``inner``: a base for a stream that watches its use."""
 
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+    def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
-        self._prefix = prefix
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return bytes(data)
         return await self.inner.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

@@ -26,7 +26,7 @@ import protocol_schema as wire
 
 from ._config import ServerConfig
 from ._connection import Connection
-from ._http import BadRequest, ReplayStream, bearer_refusal, read_request_head, response
+from ._http import BadRequest, WrappedStream, bearer_refusal, read_request_head, response
 from ._managed import ManagedProcess, State
 from ._session import SessionRegistry
 from ._transport import StreamLineTransport, TransportClosed
@@ -273,7 +273,7 @@ async def _pre_handshake(daemon: _Daemon, stream: trio.abc.Stream) -> None:
         await _try_send(stream, response(426, "Upgrade Required", extra="Upgrade: websocket\r\n"))
         return
     _, _, rest = head.raw.partition(b"\r\n\r\n")
-    await _serve_websocket(daemon, _WatchedStream(stream, b""), head.headers, rest)
+    await _serve_websocket(daemon, _WatchedStream(stream), head.headers, rest)
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -289,15 +289,15 @@ def _peer(stream: trio.abc.Stream) -> str:
     return "?"
 
 
-class _WatchedStream(ReplayStream):
+class _WatchedStream(WrappedStream):
     """Tracks whether the WebSocket is *idle*: the connection's reader is waiting for
     bytes (so a pong would be seen at once) and nothing is being sent. A missing pong
     only counts as a dead peer while idle: a client that stops reading blocks our
     sends, and a full request queue stops our reader, and neither is evidence that
     the peer is gone."""
 
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        super().__init__(inner, prefix)
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
         self._sending = 0
         self._receiving = False
         self._idle_since: float | None = None

@@ -116,8 +116,6 @@ class WebSocket:
         self._receiving = False
         self._peer_closed = trio.Event()
         self._pongs: dict[bytes, trio.Event] = {}
-        self.close_code: int | None = None
-        """The code of the peer's close frame, once one arrived."""
 
     # --- sending ----------------------------------------------------------------------
 
@@ -317,7 +315,6 @@ class WebSocket:
                 waiting.set()
         elif opcode == CLOSE:
             code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
-            self.close_code = code
             reason = payload[2:].decode(errors="replace")
             peer = "server" if self.is_client else "client"
             self.close_reason = f"the {peer} closed the connection: {code} {reason}".rstrip()

@@ -14,6 +14,7 @@ from typing import Final
 import trio
 import trio_websocket
 
+from ._http import HeadTooLong, read_head
 from ._transport import TransportClosed
 from ._websocket import WebSocket
 
@@ -80,15 +81,13 @@ async def handshake(
 async def _read_response_head(
     stream: trio.abc.Stream,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    buffer = bytearray()
-    while (end := buffer.find(b"\r\n\r\n")) < 0:
-        if len(buffer) > _MAX_HEAD:
-            raise HandshakeFailed("the server's response head is too long")
-        data = await stream.receive_some(16 * 1024)
-        if not data:
-            raise TransportClosed("the connection closed during the handshake")
-        buffer += data
-    head, rest = bytes(buffer[:end]), bytes(buffer[end + 4 :])
+    try:
+        raw = await read_head(stream, _MAX_HEAD)
+    except HeadTooLong:
+        raise HandshakeFailed("the server's response head is too long") from None
+    except EOFError:
+        raise TransportClosed("the connection closed during the handshake") from None
+    head, _, rest = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.split(b"\r\n")
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
