@@ -151,7 +151,7 @@ async def connect(daemon: str) -> AsyncIterator[Any]:
     whose tasks were just cancelled never answers the daemon's close handshake, which
     would hold the daemon's shutdown for its close timeout."""
     clients: list[RawClient] = []
-    with _ignoring_trio_websocket_pong_race():
+    with ignoring_trio_websocket_pong_race():
         async with trio.open_nursery() as nursery:
 
             async def _connect(
@@ -171,7 +171,7 @@ async def connect(daemon: str) -> AsyncIterator[Any]:
 
 
 @contextmanager
-def _ignoring_trio_websocket_pong_race() -> Iterator[None]:
+def ignoring_trio_websocket_pong_race() -> Iterator[None]:
     """trio-websocket's client answers a ping that arrives after it sent its close
     frame, and wsproto refuses that pong (LocalProtocolError in the reader task). With
     the daemon pinging every 50 ms in the keepalive tests, a test client's teardown
