@@ -444,19 +444,25 @@ class ExecClient:
         except wire.InvalidParams as exc:
             log.warning("ignoring a malformed %s notification: %s", method, exc)
             return
+        if isinstance(params, wire.ProcessOutputParams):
+            self._on_output(params)
+            return
         stream = self._streams.get(params.process_id)
         if stream is None:
             return  # finished, or not ours
         event: SeqEvent
-        if isinstance(params, wire.ProcessOutputParams):
-            event = Output(params.seq, params.stream, params.chunk)
-        elif isinstance(params, wire.ProcessExitedParams):
+        if isinstance(params, wire.ProcessExitedParams):
             if params.sandbox_denied is msgspec.UNSET:
                 self._mark_gapped(stream)  # a legacy exit: read once to learn sandboxDenied
             event = Exited(params.seq, params.exit_code, params.sandbox_denied is True)
         else:
             event = Closed(params.seq)
         self._deliver(stream, [event])
+
+    def _on_output(self, params: wire.ProcessOutputParams) -> None:
+        stream = self._streams.get(params.process_id)
+        if stream is not None:  # else finished, or not ours
+            self._deliver(stream, [Output(params.seq, params.stream, params.chunk)])
 
     def _deliver(self, stream: ProcessStream, events: list[SeqEvent]) -> None:
         try:
@@ -667,6 +673,10 @@ class ExecClient:
         try:
             while True:
                 data = await link.transport.receive_message()
+                output = link.codec.decode_output_notification(data)
+                if output is not None:
+                    self._on_output(output)
+                    continue
                 try:
                     message = link.codec.decode_message(data)
                 except wire.MalformedMessage as exc:

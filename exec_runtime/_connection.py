@@ -38,7 +38,7 @@ WRITE_BATCH_BYTES: Final = 512 * 1024
 
 
 def _value_limit_error(
-    codec: wire.Codec, data: bytes | str, limit: int = MAX_MESSAGE_VALUES
+    codec: wire.Codec, data: bytes | bytearray | str, limit: int = MAX_MESSAGE_VALUES
 ) -> wire.RequestId | None:
     """The id to reject ``data`` with if it holds more than ``limit`` values.
 
@@ -52,7 +52,7 @@ def _value_limit_error(
     if len(raw) <= (limit if codec.binary else 2 * limit - 1):
         return None
     if codec.binary:
-        decode: Callable[[bytes], Any] = msgspec.msgpack.decode
+        decode: Callable[[bytes | bytearray], Any] = msgspec.msgpack.decode
     else:
         bound = 1 + raw.count(b",") + raw.count(b":") + raw.count(b"[")
         if bound <= limit:

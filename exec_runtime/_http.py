@@ -1,6 +1,8 @@
 """The HTTP side of the WebSocket listener: read the opening request ourselves, answer
 ``/readyz`` and refusals (403 for a browser Origin, 401 for a bad token) before any
-upgrade, then hand the untouched bytes to trio-websocket."""
+upgrade, then hand the bytes read past the head to the WebSocket handshake
+(``_websocket_handshake.py``). The client reads the handshake response with the same
+head reader."""
 
 from __future__ import annotations
 
@@ -102,26 +104,3 @@ def response(status: int, reason: str, body: bytes = b"", extra: str = "") -> by
         f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
         f"Connection: close\r\n{extra}\r\n"
     ).encode() + body
-
-
-class WrappedStream(trio.abc.Stream):
-    """Delegates every call to ``inner``: a base for a stream that watches its use."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        if isinstance(self.inner, trio.abc.HalfCloseableStream):
-            await self.inner.send_eof()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -15,7 +15,8 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -26,9 +27,10 @@ import protocol_schema as wire
 
 from ._config import ServerConfig
 from ._connection import Connection
-from ._http import BadRequest, WrappedStream, bearer_refusal, read_request_head, response
+from ._http import BadRequest, bearer_refusal, read_request_head, response
 from ._managed import ManagedProcess, State
 from ._session import SessionRegistry
+from ._streams import WrappedStream
 from ._transport import StreamLineTransport, TransportClosed
 from ._websocket import WebSocket, WebSocketMessageTransport
 from ._websocket_handshake import accept
@@ -325,10 +327,19 @@ class _WatchedStream(WrappedStream):
             self._update()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with self._sending_now():
+            await super().send_all(data)
+
+    async def send_all_pieces(self, pieces: Sequence[bytes]) -> None:
+        with self._sending_now():
+            await super().send_all_pieces(pieces)
+
+    @contextmanager
+    def _sending_now(self) -> Iterator[None]:
         self._sending += 1
         self._update()
         try:
-            await super().send_all(data)
+            yield
         finally:
             self._sending -= 1
             self._idle_since = None  # restart the clock: these bytes may hold a ping

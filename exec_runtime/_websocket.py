@@ -26,9 +26,13 @@ import trio
 
 import protocol_schema as wire
 
+from ._streams import send_all_pieces
 from ._transport import Frame, TransportClosed, joined
 
 RECEIVE_SIZE: Final = 256 * 1024
+DIRECT_RECEIVE_BYTES: Final = 64 * 1024
+"""A frame at least this big that is not all read yet is read into its own buffer,
+sized from its header: no joining of reads, and no copy out of a shared buffer."""
 
 CONTINUATION: Final = 0x0
 TEXT: Final = 0x1
@@ -43,7 +47,7 @@ INVALID_PAYLOAD: Final = 1007
 MESSAGE_TOO_BIG: Final = 1009
 
 
-def mask(payload: bytes | memoryview, key: bytes) -> bytes:
+def mask(payload: bytes | bytearray | memoryview, key: bytes) -> bytes:
     """``payload`` XOR the repeating 4-byte ``key`` (one big-integer XOR: C speed)."""
     length = len(payload)
     if not length:
@@ -53,7 +57,7 @@ def mask(payload: bytes | memoryview, key: bytes) -> bytes:
     return masked.to_bytes(length, "little")
 
 
-def _is_utf8(data: bytes) -> bool:
+def _is_utf8(data: bytes | bytearray) -> bool:
     if data.isascii():  # JSON with base64 nearly always is: no decoding needed
         return True
     try:
@@ -106,7 +110,7 @@ class WebSocket:
         """``_pending[_offset:]`` is what was read and not yet parsed."""
         self._max_message_size = max_message_size
         self._send_lock = trio.StrictFIFOLock()
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._parts_size = 0
         self._parts_opcode = 0
         self.close_reason: str | None = None
@@ -121,19 +125,20 @@ class WebSocket:
 
     async def send_messages(self, messages: Sequence[Frame], opcode: int) -> None:
         if self.is_client:
-            data = b"".join([client_frame(opcode, joined(message)) for message in messages])
-        else:
-            # Headers and payloads (or their pieces) joined once: a big chunk is copied
-            # one time, into the write.
-            parts: list[bytes] = []
-            for message in messages:
-                if isinstance(message, bytes):
-                    parts += (server_frame_header(opcode, len(message)), message)
-                else:
-                    length = sum(len(piece) for piece in message)
-                    parts += (server_frame_header(opcode, length), *message)
-            data = b"".join(parts)
-        await self._send(data)
+            await self._send(
+                b"".join([client_frame(opcode, joined(message)) for message in messages])
+            )
+            return
+        # Headers and payloads (or their pieces) go out as pieces of one write: on TCP
+        # the kernel gathers them, so a big chunk is never copied in user space.
+        parts: list[bytes] = []
+        for message in messages:
+            if isinstance(message, bytes):
+                parts += (server_frame_header(opcode, len(message)), message)
+            else:
+                length = sum(len(piece) for piece in message)
+                parts += (server_frame_header(opcode, length), *message)
+        await self._send(parts)
 
     def _control_frame(self, opcode: int, payload: bytes) -> bytes:
         if self.is_client:
@@ -150,7 +155,8 @@ class WebSocket:
         finally:
             self._pongs.pop(payload, None)
 
-    async def _send(self, data: bytes, *, closing: bool = False) -> None:
+    async def _send(self, data: bytes | list[bytes], *, closing: bool = False) -> None:
+        """Write ``data`` (or its pieces, in order) whole, one write at a time."""
         if self._close_sent or (self.close_reason is not None and not closing):
             raise TransportClosed(self.close_reason or "the connection is closing")
         try:
@@ -158,7 +164,10 @@ class WebSocket:
         except trio.WouldBlock:
             await self._send_lock.acquire()
         try:
-            await self._stream.send_all(data)
+            if isinstance(data, bytes):
+                await self._stream.send_all(data)
+            else:
+                await send_all_pieces(self._stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.close_reason = self.close_reason or f"connection lost: {exc}"
             raise TransportClosed(self.close_reason) from None
@@ -177,7 +186,7 @@ class WebSocket:
 
     # --- receiving --------------------------------------------------------------------
 
-    async def receive_message(self) -> tuple[int, bytes]:
+    async def receive_message(self) -> tuple[int, bytes | bytearray]:
         """The next whole message as ``(TEXT or BINARY, payload)``.
 
         Raises TransportClosed once the connection is closed (by either side).
@@ -191,15 +200,23 @@ class WebSocket:
         finally:
             self._receiving = False
 
-    async def _receive_message(self) -> tuple[int, bytes]:
+    async def _receive_message(self) -> tuple[int, bytes | bytearray]:
         while True:
-            frame = self._next_frame()
-            if frame is None:
+            header = self._next_header()
+            if header is None:
                 await self._receive_more()
                 continue
-            fin, opcode, payload = frame
+            fin, opcode, start, end, key = header
+            payload: bytes | bytearray
+            if len(self._pending) >= end:
+                payload = self._take_payload(start, end, key)
+            elif end - start >= DIRECT_RECEIVE_BYTES:
+                payload = await self._receive_payload(start, end, key)
+            else:
+                await self._receive_more()
+                continue
             if opcode >= CLOSE:
-                await self._control(opcode, payload)
+                await self._control(opcode, bytes(payload))  # at most 125 bytes
                 continue
             message = self._assemble(fin, opcode, payload)
             if message is not None:
@@ -209,6 +226,17 @@ class WebSocket:
                 return message
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:
+        """The next whole frame already read, as ``(fin, opcode, payload)``, or None."""
+        header = self._next_header()
+        if header is None or len(self._pending) < header[3]:
+            return None
+        fin, opcode, start, end, key = header
+        return fin, opcode, self._take_payload(start, end, key)
+
+    def _next_header(self) -> tuple[bool, int, int, int, bytes] | None:
+        """The next frame's ``(fin, opcode, payload start, payload end, mask key)`` in
+        ``_pending`` once its header is read (the payload may not be), else None.
+        Raises (failing the connection) on a frame this end must refuse."""
         buffer, pos = self._pending, self._offset
         if len(buffer) - pos < 2:
             return None
@@ -243,10 +271,11 @@ class WebSocket:
             raise self._fail(MESSAGE_TOO_BIG, f"message larger than {self._max_message_size}")
         if opcode >= CLOSE and (length > 125 or not first & 0x80):
             raise self._fail(PROTOCOL_ERROR, "a control frame is fragmented or too long")
-        end = start + length
-        if len(buffer) < end:
-            return None
-        if masked:
+        return bool(first & 0x80), opcode, start, start + length, key
+
+    def _take_payload(self, start: int, end: int, key: bytes) -> bytes:
+        buffer = self._pending
+        if key:
             with memoryview(buffer) as view:
                 payload = mask(view[start:end], key)
         elif isinstance(buffer, bytes):
@@ -255,7 +284,45 @@ class WebSocket:
             with memoryview(buffer) as view:
                 payload = bytes(view[start:end])
         self._offset = end
-        return bool(first & 0x80), opcode, payload
+        return payload
+
+    async def _receive_payload(self, start: int, end: int, key: bytes) -> bytes | bytearray:
+        """Read the rest of a big frame straight into a buffer of its size."""
+        buffer = self._pending
+        payload = bytearray(end - start)
+        filled = len(buffer) - start
+        with memoryview(buffer) as read:
+            payload[:filled] = read[start:]
+        header = bytes(buffer[self._offset : start])
+        self._pending, self._offset = b"", 0
+        try:
+            with memoryview(payload) as view:
+                while filled < len(payload):
+                    filled += await self._receive_into(view[filled:])
+        except BaseException:
+            # Cancelled (or the connection broke) mid-frame: what was read goes back,
+            # so the next receive starts this frame again from its header.
+            self._pending = header + payload[:filled]
+            raise
+        return mask(payload, key) if key else payload
+
+    async def _receive_into(self, view: memoryview) -> int:
+        stream = self._stream
+        try:
+            if isinstance(stream, trio.SocketStream):
+                count = await stream.socket.recv_into(view)
+            else:
+                data = await stream.receive_some(len(view))
+                count = len(data)
+                view[:count] = data
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.close_reason = f"connection lost: {exc}"
+            raise TransportClosed(self.close_reason) from None
+        if not count:
+            peer = "server" if self.is_client else "client"
+            self.close_reason = f"the {peer} closed the connection in the middle of a frame"
+            raise TransportClosed(self.close_reason)
+        return count
 
     async def _receive_more(self) -> None:
         if self.close_reason is not None and not self._close_sent:
@@ -283,7 +350,9 @@ class WebSocket:
             self._pending = bytearray(self._pending[self._offset :]) + data
         self._offset = 0
 
-    def _assemble(self, fin: bool, opcode: int, payload: bytes) -> tuple[int, bytes] | None:
+    def _assemble(
+        self, fin: bool, opcode: int, payload: bytes | bytearray
+    ) -> tuple[int, bytes | bytearray] | None:
         if opcode == CONTINUATION:
             if not self._parts_opcode:
                 raise self._fail(PROTOCOL_ERROR, "a continuation frame starts nothing")
@@ -391,7 +460,7 @@ class WebSocketMessageTransport:
     async def send_messages(self, messages: Sequence[Frame]) -> None:
         await self.ws.send_messages(messages, self._opcode)
 
-    async def receive_message(self) -> bytes | str:
+    async def receive_message(self) -> bytes | bytearray | str:
         opcode, payload = await self.ws.receive_message()
         if opcode == TEXT and self.codec.binary:
             # Not msgpack: as text, the codec rejects it as a malformed message.

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol_schema as wire
@@ -546,6 +546,8 @@ def test_output_fast_paths_are_byte_identical_to_msgspec(
         assert encoded == codec.encode(message) == reference(message)
         decoded = codec.decode(codec.decode_message(encoded).params, wire.ProcessOutputParams)
         assert decoded == params
+        # The client's one-pass decode takes every output notification we send.
+        assert codec.decode_output_notification(encoded) == params
 
 
 @pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 300_000])
@@ -570,3 +572,111 @@ def test_json_output_decode_falls_back_for_escapes_and_names_bad_base64() -> Non
     ]:
         with pytest.raises(InvalidParams, match=field.replace("$", r"\$")):
             JSON.decode(bad, wire.ProcessOutputParams)
+
+
+# --- the client's one-pass decode of output notifications ---------------------------------
+
+
+def _generic_output(codec: Codec, data: bytes) -> wire.ProcessOutputParams | None:
+    """What the client's general path makes of ``data``: the envelope, then the params."""
+    try:
+        message = codec.decode_message(data)
+    except MalformedMessage:
+        return None
+    if message.method != "process/output":
+        return None
+    try:
+        return codec.decode(message.params, wire.ProcessOutputParams)
+    except InvalidParams:
+        return None
+
+
+_json_scalars = st.none() | st.booleans() | st.integers(-5, 2**64 - 1) | st.text(max_size=8)
+_output_params_fields = st.lists(
+    st.tuples(
+        st.sampled_from(["processId", "seq", "stream", "chunk", "other"]),
+        st.one_of(
+            st.just("p"),
+            st.integers(0, 9),
+            st.sampled_from(["stdout", "stderr", "nope"]),
+            st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
+            st.sampled_from(["@@", "QQ", "\\/w==", "QUJD\\n"]),
+            _json_scalars,
+        ),
+    ),
+    max_size=7,
+)
+
+
+def _json_object(pairs: list[tuple[str, str]]) -> str:
+    """Keys in the given order, duplicates kept (json.dumps would merge them)."""
+    return "{" + ",".join(f"{json.dumps(key)}:{value}" for key, value in pairs) + "}"
+
+
+@st.composite
+def _output_like_frames(draw: st.DrawFn) -> tuple[str, bytes]:
+    """Frames near a process/output notification: right or wrong method, fields in any
+    order, missing, duplicated, mistyped, extra envelope fields, malformed text."""
+    params = []
+    if draw(st.integers(0, 3)):  # mostly complete and well typed
+        base = {"processId": "p", "seq": 3, "stream": "stdout", "chunk": "QUJD"}
+        params = [(key, json.dumps(value)) for key, value in base.items()]
+    if not params or draw(st.booleans()):
+        params += [(key, json.dumps(value)) for key, value in draw(_output_params_fields)]
+    methods = ["process/output"] * 3 + ["process/exited", 7, None]
+    envelope_fields = [("method", json.dumps(draw(st.sampled_from(methods))))]
+    envelope_fields.append(("params", _json_object(params)))
+    extra = st.sampled_from(["id", "method", "error", "trace", "result"])
+    for key in draw(st.lists(extra, max_size=3)):
+        value = draw(_json_scalars | st.just({"code": 1, "message": "m"}) | st.just([1]))
+        envelope_fields.append((key, json.dumps(value)))
+    if draw(st.integers(0, 3)) == 0:
+        envelope_fields = draw(st.permutations(envelope_fields))
+    text = _json_object(envelope_fields)
+    if draw(st.integers(0, 9)) == 0:
+        text = text[: draw(st.integers(0, len(text)))]  # cut short: malformed
+    codec = draw(st.sampled_from(["json", "msgpack"]))
+    if codec == "json":
+        return codec, text.encode()
+    try:
+        value = json.loads(text)  # msgpack: the same message as a map (last duplicate wins)
+    except ValueError:
+        return codec, text.encode()  # not msgpack at all
+    chunk_text = value.get("params", {}).get("chunk") if isinstance(value, dict) else None
+    if isinstance(chunk_text, str):
+        try:
+            value["params"]["chunk"] = base64.b64decode(chunk_text, validate=True)
+        except ValueError:
+            pass  # a str where bin belongs: a type error for the decoders
+    return codec, msgspec.msgpack.encode(value)
+
+
+@settings(max_examples=1000)
+@given(_output_like_frames())
+def test_one_pass_output_decode_agrees_with_the_general_path(frame: tuple[str, bytes]) -> None:
+    """Whatever the one-pass decode accepts, the envelope-then-params path decodes the
+    same; whatever that path rejects, the one-pass decode leaves to it (None)."""
+    codec = JSON if frame[0] == "json" else MSGPACK
+    fast = codec.decode_output_notification(frame[1])
+    generic = _generic_output(codec, frame[1])
+    if fast is not None:
+        assert fast == generic
+    if generic is None:
+        assert fast is None
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_one_pass_output_decode_leaves_other_messages_alone(codec: Codec) -> None:
+    exited = wire.Notification(
+        method="process/exited",
+        params=wire.ProcessExitedParams(process_id="p", seq=2, exit_code=0),
+    )
+    assert codec.decode_output_notification(codec.encode(exited)) is None
+    assert codec.decode_output_notification(b"") is None
+    assert codec.decode_output_notification("text") is None
+    # The later of two "method" keys is the one that counts.
+    duplicate = (
+        b'{"method":"process/output",'
+        b'"params":{"processId":"p","seq":1,"stream":"stdout","chunk":""},"method":"x"}'
+    )
+    assert JSON.decode_output_notification(duplicate) is None

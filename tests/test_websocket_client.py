@@ -211,6 +211,46 @@ async def test_frames_of_every_length_class_survive_any_tcp_split(
     assert not errors
 
 
+async def test_a_receive_cancelled_inside_a_big_frame_loses_nothing() -> None:
+    """A big frame is read into its own buffer; a receive cancelled halfway puts what it
+    read back, so the next receive returns the whole message."""
+    big = bytes(range(256)) * 1024  # 256 KiB: read straight into its own buffer
+    wire = frame(BINARY, big) + frame(TEXT, b"after")
+    half_sent = trio.Event()
+    go_on = trio.Event()
+
+    async def script(server: RawServerSide) -> None:
+        await server.accept()
+        await server.stream.send_all(wire[:100_000])
+        half_sent.set()
+        await go_on.wait()
+        await server.stream.send_all(wire[100_000:])
+
+    with trio.fail_after(10):
+        async with scripted_server(script) as (stream, errors):
+            ws = await connect(stream)
+            await half_sent.wait()
+            with trio.move_on_after(0.2) as scope:
+                await ws.receive_message()
+            assert scope.cancelled_caught
+            go_on.set()
+            assert await ws.receive_message() == (BINARY, big)
+            assert await ws.receive_message() == (TEXT, b"after")
+    assert not errors
+
+
+async def test_a_hang_up_inside_a_big_frame_ends_the_connection() -> None:
+    async def script(server: RawServerSide) -> None:
+        await server.accept()
+        await server.stream.send_all(frame(BINARY, b"x" * 200_000)[:150_000])
+
+    with trio.fail_after(5):
+        async with scripted_server(script) as (stream, _):
+            ws = await connect(stream)
+            with pytest.raises(TransportClosed, match="in the middle of a frame"):
+                await ws.receive_message()
+
+
 async def test_fragments_are_joined_and_a_ping_in_between_is_answered() -> None:
     pongs: list[bytes] = []
 

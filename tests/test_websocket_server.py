@@ -3,6 +3,7 @@ the upgrade checks, client masking, fragmentation, pings and close codes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 
@@ -78,6 +79,43 @@ async def test_pings_are_answered_and_fragments_joined(daemon: str) -> None:
             assert await peer.frame() == (PONG, b"hello?")
             opcode, payload = await peer.frame()
             assert opcode == TEXT and "sessionId" in json.loads(payload)["result"]
+
+
+async def test_a_big_masked_frame_in_pieces_and_big_output_arrive_whole(daemon: str) -> None:
+    """A request bigger than one read, trickled in, is unmasked whole; 1 MB of output
+    comes back in frames whose pieces (header, head, chunk) were written gathered."""
+    with trio.fail_after(10):
+        peer = await upgraded(daemon)
+        async with peer.stream:
+            hello = request(1, "initialize", {"clientName": "raw"})
+            await peer.stream.send_all(client_frame(TEXT, hello))
+            assert "result" in json.loads((await peer.frame())[1])
+            await peer.stream.send_all(client_frame(TEXT, b'{"method":"initialized"}'))
+            script = "import sys; sys.stdout.write('ab' * 500_000)"
+            padding = "x" * 300_000  # an unknown field: ignored, but read and unmasked
+            start = {
+                "processId": "p",
+                "argv": ["python3", "-c", script],
+                "cwd": "file:///",
+                "env": {},
+                "tty": False,
+                "padding": padding,
+            }
+            wire = client_frame(TEXT, request(2, "process/start", start))
+            for at in range(0, len(wire), 70_000):
+                await peer.stream.send_all(wire[at : at + 70_000])
+                await trio.sleep(0.01)
+            output = b""
+            while True:
+                opcode, payload = await peer.frame()
+                assert opcode == TEXT
+                message = json.loads(payload)
+                assert message.get("id") != 2 or "result" in message, message
+                if message.get("method") == "process/output":
+                    output += base64.b64decode(message["params"]["chunk"])
+                if message.get("method") == "process/closed":
+                    break
+            assert output == b"ab" * 500_000
 
 
 async def test_an_unmasked_client_frame_fails_the_connection_with_1002(daemon: str) -> None:

@@ -126,8 +126,8 @@ class FaultyTransport:
         self._faulty = controller.drops < self._plan.max_drops
         self._frames = 0
         self._method_of_id: dict[Any, str] = {}
-        self._ready: list[bytes | str] = []
-        self._held: list[bytes | str] = []
+        self._ready: list[bytes | bytearray | str] = []
+        self._held: list[bytes | bytearray | str] = []
         self._dropped = False
         self._receive_scope: trio.CancelScope | None = None
 
@@ -151,7 +151,7 @@ class FaultyTransport:
             except Exception:
                 pass
 
-    def _classify(self, data: bytes | str, outgoing: bool) -> tuple[str, bool]:
+    def _classify(self, data: bytes | bytearray | str, outgoing: bool) -> tuple[str, bool]:
         """(method name for counting, is-notification)."""
         try:
             message = self.codec.decode_message(data)
@@ -163,7 +163,7 @@ class FaultyTransport:
             return message.method, message.id is msgspec.UNSET
         return "response:" + self._method_of_id.pop(message.id, "?"), False
 
-    def _record_delivery(self, data: bytes | str) -> None:
+    def _record_delivery(self, data: bytes | bytearray | str) -> None:
         try:
             message = self.codec.decode_message(data)
         except wire.MalformedMessage:
@@ -201,7 +201,7 @@ class FaultyTransport:
         for message in messages:
             await self.send_message(joined(message))
 
-    async def receive_message(self) -> bytes | str:
+    async def receive_message(self) -> bytes | bytearray | str:
         while True:
             if self._dropped:
                 await self._close_inner()

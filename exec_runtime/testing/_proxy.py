@@ -90,7 +90,7 @@ async def _pipe_down(
     try:
         while True:
             data = await upstream.receive_message()
-            await downstream.send_message(data if isinstance(data, bytes) else data.encode())
+            await downstream.send_message(data.encode() if isinstance(data, str) else bytes(data))
     except TransportClosed:
         pass
     scope.cancel()
