@@ -41,12 +41,17 @@ class ReadResult:
 class Retention:
     """A FIFO of output chunks bounded by bytes and by count; the oldest whole chunks go first.
 
-    A list with a moving head (instead of a deque) so reads can bisect by seq.
+    A list with a moving head (instead of a deque) so reads can bisect by seq. A
+    parallel list of running byte offsets makes "how much is held after seq N" a
+    bisect, not a walk: the sequencer asks it for every chunk it records.
     """
 
     def __init__(self, limits: RetentionLimits) -> None:
         self.limits = limits
         self._chunks: list[Output] = []
+        self._offsets: list[int] = []
+        """``_offsets[i]``: the bytes appended before ``_chunks[i]`` (ever, evicted too)."""
+        self._appended = 0
         self._head = 0
         self.bytes = 0
 
@@ -57,6 +62,8 @@ class Retention:
         """Append, then evict the oldest chunks past the limits, except any after
         ``keep_after`` (output an acknowledging client has not acknowledged yet)."""
         self._chunks.append(chunk)
+        self._offsets.append(self._appended)
+        self._appended += len(chunk.data)
         self.bytes += len(chunk.data)
         while len(self) and (
             self.bytes > self.limits.max_bytes or len(self) > self.limits.max_chunks
@@ -71,23 +78,30 @@ class Retention:
             self._head += 1
         if self._head >= 32 and self._head * 2 > len(self._chunks):
             del self._chunks[: self._head]
+            del self._offsets[: self._head]
             self._head = 0
 
     def first_seq(self) -> int | None:
         return self._chunks[self._head].seq if len(self) else None
 
+    def _index_after(self, after_seq: int) -> int:
+        """The index of the first retained chunk with a seq after ``after_seq``."""
+        return bisect_right(self._chunks, after_seq, lo=self._head, key=lambda c: c.seq)
+
     def after(self, after_seq: int) -> Iterable[Output]:
-        start = bisect_right(self._chunks, after_seq, lo=self._head, key=lambda c: c.seq)
+        start = self._index_after(after_seq)
         return (self._chunks[i] for i in range(start, len(self._chunks)))
 
     def fits_unacked(self, acked_seq: int, size: int, window: RetentionLimits) -> bool:
         """Whether a chunk of ``size`` bytes keeps the output held after ``acked_seq``
-        (not acknowledged yet) within ``window``. With nothing held, any chunk fits."""
-        held = list(self.after(acked_seq))
-        if not held:
+        (retained, not acknowledged yet) within ``window``. With nothing held, any
+        chunk fits."""
+        start = self._index_after(acked_seq)
+        held_chunks = len(self._chunks) - start
+        if not held_chunks:
             return True
-        held_bytes = sum(len(chunk.data) for chunk in held)
-        return held_bytes + size <= window.max_bytes and len(held) + 1 <= window.max_chunks
+        held_bytes = self._appended - self._offsets[start]
+        return held_bytes + size <= window.max_bytes and held_chunks + 1 <= window.max_chunks
 
     def has_after(self, after_seq: int) -> bool:
         return len(self) > 0 and self._chunks[-1].seq > after_seq

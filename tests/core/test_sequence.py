@@ -445,3 +445,39 @@ def test_the_ack_window_never_lets_unacknowledged_output_be_evicted(
         # only while its oldest chunk is unacknowledged.
         if sum(len(c.data) for c in retained) > retain or len(retained) > max_chunks:
             assert retained[0].seq > acked
+
+
+@given(
+    retain=st.integers(min_value=1, max_value=64),
+    max_chunks=st.integers(min_value=1, max_value=40),
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("out"), st.integers(min_value=1, max_value=20), st.booleans()),
+            st.tuples(st.just("fits"), st.integers(min_value=0, max_value=80), st.booleans()),
+        ),
+        min_size=80,  # long enough for 32 evictions, then a compaction
+        max_size=240,
+    ),
+)
+def test_fits_unacked_counts_exactly_the_retained_chunks_after_the_ack(
+    retain: int, max_chunks: int, steps: list[tuple[str, int, bool]]
+) -> None:
+    """``fits_unacked`` (running offsets and a bisect) against a walk over what is
+    retained, through evictions with and without ``keep_after`` and compactions."""
+    retention = Retention(RetentionLimits(max_bytes=retain, max_chunks=max_chunks))
+    window = RetentionLimits(max_bytes=30, max_chunks=5)
+    next_seq = 1
+    for kind, value, flag in steps:
+        if kind == "out":
+            keep_after = next_seq - 3 if flag else None  # an acking client, or not
+            retention.append(Output(next_seq, "stdout", b"x" * value), keep_after)
+            next_seq += 1
+            continue
+        acked, size = value % next_seq, 1 + value % 17
+        held = [chunk for chunk in retention.after(acked)]
+        assert all(chunk.data for chunk in held)  # after() yields retained chunks only
+        expected = not held or (
+            sum(len(chunk.data) for chunk in held) + size <= window.max_bytes
+            and len(held) + 1 <= window.max_chunks
+        )
+        assert retention.fits_unacked(acked, size, window) == expected
