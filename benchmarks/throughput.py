@@ -136,7 +136,9 @@ async def run(opts: Options) -> ScenarioResult:
     total = total_bytes(opts)
     rounds = 1 if opts.quick else 3
     result = ScenarioResult(NAME)
-    runs: dict[str, list[Any]] = {"ceiling": [], "json": [], "msgpack": []}
+    runs: dict[str, list[Any]] = {
+        "ceiling": [], "json": [], "msgpack": [], "json-tuned": [], "msgpack-tuned": []
+    }  # fmt: skip
     async with AsyncExitStack() as stack:
         argv = [sys.executable, str(CEILING_SERVER), str(total), str(MESSAGE)]
         ceiling_server, ceiling_url, _ = await stack.enter_async_context(spawn_with_url_line(argv))
@@ -163,6 +165,15 @@ async def run(opts: Options) -> ScenarioResult:
                     with CpuMeter(pids[codec]) as cpu:
                         figures = await stream_through(client, total)
                 runs[codec].append(_with_cpu(figures, cpu, total))
+        # Then the same streams once this process opted in to tune_malloc(), as serve
+        # and run do: what a host that streams bulk output sees (it cannot be undone,
+        # so these rounds come last; the scenarios after this one run tuned too).
+        tuned = exec_runtime.tune_malloc()
+        for _ in range(rounds):
+            for codec, client in clients.items():
+                with CpuMeter(pids[codec]) as cpu:
+                    figures = await stream_through(client, total)
+                runs[f"{codec}-tuned"].append(_with_cpu(figures, cpu, total))
         ceiling_4k = await ceiling_once(ceiling_url, total, 4 * 1024)
         floor = await pipe_floor(total)
         reads = {
@@ -197,6 +208,14 @@ async def run(opts: Options) -> ScenarioResult:
         argv=head_argv(total),
         rounds=rounds,
         ours=ours,
+        client_tune_malloc_applied=tuned,
+        ours_client_tune_malloc={
+            codec: {
+                "mb_s": statistics.median(r["mb_s"] for r in runs[f"{codec}-tuned"]),
+                "runs": runs[f"{codec}-tuned"],
+            }
+            for codec in ("json", "msgpack")
+        },
         ws_ceiling_256k=runs["ceiling"],
         cpu_ms_per_mb=cpu,
         ws_ceiling_4k_mb_s=ceiling_4k,
@@ -205,6 +224,7 @@ async def run(opts: Options) -> ScenarioResult:
     )
     mb = total // 1_000_000
     j, m = ours["json"], ours["msgpack"]
+    jt, mt = (statistics.median(r["mb_s"] for r in runs[f"{c}-tuned"]) for c in ("json", "msgpack"))
     ws = "trio-websocket ceiling"
     result.rows += [
         Row(f"throughput {mb} MB JSON", j["mb_s"], ceiling, "MB/s",
@@ -212,6 +232,16 @@ async def run(opts: Options) -> ScenarioResult:
             baseline_label=ws),
         Row(f"throughput {mb} MB msgpack", m["mb_s"], ceiling, "MB/s",
             f"baseline raw {ws}; target >= 500 MB/s", baseline_label=ws),
+        Row(f"throughput {mb} MB JSON, client tune_malloc()", jt, ceiling, "MB/s",
+            f"the host opted in (serve, run do); baseline raw {ws} (untuned)",
+            baseline_label=ws),
+        Row(f"throughput {mb} MB msgpack, client tune_malloc()", mt, ceiling, "MB/s",
+            f"the host opted in (serve, run do); baseline raw {ws} (untuned)",
+            baseline_label=ws),
+        Row("client CPU per MB, msgpack, tune_malloc()",
+            cpu["msgpack-tuned"]["client_cpu_ms_per_mb"],
+            cpu["msgpack"]["client_cpu_ms_per_mb"], "ms/MB",
+            "baseline: the same client before tune_malloc()", baseline_label="untuned"),
         Row("throughput msgpack vs JSON", m["mb_s"], j["mb_s"], "MB/s",
             "baseline: the JSON run", baseline_label="exec-runtime JSON"),
         Row("trio-websocket ceiling, 4 KiB buffer", ceiling_4k, ceiling, "MB/s",

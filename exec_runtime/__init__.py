@@ -9,6 +9,8 @@ Public API::
         async for event in proc.events(): ...
 
     url = await nursery.start(exec_runtime.serve, exec_runtime.ServerConfig())  # embed the daemon
+
+    exec_runtime.tune_malloc()  # opt in, once, in a host that streams a lot of output (glibc)
 """
 
 from ._client import ClientState, ClientStatistics, ExecClient
@@ -23,6 +25,7 @@ from ._errors import (
     SessionLostError,
     TransportError,
 )
+from ._malloc import tune_malloc
 from ._open import open_client, open_local
 from ._server import serve
 
@@ -47,4 +50,5 @@ __all__ = [
     "open_client",
     "open_local",
     "serve",
+    "tune_malloc",
 ]
