@@ -158,6 +158,7 @@ class ExecClient:
         self._recovery_deadline = recovery_deadline
         self._retry_interval = retry_interval
         self._ack_output = ack_output
+        self._daemon_takes_acks = False  # known once connected: the daemon's capabilities
         self._final_read = final_read  # benchmark A/B only: one read before returning
         self._ids = itertools.count(1)
         self._link: _Link | None = None
@@ -475,7 +476,13 @@ class ExecClient:
         if stream.done.is_set():
             self._streams.pop(stream.process_id, None)
             self._gapped.discard(stream.process_id)
-            self._ack_due.pop(stream.process_id, None)  # closed: nothing left to hold
+            if self._daemon_takes_acks and stream.closed_event is not None:
+                # The last ack lets the daemon trim what it holds for the closed
+                # process back to its retention limit now, not at the closed TTL.
+                self._ack_due[stream.process_id] = stream.closed_event.seq
+                self._ack_wakeup.set()
+            else:
+                self._ack_due.pop(stream.process_id, None)
             return
         if stream.reorder.pending_count:
             self._mark_gapped(stream)
@@ -648,9 +655,10 @@ class ExecClient:
                 nursery.start_soon(self._read_loop, link)
                 await self._handshake(link, resume)
                 capabilities = self.environment.capabilities if self.environment else {}
-                if self._ack_output and capabilities.get("processAck"):
-                    # Only a daemon that says so gets them (Codex closes the connection
-                    # on a notification it does not know).
+                # Only a daemon that says so gets acks (Codex closes the connection on
+                # a notification it does not know).
+                self._daemon_takes_acks = bool(self._ack_output and capabilities.get("processAck"))
+                if self._daemon_takes_acks:
                     nursery.start_soon(self._send_acks, link)
             except Exception as exc:
                 # Raised from here, outside the nursery, so the caller of start() sees

@@ -48,6 +48,8 @@ class Sequencer:
     def ack(self, seq: int) -> None:
         if seq > self.acked_seq:
             self.acked_seq = seq
+            if self._flow_controlled():
+                self.sequence.retention.trim(keep_after=seq)
             self.wake_readers()
 
     def wake_readers(self) -> None:

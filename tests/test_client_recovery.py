@@ -392,3 +392,39 @@ async def test_with_acknowledgements_a_drop_loses_nothing_even_past_the_window(
             stats = client.statistics()
             assert (stats.recoveries, stats.failed_processes) == (1, 0)
             assert stats.calls.get("process/read", 0) >= 1
+
+
+async def test_the_client_acks_a_closed_process_so_the_daemon_trims_it(
+    nursery: trio.Nursery,
+) -> None:
+    """After ``closed`` the client still sends its last ack: the daemon would otherwise
+    hold the process's unacknowledged tail, past retain_bytes, for the closed TTL."""
+    writer = ["head", "-c", "60000", "/dev/zero"]  # exits right after its one write
+    with trio.fail_after(20):
+        config = ServerConfig(retain_bytes=4096, ack_window_bytes=1 << 20)
+        async with proxied_client(nursery, config) as (client, _):
+            proc = await client.start(writer)
+            assert await proc.wait() == 0
+            # Output, exit and close arrive together: the last ack is the only one.
+            read = wire_read(client, proc.process_id)
+            while sum(len(c.chunk) for c in (await read()).chunks) > 4096:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await until(lambda: client._ack_due == {})
+
+
+async def test_a_client_that_does_not_ack_keeps_no_ack_state(nursery: trio.Nursery) -> None:
+    with trio.fail_after(20):
+        async with proxied_client(nursery, ServerConfig(), ack_output=False) as (client, _):
+            for _ in range(3):
+                await client.run([PY, "-c", "print('x' * 1000)"])
+            assert client._ack_due == {}
+
+
+def wire_read(client: ExecClient, process_id: str) -> Callable[[], Any]:
+    import protocol_schema as wire
+
+    async def read() -> Any:
+        params = wire.ProcessReadParams(process_id=process_id, after_seq=0, wait_ms=0)
+        return await client._call("process/read", params, wire.ProcessReadResult)
+
+    return read

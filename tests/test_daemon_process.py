@@ -858,6 +858,40 @@ async def test_an_acking_client_pauses_the_process_at_the_window_and_acks_resume
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+CHUNKED_WRITER = [
+    sys.executable,
+    "-c",
+    "import sys, time\n"
+    "for i in range(8):\n"
+    "    sys.stdout.buffer.write(bytes([65 + i]) * 700); sys.stdout.flush(); time.sleep(0.02)",
+]
+
+
+@pytest.mark.parametrize(
+    "server_config", [ServerConfig(retain_bytes=WINDOW // 4, ack_window_bytes=WINDOW)]
+)
+async def test_an_ack_trims_what_was_held_back_to_the_retention_limit(connect: Any) -> None:
+    """Unacknowledged output is held past retain_bytes; once it is acknowledged (here
+    after the close, when no append would trim it) retention is back within its limit."""
+    with trio.fail_after(20):
+        client: RawClient = await connect(handshake=False)
+        await client.call("initialize", {"clientName": "t", "processAck": True})
+        await client.notify("initialized")
+        await client.start("w", CHUNKED_WRITER)
+        events = await client.wait_closed("w")
+        held = await client.call("process/read", {"processId": "w"})
+        assert sum(len(base64.b64decode(c["chunk"])) for c in held["chunks"]) == 8 * 700
+        await client.notify("process/ack", {"processId": "w", "seq": events[-1]["params"]["seq"]})
+        while True:
+            trimmed = await client.call("process/read", {"processId": "w"})
+            if trimmed["earliestRetainedSeq"] > 1:
+                break
+            await trio.sleep(0.01)
+    retained = [base64.b64decode(c["chunk"]) for c in trimmed["chunks"]]
+    assert 0 < sum(map(len, retained)) <= WINDOW // 4
+    assert b"".join(retained) == output_of(events)[-sum(map(len, retained)) :]  # the newest
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=WINDOW)])
 async def test_a_client_that_does_not_ack_keeps_the_protocol_s_evicting_window(
     connect: Any,

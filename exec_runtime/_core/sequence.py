@@ -65,6 +65,15 @@ class Retention:
         self._offsets.append(self._appended)
         self._appended += len(chunk.data)
         self.bytes += len(chunk.data)
+        self.trim(keep_after)
+
+    def trim(self, keep_after: int | None = None) -> None:
+        """Evict the oldest chunks past the limits, except any after ``keep_after``.
+
+        ``append`` does it; an acknowledgement does it too, since what an acknowledging
+        client holds back is only held until it acknowledges (a closed process gets no
+        more appends, and would otherwise keep its unacknowledged tail for its TTL).
+        """
         while len(self) and (
             self.bytes > self.limits.max_bytes or len(self) > self.limits.max_chunks
         ):
