@@ -129,10 +129,14 @@ class _Link:
         self.pending.clear()
 
     async def send(self, message: Any) -> None:
+        await self.send_many([message])
+
+    async def send_many(self, messages: list[Any]) -> None:
+        """Several messages, in order, in as few writes as the transport allows."""
         if self.lost.is_set():
             raise _LinkLost
         try:
-            await self.transport.send_message(self.codec.encode(message))
+            await self.transport.send_messages([self.codec.encode(m) for m in messages])
         except TransportClosed:
             self.mark_lost()
             raise _LinkLost from None
@@ -506,15 +510,19 @@ class ExecClient:
                 await self._ack_now.wait()
             self._ack_wakeup, self._ack_now = trio.Event(), trio.Event()
             due, self._ack_due = self._ack_due, {}
+            acks = []
             for process_id, seq in due.items():
                 stream = self._streams.get(process_id)
                 if stream is not None:
                     stream.unacked_bytes = stream.unacked_events = 0
                 params = wire.ProcessAckParams(process_id=process_id, seq=seq)
-                try:
-                    await link.send(wire.Notification(method=wire.PROCESS_ACK, params=params))
-                except _LinkLost:
-                    return  # after a resume, its process/read says as much
+                acks.append(wire.Notification(method=wire.PROCESS_ACK, params=params))
+            if not acks:
+                continue
+            try:
+                await link.send_many(acks)  # one write for all of them
+            except _LinkLost:
+                return  # after a resume, its process/read says as much
 
     def _mark_gapped(self, stream: ProcessStream) -> None:
         self._gapped.add(stream.process_id)
