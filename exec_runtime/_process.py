@@ -226,31 +226,41 @@ def _read_round(open_fds: list[tuple[StreamName, int]], budget: int) -> list[Chi
     """Read what is ready on every open stream (up to ``budget`` bytes): the chunks,
     stdout first, then the EOFs seen. Removes ended streams from ``open_fds``.
 
-    A stream is read again in the same round only while its reads come back full. A
-    short read emptied the pipe, and reading on would race the child: a child writing
-    4 KiB at a time on another core kept a read loop busy for some 60 reads of 12 KiB
-    per round (each a syscall, joined afterwards). What it writes meanwhile waits in
-    the pipe for the next round, which then reads it in one go. An empty list means
-    nothing was ready.
+    Each pass reads the streams in order. A stream is read again in the next pass
+    only
+
+    - while its reads come back full: a short read emptied the pipe, and reading on
+      would race the child (a child writing 4 KiB at a time on another core kept a
+      read loop busy for some 60 reads of 12 KiB per round); what it writes meanwhile
+      waits for the next round, which reads it in one go;
+    - or if it had nothing while a stream after it had output: that output may have
+      been written after output this stream's read just missed (``printf out; printf
+      err >&2``), and the round must hold both to put stdout first (PROTOCOL §5).
+
+    An empty list means nothing was ready.
     """
     read: dict[StreamName, list[bytes]] = {name: [] for name, _ in open_fds}
     ended: list[StreamName] = []
-    draining = [(name, fd) for name, fd in open_fds]
+    draining = list(open_fds)
     total = 0
     while draining and total < budget:
-        full: list[tuple[StreamName, int]] = []
+        again: set[StreamName] = set()
+        missed: list[StreamName] = []  # had nothing, so far in this pass
         for name, fd in draining:
             data = _read_nonblocking(fd)
             if data is None:
+                missed.append(name)
                 continue
             if not data:
                 ended.append(name)
                 continue
             read[name].append(data)
             total += len(data)
+            again.update(missed)
+            missed = []
             if len(data) == READ_SIZE:
-                full.append((name, fd))
-        draining = full
+                again.add(name)
+        draining = [(name, fd) for name, fd in open_fds if name in again]
     messages: list[ChildMessage] = []
     for name, _ in open_fds:
         messages += [ChunkRead(name, chunk) for chunk in read[name]]

@@ -82,6 +82,19 @@ def test_a_short_read_ends_that_streams_round(monkeypatch: pytest.MonkeyPatch) -
     ]
 
 
+def test_output_behind_a_missed_read_is_read_again_so_stdout_goes_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``printf out; printf err >&2`` with stdout's read just before "out" landed: the
+    round sees "err", so it reads stdout again and holds both, stdout first."""
+    script: dict[int, list[bytes | None]] = {1: [None, b"out"], 2: [b"err"]}
+    monkeypatch.setattr(_process, "_read_nonblocking", lambda fd: script[fd].pop(0))
+    assert _read_round([("stdout", 1), ("stderr", 2)], 4 * READ_SIZE) == [
+        ChunkRead("stdout", b"out"),
+        ChunkRead("stderr", b"err"),
+    ]
+
+
 def test_a_round_stops_at_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     reads = iter([b"x" * READ_SIZE] * 10)
     monkeypatch.setattr(_process, "_read_nonblocking", lambda fd: next(reads))
