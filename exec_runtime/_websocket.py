@@ -6,7 +6,8 @@ costs about 2 ms per MB (each payload is copied through its buffer several times
 and trio-websocket adds a reader task with a channel hand-off per message, a
 scheduler round each, which was a large share of a one-shot command's latency. Here
 ``receive_message`` parses frames straight out of what ``receive_some`` returned, in
-the caller's task; a payload is copied once. The test suite keeps trio-websocket as
+the caller's task, and reads a big frame straight into a buffer of its size; a payload
+is copied once. The test suite keeps trio-websocket as
 an independent peer on the other end of both sides.
 
 What this protocol needs and nothing more: no extensions, no outgoing fragmentation;
@@ -31,8 +32,12 @@ from ._transport import Frame, TransportClosed, joined
 
 RECEIVE_SIZE: Final = 256 * 1024
 DIRECT_RECEIVE_BYTES: Final = 64 * 1024
-"""A frame at least this big that is not all read yet is read into its own buffer,
-sized from its header: no joining of reads, and no copy out of a shared buffer."""
+DIRECT_RECEIVE_MAX: Final = 1 << 20
+"""A frame of DIRECT_RECEIVE_BYTES to DIRECT_RECEIVE_MAX that is not all read yet is
+read into its own buffer, sized from its header: no joining of reads, and no copy out
+of a shared buffer (an output chunk's frame is at most ~350 KB). Bigger frames grow as
+their bytes arrive, so a header alone never makes this end reserve a whole
+``max_message_size``."""
 
 CONTINUATION: Final = 0x0
 TEXT: Final = 0x1
@@ -210,7 +215,7 @@ class WebSocket:
             payload: bytes | bytearray
             if len(self._pending) >= end:
                 payload = self._take_payload(start, end, key)
-            elif end - start >= DIRECT_RECEIVE_BYTES:
+            elif DIRECT_RECEIVE_BYTES <= end - start <= DIRECT_RECEIVE_MAX:
                 payload = await self._receive_payload(start, end, key)
             else:
                 await self._receive_more()

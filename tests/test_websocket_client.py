@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -236,6 +237,44 @@ async def test_a_receive_cancelled_inside_a_big_frame_loses_nothing() -> None:
             go_on.set()
             assert await ws.receive_message() == (BINARY, big)
             assert await ws.receive_message() == (TEXT, b"after")
+    assert not errors
+
+
+async def test_a_huge_frame_header_alone_reserves_nothing() -> None:
+    """Past DIRECT_RECEIVE_MAX a frame's buffer grows with what arrives: a peer that
+    sends only a header claiming megabytes makes this end hold no more than it sent."""
+    huge = bytes(range(256)) * (12 * 1024)  # 3 MiB
+    wire = frame(BINARY, huge)
+    part_sent = trio.Event()
+    go_on = trio.Event()
+
+    async def script(server: RawServerSide) -> None:
+        await server.accept()
+        await server.stream.send_all(wire[:100_000])
+        part_sent.set()
+        await go_on.wait()
+        await server.stream.send_all(wire[100_000:])
+
+    with trio.fail_after(10):
+        async with scripted_server(script) as (stream, errors):
+            ws = await connect(stream, max_message_size=1 << 23)
+            async with trio.open_nursery() as nursery:
+                received: list[tuple[int, bytes | bytearray]] = []
+
+                async def receive() -> None:
+                    received.append(await ws.receive_message())
+
+                tracemalloc.start()
+                try:
+                    nursery.start_soon(receive)
+                    await part_sent.wait()
+                    await trio.sleep(0.05)
+                    held, _ = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                assert held < 1_000_000  # not the 3 MiB the header claims
+                go_on.set()
+            assert received == [(BINARY, huge)]
     assert not errors
 
 
