@@ -21,7 +21,7 @@ import trio_websocket
 import trustme
 import wsproto
 import wsproto.events as wsevents
-from conftest import RawClient, ignoring_trio_websocket_pong_race, output_of
+from conftest import RawClient, output_of
 from daemon_process import Daemon, eventually, process_gone
 
 import protocol_schema as wire
@@ -352,8 +352,7 @@ async def test_a_backpressured_client_is_not_mistaken_for_a_dead_one(daemon: str
     """The client stops reading for many ping timeouts while the daemon has output for
     it: its pongs are stuck behind that output, but the daemon is blocked sending to
     it, which is not evidence of death. Nothing is lost once it reads again."""
-    # The daemon pings every 50 ms, so trio-websocket may meet one while closing.
-    with trio.fail_after(20), ignoring_trio_websocket_pong_race():
+    with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await _read_24_mib_after_a_long_stall(daemon, nursery)
 
