@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import binascii
 import struct
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 import pybase64
@@ -71,24 +71,18 @@ class _OutputParamsRaw(WireStruct):
     chunk: msgspec.Raw
 
 
-class _OutputMessageRaw(WireStruct):
+P = TypeVar("P", ProcessOutputParams, _OutputParamsRaw)
+
+
+class _OutputMessage(WireStruct, Generic[P]):
     """``IncomingMessage`` of a ``process/output`` notification, its params typed: one
     pass over the frame instead of two (the envelope, then its raw params). The other
-    fields are kept so that whatever the envelope would reject, this rejects too."""
+    fields mirror the envelope's, so that whatever it would reject, this rejects too.
+    JSON uses ``_OutputParamsRaw`` (the base64 is decoded by pybase64), msgpack
+    ``ProcessOutputParams`` (the chunk is a ``bin``: nothing to scan)."""
 
     method: str
-    params: _OutputParamsRaw
-    id: RequestId | msgspec.UnsetType | None = msgspec.UNSET
-    result: msgspec.Raw = msgspec.Raw()
-    error: ErrorObject | None = None
-    trace: msgspec.Raw = msgspec.Raw()
-
-
-class _OutputMessage(WireStruct):
-    """``_OutputMessageRaw`` for msgpack, where the chunk is a ``bin`` (no scan to skip)."""
-
-    method: str
-    params: ProcessOutputParams
+    params: P
     id: RequestId | msgspec.UnsetType | None = msgspec.UNSET
     result: msgspec.Raw = msgspec.Raw()
     error: ErrorObject | None = None
@@ -197,9 +191,12 @@ class Codec:
         decoder = self._decoders.get(_OutputMessage)
         if decoder is None:
             module = msgspec.msgpack if self.binary else msgspec.json
-            decoder = self._decoders[_OutputMessage] = module.Decoder(
-                _OutputMessage if self.binary else _OutputMessageRaw
+            typed = (
+                _OutputMessage[ProcessOutputParams]
+                if self.binary
+                else _OutputMessage[_OutputParamsRaw]
             )
+            decoder = self._decoders[_OutputMessage] = module.Decoder(typed)
         try:
             message = decoder.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError):
