@@ -70,6 +70,3 @@ async def _send_gathered(sock: trio.socket.SocketType, pieces: Sequence[bytes]) 
                 views[first] = views[first][sent:]
     except OSError as exc:
         raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-    finally:
-        for view in views:
-            view.release()

@@ -321,12 +321,9 @@ class WebSocket:
                 count = len(data)
                 view[:count] = data
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.close_reason = f"connection lost: {exc}"
-            raise TransportClosed(self.close_reason) from None
+            raise self._lost(f"connection lost: {exc}") from None
         if not count:
-            peer = "server" if self.is_client else "client"
-            self.close_reason = f"the {peer} closed the connection in the middle of a frame"
-            raise TransportClosed(self.close_reason)
+            raise self._lost(f"the {self._peer} closed the connection in the middle of a frame")
         return count
 
     async def _receive_more(self) -> None:
@@ -335,13 +332,19 @@ class WebSocket:
         try:
             data = await self._stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.close_reason = f"connection lost: {exc}"
-            raise TransportClosed(self.close_reason) from None
+            raise self._lost(f"connection lost: {exc}") from None
         if not data:
-            peer = "server" if self.is_client else "client"
-            self.close_reason = f"the {peer} closed the connection without a close frame"
-            raise TransportClosed(self.close_reason)
+            raise self._lost(f"the {self._peer} closed the connection without a close frame")
         self._append(data)
+
+    @property
+    def _peer(self) -> str:
+        return "server" if self.is_client else "client"
+
+    def _lost(self, reason: str) -> TransportClosed:
+        """The stream ended or broke under a read: note why, for every later call."""
+        self.close_reason = reason
+        return TransportClosed(reason)
 
     def _append(self, data: bytes | bytearray) -> None:
         # Parse straight from the read when nothing is left over (no copy); join the
@@ -390,8 +393,7 @@ class WebSocket:
         elif opcode == CLOSE:
             code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
             reason = payload[2:].decode(errors="replace")
-            peer = "server" if self.is_client else "client"
-            self.close_reason = f"the {peer} closed the connection: {code} {reason}".rstrip()
+            self.close_reason = f"the {self._peer} closed the connection: {code} {reason}".rstrip()
             await self._send_close(code if code != 1005 else NORMAL_CLOSURE)
             await self._close_stream()
             raise TransportClosed(self.close_reason)
