@@ -58,6 +58,11 @@ class ManagedProcess:
     def exited(self) -> bool:
         return self.sequencer is not None and self.sequencer.sequence.exited
 
+    @property
+    def closed(self) -> bool:
+        """Exited, reaped, and every output at EOF."""
+        return self.sequencer is not None and self.sequencer.sequence.closed
+
     def cancel_start(self) -> None:
         self._start_cancelled = True
         self._start_scope.cancel()
@@ -123,8 +128,13 @@ class ManagedProcess:
             self.cancel_start()
             return True
         assert self.child is not None
+        if self.closed:
+            # The leader is reaped and nothing holds its pipes, so its group may be
+            # gone, and the kernel recycles pids: the id could name a new group by now.
+            return False
         was_running = not self.exited
-        # Kill the group even after the leader exited: a grandchild may hold the pipes.
+        # Kill the group even after the leader exited: a grandchild may hold the pipes
+        # (and, being in the group, keeps its id from being reused).
         self.child.signal_group(signal.SIGKILL)
         return was_running
 

@@ -28,7 +28,7 @@ import protocol_schema as wire
 from ._config import ServerConfig
 from ._connection import Connection
 from ._http import BadRequest, bearer_refusal, read_request_head, response
-from ._managed import ManagedProcess, State
+from ._managed import State
 from ._session import SessionRegistry
 from ._streams import WrappedStream
 from ._transport import StreamLineTransport, TransportClosed
@@ -191,7 +191,7 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
         for managed in session:
             if managed.state is State.STARTING:
                 managed.cancel_start()
-            elif managed.child is not None and not _closed(managed):
+            elif managed.child is not None and not managed.closed:
                 # Even after the leader exited: a grandchild may still hold the pipes.
                 managed.child.signal_group(signal.SIGTERM)
     with trio.move_on_after(grace):
@@ -202,12 +202,8 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
         scope.cancel()
 
 
-def _closed(managed: ManagedProcess) -> bool:
-    return managed.sequencer is not None and managed.sequencer.sequence.closed
-
-
 def _all_closed(registry: SessionRegistry) -> bool:
-    return all(_closed(managed) for session in registry.sessions.values() for managed in session)
+    return all(managed.closed for session in registry.sessions.values() for managed in session)
 
 
 def _url_host(host: str) -> str:

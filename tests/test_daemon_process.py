@@ -569,6 +569,29 @@ async def test_terminate_after_exit_but_before_closed_is_not_running(connect: An
         await eventually(lambda: process_gone(pid))
 
 
+async def test_terminate_after_closed_signals_nothing(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once closed, the leader is reaped and nothing holds the pipes: its group may be
+    gone and its id recycled for someone else's group, so terminate must not signal."""
+    signalled: list[tuple[int, int]] = []
+    real_killpg = os.killpg
+
+    def spy(pgid: int, signum: int) -> None:
+        signalled.append((pgid, signum))
+        real_killpg(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    with trio.fail_after(5):
+        client = await connect()
+        await client.start("p", [SH, "-c", "exit 3"])
+        events = await client.wait_closed("p")
+        assert shape(events) == [(1, "exited", 3, False), (2, "closed")]
+        assert await client.call("process/terminate", {"processId": "p"}) == {"running": False}
+        assert await client.call("process/signal", {"processId": "p", "signal": "kill"}) == {}
+        assert signalled == []
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(start_delay=1.0)])
 async def test_terminate_while_starting_cancels_the_start(connect: Any) -> None:
     with trio.fail_after(5):
