@@ -458,8 +458,12 @@ class ExecClient:
         event: SeqEvent
         if isinstance(params, wire.ProcessExitedParams):
             if params.sandbox_denied is msgspec.UNSET:
-                self._mark_gapped(stream)  # a legacy exit: read once to learn sandboxDenied
-            event = Exited(params.seq, params.exit_code, params.sandbox_denied is True)
+                # A legacy exit: only a read says whether the sandbox denied it, so the
+                # exit waits for one (the gap filler rebuilds it from the read's result).
+                stream.legacy_exit = Exited(params.seq, params.exit_code, False)
+                self._mark_gapped(stream)
+                return
+            event = Exited(params.seq, params.exit_code, params.sandbox_denied)
         else:
             event = Closed(params.seq)
         self._deliver(stream, [event])
@@ -579,6 +583,11 @@ class ExecClient:
                 try:
                     await self._catch_up(stream)
                 except ProtocolError as exc:
+                    if stream.legacy_exit is not None:
+                        # The read that was to say sandboxDenied failed: the pushed
+                        # exit is all there is to go on.
+                        self._deliver(stream, [stream.legacy_exit])
+                        continue
                     await self._fail_process(stream, f"process {process_id}: {exc.message}")
                 except ExecRuntimeError:
                     pass  # the link went down: recovery catches up instead
@@ -600,7 +609,8 @@ class ExecClient:
         # Pushes may have advanced the cursor during the read; what they published or
         # hold is already explained, even if the daemon has evicted it since.
         cursor = max(cursor, stream.reorder.last_published_seq)
-        known_exit = stream.exit_event.seq if stream.exit_event is not None else None
+        exit_event = stream.exit_event or stream.legacy_exit
+        known_exit = exit_event.seq if exit_event is not None else None
         try:
             events = events_after(cursor, snapshot, known_exit, stream.reorder.held())
         except GapLost as exc:

@@ -39,6 +39,8 @@ class ProcessStream:
         self.reorder = ReorderBuffer()
         self.started = False
         self.exit_event: Exited | None = None
+        self.legacy_exit: Exited | None = None
+        """A pushed exit without ``sandboxDenied``, held back until a read completes it."""
         self.closed_event: Closed | None = None
         self.failure: Failed | None = None
         # The process finished, but the consumer fell behind what the daemon retains:
