@@ -169,6 +169,12 @@ class WebSocket:
         except trio.WouldBlock:
             await self._send_lock.acquire()
         try:
+            # A cancel that is already due lands here, before a byte is written.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            self._send_lock.release()
+            raise
+        try:
             if isinstance(data, bytes):
                 await self._stream.send_all(data)
             else:
@@ -176,6 +182,13 @@ class WebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.close_reason = self.close_reason or f"connection lost: {exc}"
             raise TransportClosed(self.close_reason) from None
+        except BaseException:
+            # Cancelled while the peer was not reading: part of a frame may be on the
+            # wire, and whatever followed it would be read as its payload. The
+            # connection is over; the task reading it finds it closed.
+            self.close_reason = self.close_reason or "a write was interrupted mid-frame"
+            await self._close_stream()
+            raise
         finally:
             self._send_lock.release()
 

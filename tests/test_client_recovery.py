@@ -159,6 +159,28 @@ async def test_write_after_recovery_is_accepted_once(nursery: trio.Nursery) -> N
             assert assert_complete(collector.events).exit_code == 0
 
 
+async def test_a_write_cancelled_mid_frame_costs_a_reconnect_not_the_session(
+    nursery: trio.Nursery,
+) -> None:
+    """Cancelling a big ``write`` while it is on the wire cuts its frame short; the
+    client drops that connection (it cannot be used past half a frame) and resumes,
+    and the process goes on."""
+    with trio.fail_after(20):
+        daemon_url = await nursery.start(exec_runtime.serve, ServerConfig())
+        async with exec_runtime.open_client(daemon_url) as client:
+            proc = await client.start(["sh", "-c", "sleep 30"], pipe_stdin=True)
+            with trio.move_on_after(0.05) as scope:
+                await proc.write(b"x" * (48 << 20))
+            assert scope.cancelled_caught
+            info = await client.environment_info()  # waits for the recovery
+            assert info.platform_os
+            assert client.statistics().recoveries == 1
+            assert client.state is ClientState.CONNECTED
+            assert await proc.terminate() is True
+            events = [event async for event in proc.events()]
+            assert assert_complete(events).exit_code == 137
+
+
 async def test_write_in_flight_during_a_drop_is_resent_and_applied_once(
     nursery: trio.Nursery,
 ) -> None:

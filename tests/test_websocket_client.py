@@ -290,6 +290,46 @@ async def test_a_hang_up_inside_a_big_frame_ends_the_connection() -> None:
                 await ws.receive_message()
 
 
+async def test_a_send_cancelled_mid_frame_ends_the_connection() -> None:
+    """A write cut off by a cancel leaves part of a frame on the wire; anything sent
+    after it would be read as that frame's payload. So the connection ends there: the
+    peer sees the stream end inside the frame, and later sends raise TransportClosed.
+    A cancel that lands before the first byte leaves the connection as it was."""
+    big = b"x" * (32 << 20)  # far more than loopback's socket buffers hold
+    release = trio.Event()
+    received = bytearray()
+
+    async def script(server: RawServerSide) -> None:
+        await server.accept()
+        opcode, fin, _, payload = await server.read_frame()
+        assert (opcode, fin, payload) == (TEXT, True, b"before")
+        await release.wait()
+        received.extend(server.buffer)  # read past that frame already, if anything
+        while data := await server.stream.receive_some(1 << 20):
+            received.extend(data)
+
+    with trio.fail_after(10):
+        async with scripted_server(script) as (stream, errors):
+            ws = await connect(stream)
+            with trio.CancelScope() as already_cancelled:
+                already_cancelled.cancel()
+                await ws.send_messages([b"ignored"], TEXT)
+            assert ws.close_reason is None  # nothing was written
+            await ws.send_messages([b"before"], TEXT)
+            with trio.move_on_after(0.2) as scope:
+                await ws.send_messages([big], BINARY)
+            assert scope.cancelled_caught
+            assert ws.close_reason == "a write was interrupted mid-frame"
+            with pytest.raises(TransportClosed):
+                await ws.send_messages([b"after"], TEXT)
+            release.set()
+    assert not errors
+    header = received[:14]
+    assert header[0] == 0x80 | BINARY and header[1] == 0x80 | 127
+    assert struct.unpack("!Q", header[2:10]) == (len(big),)
+    assert 0 < len(received) - 14 < len(big)  # the frame's start, then the end of the stream
+
+
 async def test_fragments_are_joined_and_a_ping_in_between_is_answered() -> None:
     pongs: list[bytes] = []
 
