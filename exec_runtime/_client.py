@@ -486,8 +486,9 @@ class ExecClient:
             self._gapped.discard(stream.process_id)
             if self._daemon_takes_acks and stream.closed_event is not None:
                 # The last ack lets the daemon trim what it holds for the closed
-                # process back to its retention limit now, not at the closed TTL.
-                self._ack_due[stream.process_id] = stream.closed_event.seq
+                # process back to its retention limit now, not at the closed TTL
+                # (or, for a lagging consumer, once it caught up: _ack_consumed).
+                self._ack_due[stream.process_id] = stream.ackable_seq
                 self._ack_wakeup.set()
             else:
                 self._ack_due.pop(stream.process_id, None)
@@ -501,10 +502,20 @@ class ExecClient:
         """Schedule a ``process/ack`` for what arrived (the daemon holds it until then)."""
         stream.unacked_bytes += sum(len(e.data) for e in published if isinstance(e, Output))
         stream.unacked_events += len(published)
-        self._ack_due[stream.process_id] = stream.reorder.last_published_seq
+        if stream.ackable_seq <= stream.acked_seq:
+            return  # a lagging consumer holds the acks back
+        self._ack_due[stream.process_id] = stream.ackable_seq
         if stream.unacked_bytes >= ACK_BYTES or stream.unacked_events >= ACK_EVENTS:
             self._ack_now.set()
         self._ack_wakeup.set()
+
+    def _ack_consumed(self, stream: ProcessStream) -> None:
+        """A lagging consumer caught up, or stopped consuming: acknowledge at once what
+        it had held back (the daemon may have paused the process for it)."""
+        if self._daemon_takes_acks and stream.ackable_seq > stream.acked_seq:
+            self._ack_due[stream.process_id] = stream.ackable_seq
+            self._ack_now.set()
+            self._ack_wakeup.set()
 
     async def _send_acks(self, link: _Link) -> None:
         """Background, per link: send the due acknowledgements, batched."""
@@ -519,6 +530,7 @@ class ExecClient:
                 stream = self._streams.get(process_id)
                 if stream is not None:
                     stream.unacked_bytes = stream.unacked_events = 0
+                    stream.acked_seq = max(stream.acked_seq, seq)
                 params = wire.ProcessAckParams(process_id=process_id, seq=seq)
                 acks.append(wire.Notification(method=wire.PROCESS_ACK, params=params))
             if not acks:

@@ -55,6 +55,8 @@ class ProcessStream:
         self.lagging = False
         self._queue_changed = trio.Event()
         self.consumed = False
+        self.consumer_active = False  # an events() iteration is in progress
+        self.acked_seq = 0  # the last seq acknowledged to the daemon
 
     # --- called by the reader task (never blocks) --------------------------------------
 
@@ -115,6 +117,15 @@ class ProcessStream:
         changed, self._queue_changed = self._queue_changed, trio.Event()
         changed.set()
 
+    @property
+    def ackable_seq(self) -> int:
+        """What the daemon may forget: all that arrived, except what a consumer that
+        fell behind its queue has not taken yet (it reads that back from the daemon,
+        so the daemon must hold it, and pauses the process once its window is full)."""
+        if self.lagging and self.consumer_active:
+            return self.queued_seq
+        return self.reorder.last_published_seq
+
     # --- called by the consumer ----------------------------------------------------
 
     def accept_caught_up(self, events: list[SeqEvent]) -> None:
@@ -171,11 +182,17 @@ class ProcessHandle:
         if stream.consumed:
             raise RuntimeError(f"events() of process {self.process_id} is already consumed")
         stream.consumed = True
-        while True:
-            event = await stream.next_event(self._catch_up)
-            yield event
-            if isinstance(event, Closed | Failed):
-                return
+        stream.consumer_active = True
+        try:
+            while True:
+                event = await stream.next_event(self._catch_up)
+                yield event
+                if isinstance(event, Closed | Failed):
+                    return
+        finally:
+            stream.consumer_active = False
+            if stream.lagging:  # what it held back is nobody's to read now
+                self._client._ack_consumed(stream)
 
     async def _catch_up(self) -> None:
         stream = self._stream
@@ -193,6 +210,7 @@ class ProcessHandle:
                 self._client._fail_consumer(stream, message)
             return
         stream.accept_caught_up(events)
+        self._client._ack_consumed(stream)  # the daemon may be paused, waiting for it
 
     async def wait(self) -> int:
         """The exit code (128+N for signal N), once the process is closed."""

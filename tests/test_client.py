@@ -518,8 +518,9 @@ async def test_slow_consumer_catches_up_with_reads(client: ExecClient) -> None:
 async def test_slow_consumer_beyond_retention_fails_only_that_process(
     client: ExecClient,
 ) -> None:
-    """Default retention (1 MiB): a consumer 4 MiB+ behind cannot be caught up; it gets a
-    terminal Failed after every byte that was still available, and nothing else breaks."""
+    """Default retention (1 MiB): a consumer that starts only after the process finished,
+    4 MiB+ behind, cannot be caught up; it gets a terminal Failed after every byte that
+    was still available, and nothing else breaks."""
     with trio.fail_after(20):
         size = 8 * 1024 * 1024
         proc = await client.start(writer_script(size))
@@ -532,6 +533,42 @@ async def test_slow_consumer_beyond_retention_fails_only_that_process(
         assert data == pattern(size)[: len(data)]
         assert [e.seq for e in events[:-1]] == list(range(1, len(events)))  # type: ignore[union-attr]
         assert (await client.run(["echo", "still fine"])).stdout == b"still fine\n"
+
+
+async def test_a_consumer_that_pauses_mid_stream_loses_nothing(client: ExecClient) -> None:
+    """Default retention (1 MiB), 20 MB of output: a consumer that stops for a while
+    after its first event falls far behind its queue. What it has not taken is not
+    acknowledged, so the daemon holds it and pauses the process (backpressure) instead
+    of evicting it; the consumer then reads it back and gets every byte."""
+    with trio.fail_after(30):
+        size = 20 * 1024 * 1024
+        proc = await client.start(writer_script(size))
+        events: list[Event] = []
+        async for event in proc.events():
+            if not events:
+                while not proc._stream.lagging:  # noqa: ASYNC110 - plain client state
+                    await trio.sleep(0.01)
+                await trio.sleep(0.3)  # the daemon runs into its ack window meanwhile
+            events.append(event)
+        assert_complete(events)
+        assert stdout_of(events) == pattern(size)
+        assert client.statistics().failed_processes == 0
+
+
+async def test_a_consumer_that_stops_early_does_not_stall_the_process(
+    client: ExecClient,
+) -> None:
+    """The backpressure above lasts only while the consumer iterates: one that breaks
+    out (its generator is closed) releases what it held back, and the process runs to
+    its exit."""
+    with trio.fail_after(30):
+        size = 20 * 1024 * 1024
+        proc = await client.start(writer_script(size))
+        async for _ in proc.events():
+            while not proc._stream.lagging:  # noqa: ASYNC110 - plain client state
+                await trio.sleep(0.01)
+            break
+        assert await proc.wait() == 0
 
 
 async def test_fast_consumer_needs_no_reads(client: ExecClient) -> None:
