@@ -25,7 +25,7 @@ import trio
 import protocol_schema as wire
 
 from ._client_fs import FsClient
-from ._client_process import ProcessHandle, ProcessStream
+from ._client_process import ProcessHandle, ProcessStream, StdinClosedError
 from ._core.events import Closed, Exited, Failed, Output, SeqEvent
 from ._core.recovery import GapLost, ReadSnapshot, events_after
 from ._core.reorder import ReorderOverflow
@@ -140,6 +140,21 @@ class _Link:
         except TransportClosed:
             self.mark_lost()
             raise _LinkLost from None
+
+
+async def _feed_stdin(
+    proc: ProcessHandle, data: bytes, errors: list[ExecRuntimeError], nursery: trio.Nursery
+) -> None:
+    """``run(input=...)``: write it all, then close stdin."""
+    try:
+        if data:
+            await proc.write(data)
+        await proc.close_stdin()
+    except StdinClosedError:
+        pass  # exited or closed stdin before reading it all: not an error (subprocess.run)
+    except ExecRuntimeError as exc:
+        errors.append(exc)
+        nursery.cancel_scope.cancel()
 
 
 class ExecClient:
@@ -296,16 +311,24 @@ class ExecClient:
         )
         stdout: list[bytes] = []
         stderr: list[bytes] = []
+        failure: list[str] = []
+        feed_errors: list[ExecRuntimeError] = []
         try:
-            if input is not None:
-                if input:
-                    await proc.write(input)
-                await proc.close_stdin()
-            async for event in proc.events():
-                if isinstance(event, Output):
-                    (stderr if event.stream == "stderr" else stdout).append(event.data)
-                elif isinstance(event, Failed):
-                    raise ProcessFailed(event.message)
+            async with trio.open_nursery() as nursery:
+                if input is not None:
+                    # Fed while the output is consumed (as subprocess's communicate
+                    # does): a child that echoes its input never waits on us.
+                    nursery.start_soon(_feed_stdin, proc, input, feed_errors, nursery)
+                async for event in proc.events():
+                    if isinstance(event, Output):
+                        (stderr if event.stream == "stderr" else stdout).append(event.data)
+                    elif isinstance(event, Failed):
+                        failure.append(event.message)
+                nursery.cancel_scope.cancel()  # closed: its stdin is of no use now
+            if feed_errors:
+                raise feed_errors[0]
+            if failure:
+                raise ProcessFailed(failure[0])
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:

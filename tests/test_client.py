@@ -151,6 +151,28 @@ async def test_run_feeds_input_to_stdin(client: ExecClient) -> None:
         assert (await client.run(["cat"])).stdout == b""
 
 
+async def test_run_feeds_input_while_it_consumes_the_output(client: ExecClient) -> None:
+    """Far more than the daemon retains (1 MiB), echoed while it is still being written:
+    the input goes in while the output is taken, as ``communicate`` does, so nothing
+    waits on the other and no output is evicted before it is read."""
+    with trio.fail_after(30):
+        data = pattern(20 * 1024 * 1024)
+        result = await client.run(["cat"], input=data)
+        assert result.stdout == data
+        assert client.statistics().failed_processes == 0
+
+
+@pytest.mark.parametrize("argv", [["head", "-c", "1"], ["true"]])
+async def test_run_ignores_input_the_child_never_read(client: ExecClient, argv: list[str]) -> None:
+    """Like ``subprocess.run``: a child that exits (or closes stdin) before reading its
+    input is no error; its exit status is the result."""
+    with trio.fail_after(20):
+        data = b"x" * (5 * 1024 * 1024)
+        result = await client.run(argv, input=data)
+        assert result.returncode == 0
+        assert result.stdout == data[: len(result.stdout)] and len(result.stdout) <= 1
+
+
 async def test_run_tty_returns_output_as_stdout(client: ExecClient) -> None:
     with trio.fail_after(5):
         result = await client.run(
