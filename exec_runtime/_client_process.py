@@ -18,7 +18,7 @@ import trio
 from ._core.events import Closed, Event, Exited, Failed, Output, SeqEvent
 from ._core.recovery import GapLost, events_after
 from ._core.reorder import ReorderBuffer, ReorderOverflow
-from ._errors import ExecRuntimeError, ProcessFailed
+from ._errors import ExecRuntimeError, ProcessFailed, ProtocolError
 
 if TYPE_CHECKING:
     from ._client import ExecClient
@@ -196,21 +196,30 @@ class ProcessHandle:
 
     async def _catch_up(self) -> None:
         stream = self._stream
-        result = await self._client._read(self.process_id, stream.queued_seq)
+        try:
+            result = await self._client._read(self.process_id, stream.queued_seq)
+        except ProtocolError as exc:
+            # The daemon no longer knows the process (its closed TTL passed, or the
+            # session ended): what this consumer missed is gone.
+            await self._lost_what_it_missed(exc.message)
+            return
         known_exit = stream.exit_event.seq if stream.exit_event is not None else None
         try:
             events = events_after(stream.queued_seq, result, known_exit)
         except GapLost as exc:
-            message = f"process {self.process_id}: {exc}"
-            if stream.closed_event is None:
-                await self._client._fail_process(stream, message)
-            else:
-                # Finished (the exit code is known): nothing to terminate, but this
-                # consumer cannot get the events it missed.
-                self._client._fail_consumer(stream, message)
+            await self._lost_what_it_missed(str(exc))
             return
         stream.accept_caught_up(events)
         self._client._ack_consumed(stream)  # the daemon may be paused, waiting for it
+
+    async def _lost_what_it_missed(self, reason: str) -> None:
+        message = f"process {self.process_id}: {reason}"
+        if self._stream.closed_event is None:
+            await self._client._fail_process(self._stream, message)
+        else:
+            # Finished (the exit code is known): nothing to terminate, but this
+            # consumer cannot get the events it missed.
+            self._client._fail_consumer(self._stream, message)
 
     async def wait(self) -> int:
         """The exit code (128+N for signal N), once the process is closed."""

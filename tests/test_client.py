@@ -557,6 +557,25 @@ async def test_slow_consumer_beyond_retention_fails_only_that_process(
         assert (await client.run(["echo", "still fine"])).stdout == b"still fine\n"
 
 
+@pytest.mark.parametrize("server_config", [ServerConfig(closed_ttl=0.2)])
+async def test_a_consumer_that_comes_after_the_closed_ttl_gets_a_failed_event(
+    client: ExecClient,
+) -> None:
+    """The daemon forgot the process (its closed TTL passed) before the consumer read
+    what it missed: the stream ends with a terminal Failed, as for any loss, not with
+    an exception out of ``events()``; ``wait()`` still has the exit code."""
+    with trio.fail_after(20):
+        size = 6 * 1024 * 1024  # past the consumer queue's 4 MiB
+        proc = await client.start(writer_script(size))
+        assert await proc.wait() == 0
+        await trio.sleep(0.5)  # past the TTL
+        events = await collect(proc)
+        assert isinstance(events[-1], Failed)
+        assert "unknown process id" in events[-1].message
+        assert [e.seq for e in events[:-1]] == list(range(1, len(events)))  # type: ignore[union-attr]
+        assert await proc.wait() == 0
+
+
 async def test_a_consumer_that_pauses_mid_stream_loses_nothing(client: ExecClient) -> None:
     """Default retention (1 MiB), 20 MB of output: a consumer that stops for a while
     after its first event falls far behind its queue. What it has not taken is not
