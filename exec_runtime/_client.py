@@ -275,15 +275,12 @@ class ExecClient:
             await self._call("process/start", params, wire.ProcessStartResult, on_send=on_send)
         except BaseException as exc:
             self._streams.pop(process_id, None)
-            if sent and not isinstance(exc, ExecRuntimeError):
-                # Cancelled after the request went out: the process may be starting or
-                # running already, and nobody else knows its id. Kill it (a no-op if the
-                # start never arrived; a start still in progress is cancelled).
-                with trio.CancelScope(shield=True):
-                    await self._terminate_quietly(process_id)
-            elif sent and isinstance(exc, TransportError):
-                # The link died with the start in flight: it may have happened. Once the
-                # session is resumed, make sure no process runs under an id nobody holds.
+            if sent and (not isinstance(exc, ExecRuntimeError) or isinstance(exc, TransportError)):
+                # Cancelled after the request went out, or the link died with it in
+                # flight: the process may be starting or running already, and nobody
+                # else knows its id. Kill it, in the background so the cancel takes
+                # effect now (a no-op if the start never arrived; a start still in
+                # progress is cancelled; after a drop, it waits for the resume).
                 self._nursery.start_soon(self._terminate_quietly, process_id)
             raise
         stream.started = True

@@ -31,6 +31,7 @@ from exec_runtime import (
     StdinClosedError,
     TransportError,
 )
+from exec_runtime.testing import open_faulty_local
 
 PY = sys.executable
 BACKENDS = ["local", "remote"]
@@ -401,9 +402,32 @@ async def test_cancelling_a_start_in_flight_kills_the_process(
         with trio.move_on_after(0.1) as scope:  # the daemon holds the start for 0.3 s
             await client.start(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"])
         assert scope.cancelled_caught
+        while client.statistics().calls.get("process/terminate") != 1:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # sent in the background: the cancel took effect at once
         assert client.statistics().calls == {"process/start": 1, "process/terminate": 1}
         await trio.sleep(0.5)  # an uncancelled start would have spawned by now
         assert not await trio.Path(pid_file).exists()
+
+
+async def test_a_cancelled_start_returns_at_once_while_the_daemon_is_silent(
+    tmp_path: Path,
+) -> None:
+    """The terminate that cleans up after a cancelled start must not hold the cancel:
+    with no answer coming (a stalled link), the cancel still takes effect at once, and
+    the process is killed once the daemon is heard again."""
+    pid_file = tmp_path / "pid"
+    config = ServerConfig(start_delay=0.3)
+    async with open_faulty_local(config=config) as (client, faults):
+        with trio.fail_after(5):
+            with trio.move_on_after(0.1) as scope:
+                faults.stall()  # nothing reaches the client from here on
+                await client.start(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"])
+            assert scope.cancelled_caught
+            faults.resume()
+            while client.statistics().calls.get("process/terminate") != 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            await trio.sleep(0.5)  # past the start delay: a start that ran would show
+            assert not await trio.Path(pid_file).exists()
 
 
 # --- errors ----------------------------------------------------------------------------
