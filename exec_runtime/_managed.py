@@ -134,9 +134,11 @@ class ManagedProcess:
             return False
         was_running = not self.exited
         # Kill the group even after the leader exited: a grandchild may hold the pipes
-        # (and, being in the group, keeps its id from being reused).
-        self.child.signal_group(signal.SIGKILL)
-        return was_running
+        # (and, being in the group, keeps its id from being reused). Not signalled (the
+        # child's group is released, see Child.group_released, or gone): the leader
+        # exited already, even if the sequencer has not recorded it yet.
+        signalled = self.child.signal_group(signal.SIGKILL)
+        return was_running and signalled
 
     def resize(self, rows: int, cols: int) -> None:
         if self.child is None or self.child.pty_master is None:

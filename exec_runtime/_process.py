@@ -102,13 +102,31 @@ class Child:
         self.pty_master = pty_master
         self.returncode: int | None = None
         self._closed = False
+        self._outputs_done = False
+        """Every output reached EOF (the pump saw it) or we closed our ends (aclose)."""
 
     @property
     def streams(self) -> tuple[StreamName, ...]:
         return tuple(name for name, _ in self.outputs)
 
+    @property
+    def group_released(self) -> bool:
+        """The leader is reaped and none of its outputs is open to us any more.
+
+        Nothing then shows that the group still exists: once it is empty the kernel
+        may give its id to an unrelated process group (pids are recycled). While an
+        output is open, whoever holds its write end (the leader, or a grandchild in
+        the group) keeps the group id from being reused. The pump sees this moment
+        before the sequencer records the exit and the EOFs, which may lag behind
+        (backpressure), so the managed process's ``closed`` can come later.
+        """
+        return self._outputs_done and self.process.returncode is not None
+
     def signal_group(self, signum: int) -> bool:
-        """Send ``signum`` to the child's process group. False if the group is gone."""
+        """Send ``signum`` to the child's process group. False if the group is gone
+        or may be (``group_released``): then nothing is sent."""
+        if self.group_released:
+            return False
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
@@ -157,6 +175,7 @@ class Child:
         with _Wakeup(self.process) as wakeup:
             while open_fds or not exited:
                 batch = _read_round(open_fds, ROUND_BYTES)
+                self._outputs_done |= not open_fds
                 progressed = bool(batch)
                 if not exited and self.process.poll() is not None:
                     # Drain what the leader left in the pipes (bounded: a grandchild may
@@ -167,6 +186,7 @@ class Child:
                             await send.send(batch)
                             batch = []
                         more = _read_round(open_fds, DRAIN_BYTES - drained)
+                        self._outputs_done |= not open_fds
                         if not more:
                             break
                         drained += _bytes_in(more) + 1
@@ -197,6 +217,7 @@ class Child:
         self._closed = True
         for _, stream in self.outputs:
             stream.close()  # FdStream.close: synchronous, wakes any waiter on the fd
+        self._outputs_done = True  # and the leader is reaped: the group is released
         if self.stdin is not None:
             await self.stdin.aclose()
         if self.pty_master is not None:

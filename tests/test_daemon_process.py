@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import trio
 from conftest import RawClient, WireError, output_of
 
 from exec_runtime import ServerConfig
+from exec_runtime._process import ChildExited, ChildMessage, SpawnSpec, StreamEnded, spawn
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
@@ -590,6 +592,77 @@ async def test_terminate_after_closed_signals_nothing(
         assert await client.call("process/terminate", {"processId": "p"}) == {"running": False}
         assert await client.call("process/signal", {"processId": "p", "signal": "kill"}) == {}
         assert signalled == []
+
+
+async def test_a_child_is_not_signalled_once_its_pump_saw_the_exit_and_every_eof(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pump sees the leader reaped and every output at EOF before the sequencer
+    records them (it may lag, under backpressure): from then on the group may be empty
+    and its id recycled, so Child.signal_group must send nothing."""
+    signalled: list[tuple[int, int]] = []
+    real_killpg = os.killpg
+
+    def spy(pgid: int, signum: int) -> None:
+        signalled.append((pgid, signum))
+        real_killpg(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    with trio.fail_after(5):
+        child = await spawn(SpawnSpec(argv=[SH, "-c", "exit 3"], cwd=os.getcwd(), env={}))
+        # Unbuffered, and nobody receiving once the exit is seen: the pump waits to
+        # hand over its last batch, as behind a sequencer that lags.
+        send, receive = trio.open_memory_channel[list[ChildMessage]](0)
+        seen: list[ChildMessage] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child.run, send)
+            # The pump sets returncode once it has reaped the leader and drained its
+            # pipes (no grandchild holds them: all are at EOF by then), just before it
+            # sends the batch with the exit.
+            while child.returncode is None:
+                try:
+                    seen += receive.receive_nowait()  # earlier batches (EOFs)
+                except trio.WouldBlock:
+                    await trio.sleep(0.001)
+            assert child.signal_group(signal.SIGKILL) is False
+            assert child.signal_group(signal.SIGTERM) is False
+            assert signalled == []
+            assert child.group_released
+            async for batch in receive:
+                seen += batch
+        assert ChildExited(3) in seen
+        assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
+        assert signalled == []
+
+
+async def test_a_child_whose_leader_exited_while_a_grandchild_holds_a_pipe_is_signalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The grandchild holding the pipe is in the group, so the group id is not free:
+    the group is still killed (that is what lets the process close)."""
+    signalled: list[tuple[int, int]] = []
+    real_killpg = os.killpg
+
+    def spy(pgid: int, signum: int) -> None:
+        signalled.append((pgid, signum))
+        real_killpg(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    with trio.fail_after(5):
+        argv = [SH, "-c", "sleep 100 & exit 0"]
+        child = await spawn(SpawnSpec(argv=argv, cwd=os.getcwd(), env=dict(os.environ)))
+        send, receive = trio.open_memory_channel[list[ChildMessage]](0)
+        seen: list[ChildMessage] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child.run, send)
+            while not any(isinstance(m, ChildExited) for m in seen):
+                seen += await receive.receive()
+            assert child.signal_group(signal.SIGKILL) is True
+            assert not child.group_released
+            async for batch in receive:
+                seen += batch
+        assert signalled == [(child.pid, signal.SIGKILL)]
+        assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(start_delay=1.0)])
