@@ -498,7 +498,15 @@ class ExecClient:
             published = stream.push_many(events)
         except ReorderOverflow as exc:
             self._events_published += len(exc.published)
-            self._fail_process_soon(stream, f"process {stream.process_id}: {exc}")
+            if not self._daemon_takes_acks:
+                self._fail_process_soon(stream, f"process {stream.process_id}: {exc}")
+                return
+            # The daemon holds all that was not acknowledged, which is everything from
+            # the gap on: let go of what is held past it, and read it back instead.
+            stream.reorder.discard_pending()
+            self._mark_gapped(stream)
+            if exc.published and self._ack_output:
+                self._note_received(stream, exc.published)
             return
         self._events_published += len(published)
         if stream.done.is_set():

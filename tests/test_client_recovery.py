@@ -28,6 +28,7 @@ from exec_runtime import (
     ServerConfig,
     TransportError,
 )
+from exec_runtime.testing import FaultPlan, check_pattern, open_faulty_local, scripted_argv
 
 PY = sys.executable
 DISCONNECTED = "exec-server transport disconnected"
@@ -450,3 +451,30 @@ def wire_read(client: ExecClient, process_id: str) -> Callable[[], Any]:
         return await client._call("process/read", params, wire.ProcessReadResult)
 
     return read
+
+
+CHATTY = {"chunks": 800, "chunk_size": 10, "pause": 0.001}
+
+
+@pytest.mark.parametrize("ack_output", [True, False])
+async def test_a_reorder_buffer_overflow(ack_output: bool) -> None:
+    """600 notifications held and released shuffled: more than the 256 a process may
+    hold past a gap arrive before the gap fills. With acknowledgements the daemon holds
+    all of it (nothing past the gap was acknowledged), so the client lets go of what it
+    held and reads it back: the process completes byte-exact. Without them the output
+    may be evicted already, so that process fails, and only that one (PROTOCOL §9)."""
+    plan = FaultPlan(seed=1, reorder_window=600)
+    with trio.fail_after(30):
+        async with open_faulty_local(plan, ack_output=ack_output) as (client, faults):
+            proc = await client.start(scripted_argv(**CHATTY))
+            events = [event async for event in proc.events()]
+            if ack_output:
+                assert_complete(events)
+                stdout = b"".join(e.data for e in events if isinstance(e, Output))
+                check_pattern(stdout, b"", **CHATTY)
+                assert client.statistics().failed_processes == 0
+                assert faults.reads > 0
+            else:
+                assert isinstance(events[-1], Failed)
+                assert "reorder buffer overflow" in events[-1].message
+                assert (await client.run(["echo", "others go on"])).stdout == b"others go on\n"

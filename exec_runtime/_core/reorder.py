@@ -100,6 +100,14 @@ class ReorderBuffer:
         """
         return self._last_published_seq + 1 if self._pending else None
 
+    def discard_pending(self) -> None:
+        """Forget every event held past the gap (a read from ``last_published_seq``
+        brings them back); the published cursor stays."""
+        self._pending.clear()
+        self._pending_bytes = 0
+        if not self._closed:
+            self._closed_seq = None
+
     def push(self, event: SeqEvent) -> list[SeqEvent]:
         """Insert one event; return the newly contiguous events, in seq order, to publish.
 

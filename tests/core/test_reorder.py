@@ -167,6 +167,14 @@ class ReorderMachine(RuleBasedStateMachine):
         assert result == expected
         self.published.extend(result)
 
+    @rule()
+    def discard_pending(self) -> None:
+        """What the client does on an overflow when the daemon holds everything
+        unacknowledged: forget what is held; a read brings it back."""
+        self.buf.discard_pending()
+        self.held = {s for s in self.held if s <= self.last}
+        self.closed_seen = self.last == self.closed_seq
+
     @invariant()
     def state(self) -> None:
         pending = self.pending()
