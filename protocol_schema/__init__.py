@@ -27,6 +27,7 @@ from .fs import *  # noqa: F403
 from .fs import __all__ as _fs_all
 from .methods import INITIALIZED, METHODS, NOTIFICATIONS, PROCESS_ACK, MethodSpec
 from .process import (
+    MAX_WRITE_ID_LENGTH,
     EnvPolicy,
     InheritMode,
     ProcessAckParams,
@@ -65,8 +66,8 @@ __all__ = [
     "MalformedMessage", "codec_for_subprotocol", "ErrorObject", "ErrorResponse",
     "IncomingMessage", "Notification", "Request", "RequestId", "Response", "TraceContext",
     "INITIALIZED", "METHODS", "NOTIFICATIONS", "PROCESS_ACK", "MethodSpec", "EnvPolicy",
-    "InheritMode", "ProcessAckParams", "ProcessClosedParams", "ProcessExitedParams",
-    "ProcessOutputParams", "ProcessReadParams",
+    "MAX_WRITE_ID_LENGTH", "InheritMode", "ProcessAckParams", "ProcessClosedParams",
+    "ProcessExitedParams", "ProcessOutputParams", "ProcessReadParams",
     "ProcessReadResult", "ProcessResizeParams", "ProcessSignalParams", "ProcessStartParams",
     "ProcessStartResult", "ProcessTerminateParams", "ProcessTerminateResult",
     "ProcessWriteParams", "ProcessWriteResult", "ReadChunk", "SignalName", "StreamName",

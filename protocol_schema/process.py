@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -12,6 +12,11 @@ StreamName = Literal["stdout", "stderr", "pty"]
 SignalName = Literal["interrupt", "terminate", "kill", "hangup"]
 WriteStatus = Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
 InheritMode = Literal["all", "none", "core"]
+
+MAX_WRITE_ID_LENGTH: Final = 256
+"""The longest ``writeId`` the daemon accepts, in characters; a longer one is -32602
+(the daemon remembers 4,096 ids per process, so their length must be bounded)."""
+WriteId = Annotated[str, msgspec.Meta(max_length=MAX_WRITE_ID_LENGTH)]
 
 
 class EnvPolicy(WireStruct, omit_defaults=False):
@@ -96,7 +101,7 @@ class ProcessWriteParams(WireStruct, omit_defaults=False):
     """``chunk`` is always sent, even empty: Codex requires it."""
 
     process_id: str
-    write_id: str
+    write_id: WriteId
     chunk: bytes = b""
     close_stdin: bool = False
 

@@ -492,6 +492,21 @@ async def test_an_empty_write_id_is_32602(connect: Any) -> None:
         await client.call("process/terminate", {"processId": "cat"})
 
 
+async def test_an_over_long_write_id_is_32602_naming_the_field(connect: Any) -> None:
+    """The daemon remembers 4,096 write ids per process, so their length is bounded."""
+    with trio.fail_after(5):
+        client = await connect()
+        await client.start("cat", ["cat"], pipeStdin=True)
+        for process_id in ("cat", "unknown"):
+            params = {"processId": process_id, "writeId": "w" * 257, "chunk": b64(b"x")}
+            code, message = await expect_error(client.call("process/write", params))
+            assert code == INVALID_PARAMS and "writeId" in message and "256" in message
+        params = {"processId": "cat", "writeId": "w" * 256, "chunk": b64(b"ok\n")}
+        assert await client.call("process/write", params) == {"status": "accepted"}
+        await eventually(lambda: output_of(client.notifications["cat"]) == b"ok\n")
+        await client.call("process/terminate", {"processId": "cat"})
+
+
 # --- §4 process/signal and process/terminate -------------------------------------------
 
 

@@ -18,7 +18,9 @@ class WriteIdMemory:
     """The last ``capacity`` accepted write ids of one process, oldest evicted first.
 
     A duplicate does not refresh an id's age: the window counts accepted writes, and a
-    duplicate is not a new write.
+    duplicate is not a new write. The wire bounds each id (``writeId`` is at most
+    ``protocol_schema.MAX_WRITE_ID_LENGTH`` characters, checked when the params are
+    decoded), so this holds at most ``capacity`` times that.
     """
 
     __slots__ = ("_capacity", "_ids")
