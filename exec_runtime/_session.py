@@ -55,26 +55,41 @@ class Session:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session's processes until it has been detached for ``detached_ttl``."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                while True:
-                    while self.attached is not None:
-                        await self._attachment_changed.wait()
-                    with trio.move_on_after(self.config.detached_ttl):
-                        while self.attached is None:
-                            await self._attachment_changed.wait()
-                        continue
-                    break
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await self._until_expired()
                 log.info("session %s expired after %gs detached", self.id, self.config.detached_ttl)
-                nursery.cancel_scope.cancel()
-        finally:
-            self._closed = True
+            finally:
+                # Expired, closed, or cancelled from outside (or a process task failed):
+                # the session ends before its processes are killed and reaped, which
+                # takes a while, so no resume and no new process from here on.
+                self._end()
+
+    async def _until_expired(self) -> None:
+        while True:
+            while self.attached is not None:
+                await self._attachment_changed.wait()
+            with trio.move_on_after(self.config.detached_ttl):
+                while self.attached is None:
+                    await self._attachment_changed.wait()
+            if self.attached is None:
+                # Checked after the scope: a resume in the tick the deadline fired
+                # keeps the session.
+                return
 
     def close(self) -> None:
         """End the session now: cancelling the nursery kills every process group."""
+        self._end()
+
+    def _end(self) -> None:
         self._closed = True  # no resume, no new process from here on
+        for managed in self.processes.values():
+            if managed.state is State.STARTING:
+                # Its spawn runs under the start request, not in the nursery: don't
+                # let it hold the session's end (start_process answers it).
+                managed.cancel_start()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -126,7 +141,7 @@ class Session:
     async def start_process(self, params: wire.ProcessStartParams) -> None:
         spec = self._spawn_spec(params)
         if self._nursery is None or self._closed:
-            raise RpcError.invalid_request(f"session {self.id} has ended")
+            raise self._ended()
         if params.process_id in self.processes:
             raise RpcError.invalid_request(f"process {params.process_id} already exists")
         limit = self.config.max_processes_per_session
@@ -146,9 +161,22 @@ class Session:
         self._live.add(params.process_id)
         try:
             await self._nursery.start(self._own_process, managed, spec)
+        except RpcError:
+            self._forget(managed)
+            if self._closed:  # the session ended while this one was starting
+                raise self._ended() from None
+            raise
         except BaseException:
             self._forget(managed)
             raise
+        if self._closed:
+            # The session ended while the child spawned: its task is now in a
+            # cancelled nursery, which kills it before it can report an exit or close.
+            self._forget(managed)
+            raise self._ended()
+
+    def _ended(self) -> RpcError:
+        return RpcError.invalid_request(f"session {self.id} has ended")
 
     async def _own_process(
         self,

@@ -15,7 +15,13 @@ import trio
 import trio_websocket
 from conftest import RawClient, output_of
 
+import protocol_schema as wire
 from exec_runtime import ServerConfig
+from exec_runtime._core.events import SeqEvent
+from exec_runtime._errors import RpcError
+from exec_runtime._managed import State
+from exec_runtime._process import Child
+from exec_runtime._session import Session
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010
@@ -158,6 +164,89 @@ async def test_resuming_within_the_ttl_keeps_the_session(connect: Any) -> None:
             client = await resume(connect, session_id)
         assert not process_gone(pid)
         assert await client.call("process/terminate", {"processId": "p"}) == {"running": True}
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(detached_ttl=0.2)])
+async def test_a_session_whose_processes_are_being_killed_cannot_be_resumed(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expiry kills and reaps every process before the session is gone, which takes a
+    while: meanwhile the session has ended, and a resume must not bring it back (a
+    process started in it would be killed without an exit or a close)."""
+    killing, release = trio.Event(), trio.Event()
+    real_aclose = Child.aclose
+
+    async def held_aclose(child: Child) -> None:
+        killing.set()  # only a cancelled process is closed here: the session is ending
+        await release.wait()
+        await real_aclose(child)
+
+    monkeypatch.setattr(Child, "aclose", held_aclose)
+    with trio.fail_after(5):
+        client = await connect()
+        session_id = client.session_id
+        await client.start("p", ["sleep", "100"])
+        await client.ws.aclose()
+        await killing.wait()
+        fresh: RawClient = await connect(handshake=False)
+        reply = await fresh.request(
+            "initialize", {"clientName": "t", "resumeSessionId": session_id}
+        )
+        release.set()
+        assert reply.get("error") == {
+            "code": INVALID_REQUEST,
+            "message": f"unknown session id {session_id}",
+        }
+
+
+class _Sink:
+    async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None:
+        pass
+
+
+def _start_params(process_id: str, argv: list[str]) -> wire.ProcessStartParams:
+    return wire.ProcessStartParams(
+        process_id=process_id,
+        argv=argv,
+        cwd="file://" + os.getcwd(),
+        env=dict(os.environ),
+        tty=False,
+    )
+
+
+async def test_a_start_pending_when_the_session_ends_answers_that_it_ended() -> None:
+    """The start (held in the starting state by the test hook) runs under its request,
+    not in the session's nursery: the session's end must still answer it, not start a
+    process into a nursery that kills it before it reports an exit or a close."""
+    session = Session("s1", ServerConfig(start_delay=1.0))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(session.run)
+            session.attach(_Sink())
+            outcome: list[object] = []
+
+            async def start() -> None:
+                try:
+                    await session.start_process(_start_params("p", ["sleep", "100"]))
+                except RpcError as exc:
+                    outcome.append(exc)
+                else:
+                    outcome.append("started")
+
+            nursery.start_soon(start)
+            await eventually(
+                lambda: (m := session.get("p")) is not None and m.state is State.STARTING
+            )
+            session.close()
+            await eventually(lambda: outcome)
+            assert len(outcome) == 1 and isinstance(outcome[0], RpcError)
+            assert (outcome[0].code, outcome[0].message) == (
+                INVALID_REQUEST,
+                "session s1 has ended",
+            )
+            assert session.get("p") is None
+            with pytest.raises(RpcError, match="session s1 has ended"):
+                await session.start_process(_start_params("q", ["true"]))
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=100)])
