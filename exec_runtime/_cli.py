@@ -81,6 +81,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="processes not yet closed, per session; default %(default)s",
     )
     limits.add_argument(
+        "--max-closed-processes-per-session",
+        type=int,
+        default=defaults.DEFAULT_MAX_CLOSED_PROCESSES_PER_SESSION,
+        metavar="N",
+        help="closed processes kept for reads until --closed-ttl, per session; past it "
+        "the oldest is forgotten; default %(default)s",
+    )
+    limits.add_argument(
         "--max-detached-sessions",
         type=int,
         default=defaults.DEFAULT_MAX_DETACHED_SESSIONS,
@@ -168,6 +176,7 @@ def _serve_main(args: argparse.Namespace) -> int:
             max_json_values=args.max_json_values,
             max_sessions=args.max_sessions,
             max_processes_per_session=args.max_processes_per_session,
+            max_closed_processes_per_session=args.max_closed_processes_per_session,
             max_detached_sessions=args.max_detached_sessions,
             max_concurrent_requests=args.max_concurrent_requests,
             handshake_timeout=args.handshake_timeout,

@@ -12,6 +12,7 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_MAX_JSON_VALUES: Final = 262_144
 DEFAULT_MAX_SESSIONS: Final = 256
 DEFAULT_MAX_PROCESSES_PER_SESSION: Final = 4096
+DEFAULT_MAX_CLOSED_PROCESSES_PER_SESSION: Final = 128
 DEFAULT_MAX_DETACHED_SESSIONS: Final = 64
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 1024
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -80,6 +81,12 @@ class ServerConfig:
         default=DEFAULT_MAX_PROCESSES_PER_SESSION, validator=_positive
     )
     """Processes of one session that are starting or not yet closed; past it -32600."""
+    max_closed_processes_per_session: int = attrs.field(
+        default=DEFAULT_MAX_CLOSED_PROCESSES_PER_SESSION, validator=_not_negative
+    )
+    """Closed processes of one session kept for ``process/read`` (each holds up to
+    ``retain_bytes``) until their ``closed_ttl`` passes; past it the oldest closed one
+    is forgotten early, as if its TTL had passed."""
     max_detached_sessions: int = attrs.field(
         default=DEFAULT_MAX_DETACHED_SESSIONS, validator=_not_negative
     )

@@ -50,6 +50,7 @@ class ManagedProcess:
         self._ack_window = ack_window
         self._start_scope = trio.CancelScope()
         self._start_cancelled = False
+        self._closed_ttl_scope = trio.CancelScope()
         self.child: Child | None = None
         self.sequencer: Sequencer | None = None
         self.stdin: StdinWriter | None = None
@@ -62,6 +63,10 @@ class ManagedProcess:
     def closed(self) -> bool:
         """Exited, reaped, and every output at EOF."""
         return self.sequencer is not None and self.sequencer.sequence.closed
+
+    def forget(self) -> None:
+        """End the closed TTL now (the session forgets a closed process early)."""
+        self._closed_ttl_scope.cancel()
 
     def cancel_start(self) -> None:
         self._start_cancelled = True
@@ -93,7 +98,8 @@ class ManagedProcess:
         finally:
             with trio.CancelScope(shield=True):
                 await child.aclose()
-        await trio.sleep(closed_ttl)
+        with self._closed_ttl_scope:
+            await trio.sleep(closed_ttl)
 
     async def _supervise(self, child: Child, task_status: trio.TaskStatus[None]) -> None:
         self.child = child

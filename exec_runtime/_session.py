@@ -48,6 +48,9 @@ class Session:
         self._closed = False
         self._live: set[str] = set()
         """Ids of processes starting or running (not yet closed): the process limit."""
+        self._retired: dict[str, ManagedProcess] = {}
+        """Closed processes not yet forgotten, oldest closed first: past
+        ``max_closed_processes_per_session`` the oldest is forgotten early."""
         self.detached_at: float | None = None
         self.on_detached: Callable[[], None] | None = None
 
@@ -116,7 +119,7 @@ class Session:
 
     async def publish(self, process_id: str, events: list[SeqEvent]) -> None:
         if isinstance(events[-1], Closed):  # closed is always the last seq
-            self._live.discard(process_id)
+            self._retire(process_id)
         sink = self.attached
         if sink is not None:
             await sink.send_process_events(process_id, events)
@@ -195,10 +198,35 @@ class Session:
         finally:
             self._forget(managed)
 
+    def _retire(self, process_id: str) -> None:
+        """The process closed: it no longer counts as live, and it is forgotten at its
+        closed TTL or, past the cap on closed processes, once it is the oldest closed
+        one (each keeps up to ``retain_bytes`` of output, and nothing else bounds how
+        many a client that starts processes one after another leaves behind)."""
+        self._live.discard(process_id)
+        managed = self.processes.get(process_id)
+        if managed is None:
+            return
+        self._retired[process_id] = managed
+        limit = self.config.max_closed_processes_per_session
+        while len(self._retired) > limit:
+            oldest = next(iter(self._retired.values()))
+            log.debug(
+                "forgetting closed process %s early: more than %d closed processes in "
+                "session %s (--max-closed-processes-per-session)",
+                oldest.process_id,
+                limit,
+                self.id,
+            )
+            self._forget(oldest)
+            oldest.forget()  # ends its closed TTL now
+
     def _forget(self, managed: ManagedProcess) -> None:
         if self.processes.get(managed.process_id) is managed:
             del self.processes[managed.process_id]
             self._live.discard(managed.process_id)
+        if self._retired.get(managed.process_id) is managed:
+            del self._retired[managed.process_id]
 
     def _spawn_spec(self, params: wire.ProcessStartParams) -> SpawnSpec:
         if not params.argv:

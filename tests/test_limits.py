@@ -144,6 +144,48 @@ async def test_max_processes_per_session_names_the_limit(connect: Any) -> None:
             await client.call("process/terminate", {"processId": f"s{number}"})
 
 
+@pytest.mark.parametrize(
+    "server_config", [ServerConfig(max_closed_processes_per_session=2, closed_ttl=100)]
+)
+async def test_past_max_closed_processes_per_session_the_oldest_closed_is_forgotten(
+    connect: Any,
+) -> None:
+    """Each closed process holds up to retain_bytes until its closed TTL: past the cap
+    the one that closed first is forgotten (not the one started first), exactly as if
+    its TTL had passed; a process that has not closed is never forgotten."""
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("running", ["sleep", "100"])
+        await client.start("first", ["cat"], pipeStdin=True)  # closes when stdin does
+        await client.start("second", ["true"])
+        await client.wait_closed("second")
+        await client.call(
+            "process/write", {"processId": "first", "writeId": "w", "closeStdin": True}
+        )
+        await client.wait_closed("first")
+        for process_id in ("second", "first"):  # two closed: at the cap, both kept
+            assert (await client.call("process/read", {"processId": process_id}))["closed"]
+        await client.start("third", ["true"])
+        await client.wait_closed("third")
+        reply = await client.request("process/read", {"processId": "second"})
+        assert reply["error"] == {"code": INVALID_REQUEST, "message": "unknown process id second"}
+        assert await client.call("process/terminate", {"processId": "second"}) == {"running": False}
+        for process_id in ("first", "third"):
+            assert (await client.call("process/read", {"processId": process_id}))["closed"]
+        await client.start("fourth", ["true"])
+        await client.wait_closed("fourth")
+        reply = await client.request("process/read", {"processId": "first"})
+        assert reply["error"] == {"code": INVALID_REQUEST, "message": "unknown process id first"}
+        read = await client.call("process/read", {"processId": "running"})
+        assert (read["exited"], read["closed"]) == (False, False)
+        # A forgotten id is free again.
+        client.notifications["second"].clear()
+        await client.start("second", ["sh", "-c", "echo again"])
+        events = await client.wait_closed("second")
+        assert output_of(events) == b"again\n"
+        assert await client.call("process/terminate", {"processId": "running"}) == {"running": True}
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(max_detached_sessions=2)])
 async def test_past_max_detached_sessions_the_oldest_detached_session_ends(
     connect: Any,
@@ -410,6 +452,7 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
             "--max-json-values", "1000",
             "--max-sessions", "1",
             "--max-processes-per-session", "5",
+            "--max-closed-processes-per-session", "1",
             "--max-detached-sessions", "3",
             "--max-concurrent-requests", "7",
             "--handshake-timeout", "4",
@@ -423,6 +466,12 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
         assert "at most 1 sessions" in reply["error"]["message"]
         reply = await client.request("environment/status", {"x": [0] * 1001})
         assert reply["error"]["message"] == "message has more than 1000 JSON values"
+        for process_id in ("a", "b"):
+            await client.start(process_id, ["true"])
+            await client.wait_closed(process_id)
+        reply = await client.request("process/read", {"processId": "a"})
+        assert reply["error"]["message"] == "unknown process id a"
+        assert (await client.call("process/read", {"processId": "b"}))["closed"]
         await client.ws.aclose()
         await second.ws.aclose()
         daemon.process.send_signal(signal.SIGTERM)
