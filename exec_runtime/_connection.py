@@ -8,6 +8,7 @@ drained by one writer task.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
 from ._fs import FsService
+from ._request_order import NO_TURN, RequestOrder, Turn
 from ._session import Session, SessionRegistry
 from ._transport import Frame, MessageTransport, TransportClosed
 
@@ -124,6 +126,7 @@ class Connection:
         # Past this many requests in flight the reader waits for one to finish: the
         # connection stops reading (TCP backpressure), and wire order is kept.
         self._request_slots = trio.Semaphore(registry.config.max_concurrent_requests)
+        self._order = RequestOrder()
         self._handlers: dict[str, Handler] = {
             "environment/info": self._environment_info,
             "environment/status": self._environment_status,
@@ -306,7 +309,13 @@ class Connection:
             self._request_slots.acquire_nowait()  # a free slot costs no scheduler round
         except trio.WouldBlock:
             await self._request_slots.acquire()
-        nursery.start_soon(self._handle, request_id, self._handlers[message.method], params)
+        # Taken here, in wire order: requests for one process act in the order sent.
+        turn = self._order.take(message.method, getattr(params, "process_id", None))
+        handler = self._handlers[message.method]
+        if message.method == "process/start":
+            registered = functools.partial(self._order.acted, turn)
+            handler = functools.partial(self._process_start, registered=registered)
+        nursery.start_soon(self._handle, request_id, handler, params, turn)
 
     def _notification(self, message: wire.IncomingMessage) -> None:
         if message.method == wire.INITIALIZED and self.session is not None:
@@ -340,11 +349,15 @@ class Connection:
                 f"client must send initialized before using {spec.family} methods"
             )
 
-    async def _handle(self, request_id: wire.RequestId, handler: Handler, params: Any) -> None:
+    async def _handle(
+        self, request_id: wire.RequestId, handler: Handler, params: Any, turn: Turn = NO_TURN
+    ) -> None:
         """Run one request; its slot is freed once the reply is queued (so replies
         waiting on a full outbox count against the limit too)."""
         try:
             try:
+                for earlier in turn.waits:
+                    await earlier.wait()
                 result = await handler(params)
             except RpcError as exc:
                 await self._send_error(request_id, exc.code, exc.message)
@@ -356,6 +369,7 @@ class Connection:
             else:
                 await self._send(wire.Response(id=request_id, result=result))
         finally:
+            self._order.acted(turn)
             self._request_slots.release()
 
     # --- handshake ------------------------------------------------------------------
@@ -396,8 +410,10 @@ class Connection:
 
     # --- processes ------------------------------------------------------------------
 
-    async def _process_start(self, params: wire.ProcessStartParams) -> wire.ProcessStartResult:
-        await self._attached_session().start_process(params)
+    async def _process_start(
+        self, params: wire.ProcessStartParams, registered: Callable[[], None] | None = None
+    ) -> wire.ProcessStartResult:
+        await self._attached_session().start_process(params, registered=registered)
         return wire.ProcessStartResult(process_id=params.process_id)
 
     async def _process_read(self, params: wire.ProcessReadParams) -> wire.ProcessReadResult:

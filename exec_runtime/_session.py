@@ -141,7 +141,11 @@ class Session:
     def __iter__(self) -> Iterator[ManagedProcess]:
         return iter(list(self.processes.values()))
 
-    async def start_process(self, params: wire.ProcessStartParams) -> None:
+    async def start_process(
+        self, params: wire.ProcessStartParams, registered: Callable[[], None] | None = None
+    ) -> None:
+        """Spawn; return once it runs. ``registered`` is called as soon as the process is
+        known (starting), so requests sent right behind the start can find it."""
         spec = self._spawn_spec(params)
         if self._nursery is None or self._closed:
             raise self._ended()
@@ -162,6 +166,8 @@ class Session:
         )
         self.processes[params.process_id] = managed
         self._live.add(params.process_id)
+        if registered is not None:
+            registered()
         try:
             await self._nursery.start(self._own_process, managed, spec)
         except RpcError:

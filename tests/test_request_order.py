@@ -1,0 +1,171 @@
+"""Requests about one process act in the order they were sent, even back to back
+(exec_runtime/_request_order.py): each request runs in its own task, and Trio starts
+those in no set order."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+import trio
+from conftest import output_of
+
+from exec_runtime._websocket import TEXT, WebSocket
+from exec_runtime._websocket_handshake import handshake
+
+ROUNDS = 30
+
+
+class OneWriteClient:
+    """Sends a batch of requests in one TCP write (our WebSocket joins the frames), so
+    the daemon reads them together and dispatches them in one go: the case where
+    their handler tasks start in either order."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self.notifications: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    @classmethod
+    async def connect(cls, url: str) -> OneWriteClient:
+        host, port = url.removeprefix("ws://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        client = cls(await handshake(stream, f"{host}:{port}", "/"))
+        await client.batch([("initialize", {"clientName": "test"})])
+        await client.ws.send_messages([b'{"method": "initialized"}'], TEXT)
+        return client
+
+    async def batch(self, requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Send every request in one write; the replies, in request order."""
+        ids = [next(self._ids) for _ in requests]
+        frames = [
+            json.dumps({"id": i, "method": method, "params": params}).encode()
+            for i, (method, params) in zip(ids, requests, strict=True)
+        ]
+        await self.ws.send_messages(frames, TEXT)
+        replies: dict[int, dict[str, Any]] = {}
+        while len(replies) < len(ids):
+            message = json.loads((await self.ws.receive_message())[1])
+            if "method" in message:
+                self.notifications[message["params"]["processId"]].append(message)
+            else:
+                replies[message["id"]] = message
+        return [replies[i] for i in ids]
+
+    async def wait_closed(self, process_id: str) -> list[dict[str, Any]]:
+        while not any(m["method"] == "process/closed" for m in self.notifications[process_id]):
+            message = json.loads((await self.ws.receive_message())[1])
+            self.notifications[message["params"]["processId"]].append(message)
+        return sorted(self.notifications[process_id], key=lambda m: m["params"]["seq"])
+
+
+def start_params(process_id: str, argv: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "processId": process_id,
+        "argv": argv,
+        "cwd": "file://" + os.getcwd(),
+        "env": dict(os.environ),
+        "tty": False,
+        **extra,
+    }
+
+
+async def test_a_terminate_right_behind_its_start_cancels_it(daemon: str) -> None:
+    """Without the order, the terminate could run first, find no process, answer
+    ``running: false``, and the process would then start and run on."""
+    with trio.fail_after(30):
+        client = await OneWriteClient.connect(daemon)
+        for i in range(ROUNDS):
+            process_id = f"p{i}"
+            start, terminate = await client.batch(
+                [
+                    ("process/start", start_params(process_id, ["sleep", "30"])),
+                    ("process/terminate", {"processId": process_id}),
+                ],
+            )
+            assert terminate == {"id": terminate["id"], "result": {"running": True}}
+            if "error" in start:  # cancelled while starting (PROTOCOL §4)
+                assert start["error"] == {
+                    "code": -32600,
+                    "message": f"process {process_id} start was cancelled",
+                }
+            else:  # started first, then killed
+                events = await client.wait_closed(process_id)
+                assert events[0]["params"]["exitCode"] == 137
+        await client.ws.aclose()
+
+
+async def test_a_read_right_behind_its_start_finds_the_process(daemon: str) -> None:
+    with trio.fail_after(30):
+        client = await OneWriteClient.connect(daemon)
+        for i in range(ROUNDS):
+            process_id = f"p{i}"
+            _, read = await client.batch(
+                [
+                    ("process/start", start_params(process_id, ["true"])),
+                    ("process/read", {"processId": process_id}),
+                ],
+            )
+            assert read.get("error", {}).get("message") != f"unknown process id {process_id}"
+        await client.ws.aclose()
+
+
+async def test_writes_and_close_stdin_reach_stdin_in_the_order_sent(daemon: str) -> None:
+    with trio.fail_after(30):
+        client = await OneWriteClient.connect(daemon)
+        for i in range(ROUNDS // 3):
+            process_id = f"cat{i}"
+            (started,) = await client.batch(
+                [("process/start", start_params(process_id, ["cat"], pipeStdin=True))]
+            )
+            assert "result" in started
+            parts = [f"part {n};".encode() for n in range(8)]
+            writes = [
+                (
+                    "process/write",
+                    {
+                        "processId": process_id,
+                        "writeId": f"w{n}",
+                        "chunk": base64.b64encode(part).decode(),
+                    },
+                )
+                for n, part in enumerate(parts)
+            ]
+            close = ("process/write", {"processId": process_id, "writeId": "c", "closeStdin": True})
+            replies = await client.batch([*writes, close])
+            assert [reply["result"]["status"] for reply in replies] == ["accepted"] * 9
+            events = await client.wait_closed(process_id)
+            assert output_of(events) == b"".join(parts)
+        await client.ws.aclose()
+
+
+async def test_a_write_waiting_for_stdin_room_holds_up_only_the_writes_behind_it(
+    daemon: str,
+) -> None:
+    """The child never reads: the second write waits for room in the 1 MiB stdin
+    queue. A terminate sent behind it must not wait for it (only writes keep their
+    order among themselves), and its kill ends that wait."""
+    with trio.fail_after(30):
+        client = await OneWriteClient.connect(daemon)
+        (started,) = await client.batch(
+            [("process/start", start_params("p", ["sleep", "30"], pipeStdin=True))]
+        )
+        assert "result" in started
+
+        def write(write_id: str, size: int) -> tuple[str, dict[str, Any]]:
+            chunk = base64.b64encode(b"x" * size).decode()
+            return ("process/write", {"processId": "p", "writeId": write_id, "chunk": chunk})
+
+        first, second, terminate = await client.batch(
+            [write("a", 1 << 20), write("b", 1 << 20), ("process/terminate", {"processId": "p"})]
+        )
+        assert first["result"] == {"status": "accepted"}
+        assert second["result"] == {"status": "stdinClosed"}  # the kill closed stdin first
+        assert terminate["result"] == {"running": True}
+        events = await client.wait_closed("p")
+        assert events[0]["params"]["exitCode"] == 137
+        await client.ws.aclose()
