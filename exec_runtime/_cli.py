@@ -125,6 +125,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "default %(default)s",
     )
     limits.add_argument(
+        "--resume-probe-timeout",
+        type=float,
+        default=defaults.DEFAULT_RESUME_PROBE_TIMEOUT,
+        metavar="SECONDS",
+        help="a resume of a session still attached pings its connection, which is closed "
+        "if silent this long; default %(default)s",
+    )
+    limits.add_argument(
         "--shutdown-grace",
         type=float,
         default=defaults.DEFAULT_SHUTDOWN_GRACE,
@@ -182,6 +190,7 @@ def _serve_main(args: argparse.Namespace) -> int:
             handshake_timeout=args.handshake_timeout,
             ping_interval=args.ping_interval,
             ping_timeout=args.ping_timeout,
+            resume_probe_timeout=args.resume_probe_timeout,
             shutdown_grace=args.shutdown_grace,
         )
         check_startup(config)

@@ -18,6 +18,7 @@ DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 1024
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_PING_INTERVAL: Final = 30.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
+DEFAULT_RESUME_PROBE_TIMEOUT: Final = 5.0
 DEFAULT_SHUTDOWN_GRACE: Final = 2.0
 DEFAULT_ACK_WINDOW_BYTES: Final = 4 << 20
 
@@ -104,6 +105,14 @@ class ServerConfig:
     """A peer that sends nothing for this long after a ping, while the connection is
     otherwise idle (we are not blocked sending to it, and we are reading), is dead:
     the connection is closed and its session detached."""
+    resume_probe_timeout: float = attrs.field(
+        default=DEFAULT_RESUME_PROBE_TIMEOUT, validator=_positive
+    )
+    """A resume of a session that is still attached (``-32010``, retryable) pings the
+    attached connection; one that does not answer within this is taken for dead (say,
+    half-open: its client is gone while we are blocked writing to it) and closed, so
+    a retry of the resume succeeds. The regular keepalive would wait as long as we
+    are sending."""
 
     outbox_frames: int = 8
     """Frames queued per connection before notifications apply backpressure."""

@@ -107,8 +107,14 @@ def _notification(process_id: str, event: SeqEvent) -> wire.Notification:
 
 
 class Connection:
-    def __init__(self, transport: MessageTransport, registry: SessionRegistry) -> None:
+    def __init__(
+        self,
+        transport: MessageTransport,
+        registry: SessionRegistry,
+        probe: Callable[[], None] | None = None,
+    ) -> None:
         self.transport = transport
+        self._probe = probe
         self.codec = transport.codec
         self.registry = registry
         self.config = registry.config
@@ -163,6 +169,11 @@ class Connection:
         finally:
             with trio.CancelScope(shield=True):
                 await self.fs.aclose()
+
+    def probe(self) -> None:
+        """EventSink: a transport that can ping (WebSocket) checks the peer is alive."""
+        if self._probe is not None:
+            self._probe()
 
     def _detach(self) -> None:
         if self.session is not None:

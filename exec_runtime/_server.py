@@ -404,9 +404,11 @@ async def _run_websocket(
                 nursery.start_soon(
                     _keepalive, ws, stream, config, ws_nursery, connection_scope.cancel
                 )
+            probe = _ResumeProbe(ws, config, nursery, ws_nursery, connection_scope.cancel)
             await Connection(
                 WebSocketMessageTransport(ws, wire.codec_for_subprotocol(subprotocol)),
                 daemon.registry,
+                probe.start,
             ).serve()
             nursery.cancel_scope.cancel()
     finally:
@@ -452,6 +454,47 @@ async def _keepalive(
                 )
                 close_dead()
                 return
+
+
+class _ResumeProbe:
+    """A resume of this connection's session came in on another connection: the client
+    thinks this one is gone. If it cannot answer a ping within
+    ``resume_probe_timeout`` (even while we are blocked sending to it, which the
+    keepalive forgives), it is closed, and the client's next resume attempt succeeds."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        config: ServerConfig,
+        nursery: trio.Nursery,
+        ping_nursery: trio.Nursery,
+        close_dead: Callable[[], None],
+    ) -> None:
+        self._ws = ws
+        self._timeout = config.resume_probe_timeout
+        self._nursery = nursery
+        self._ping_nursery = ping_nursery
+        self._close_dead = close_dead
+        self._running = False
+
+    def start(self) -> None:
+        if not self._running:  # the client retries every 100 ms: one probe at a time
+            self._running = True
+            self._nursery.start_soon(self._run)
+
+    async def _run(self) -> None:
+        pong = trio.Event()
+        self._ping_nursery.start_soon(_ping, self._ws, pong)
+        with trio.move_on_after(self._timeout):
+            await pong.wait()
+        self._running = False
+        if not pong.is_set() and self._ws.close_reason is None:
+            log.info(
+                "a resume of its session came in elsewhere and the connection did not "
+                "answer a ping for %gs: closing it",
+                self._timeout,
+            )
+            self._close_dead()
 
 
 async def _ping(ws: WebSocket, pong: trio.Event) -> None:

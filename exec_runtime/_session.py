@@ -31,6 +31,10 @@ class EventSink(Protocol):
 
     async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None: ...
 
+    def probe(self) -> None:
+        """Someone else resumes this session: prove this connection is alive (a ping
+        that must be answered in ``resume_probe_timeout``) or close it."""
+
 
 class Session:
     def __init__(self, session_id: str, config: ServerConfig) -> None:
@@ -310,6 +314,7 @@ class SessionRegistry:
         if session is None or session._closed:
             raise RpcError.invalid_request(f"unknown session id {session_id}")
         if session.attached is not None:
+            session.attached.probe()  # if it is dead, a retry of this resume succeeds
             raise RpcError(
                 wire.errors.SESSION_ATTACHED,
                 f"session {session_id} is already attached to another connection",

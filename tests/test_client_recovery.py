@@ -391,6 +391,32 @@ async def test_resume_retries_while_the_old_connection_is_attached(
             assert proxy.connections == 2  # retried on the same connection
 
 
+@pytest.mark.parametrize("held_output", [True, False])
+async def test_a_half_open_old_connection_is_probed_and_closed(
+    nursery: trio.Nursery, held_output: bool
+) -> None:
+    """Half-open: the client's side is gone, the daemon's stays open and nobody reads
+    it, so the daemon is blocked writing output to it (or, without output, only its
+    30 s keepalive would notice). The client's resumes get -32010; each makes the
+    daemon ping that connection, and one that stays silent for resume_probe_timeout is
+    closed, so a retry succeeds long before the client's recovery deadline."""
+    config = ServerConfig(resume_probe_timeout=0.3)
+    argv = ["sh", "-c", "while :; do head -c 65536 /dev/zero; sleep 0.01; done"]
+    with trio.fail_after(8):
+        async with proxied_client(nursery, config, recovery_deadline=6) as (client, proxy):
+            async with trio.open_nursery() as tasks:
+                proc = await client.start(argv if held_output else ["sleep", "30"])
+                collector = collect_in(tasks, proc)
+                if held_output:
+                    await collector.wait_for(lambda c: len(c.output()) > 1 << 20)
+                await proxy.drop(hold_upstream=True)
+                await until(lambda: client.statistics().recoveries == 1)
+                assert client.state is ClientState.CONNECTED
+                assert await proc.terminate() is True
+            assert_complete(collector.events)
+            assert client.statistics().failed_processes == 0
+
+
 async def test_with_acknowledgements_a_drop_loses_nothing_even_past_the_window(
     nursery: trio.Nursery,
 ) -> None:

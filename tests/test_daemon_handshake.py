@@ -484,6 +484,23 @@ async def test_resume_while_attached_is_32010_and_initialize_may_be_retried(
         assert await first.call("environment/status") == {"status": "ready"}
 
 
+@pytest.mark.parametrize("server_config", [ServerConfig(resume_probe_timeout=0.2)])
+async def test_a_resume_while_attached_leaves_a_live_connection_attached(
+    connect: Any,
+) -> None:
+    """The resume makes the daemon ping the attached connection; one that answers
+    keeps its session, and the resume keeps getting -32010."""
+    with trio.fail_after(5):
+        first = await connect()
+        session_id = first.session_id
+        second = await connect(handshake=False)
+        resume = {"clientName": "t", "resumeSessionId": session_id}
+        assert error_of(await second.request("initialize", resume))[0] == SESSION_ATTACHED
+        await trio.sleep(0.5)  # past the probe's timeout
+        assert error_of(await second.request("initialize", resume))[0] == SESSION_ATTACHED
+        assert await first.call("environment/status") == {"status": "ready"}
+
+
 async def test_resume_of_an_unknown_session_is_32600(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect(handshake=False)

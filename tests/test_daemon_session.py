@@ -203,6 +203,9 @@ class _Sink:
     async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None:
         pass
 
+    def probe(self) -> None:
+        pass
+
 
 def _start_params(process_id: str, argv: list[str]) -> wire.ProcessStartParams:
     return wire.ProcessStartParams(

@@ -458,6 +458,7 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
             "--handshake-timeout", "4",
             "--ping-interval", "0",
             "--ping-timeout", "9",
+            "--resume-probe-timeout", "3",
             "--shutdown-grace", "1",
         )  # fmt: skip
         client: RawClient = await connect(url=daemon.url)
@@ -480,6 +481,7 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
             ("--max-sessions", "0"),
             ("--max-message-bytes", "-1"),
             ("--handshake-timeout", "0"),
+            ("--resume-probe-timeout", "0"),
         ):
             refused: Daemon = await daemons(*bad, wait_for_url=False)
             assert await refused.wait() == 2
