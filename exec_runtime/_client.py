@@ -38,6 +38,7 @@ from ._errors import (
     TransportError,
 )
 from ._paths import uri_for_remote
+from ._tracing import current_carrier
 from ._transport import MessageTransport, TransportClosed
 
 log = logging.getLogger("exec_runtime.client")
@@ -405,7 +406,8 @@ class ExecClient:
         call = _PendingCall()
         link.pending[request_id] = call
         try:
-            await link.send(wire.Request(id=request_id, method=method, params=params))
+            trace = current_carrier()  # the host's active span, if any: the daemon joins it
+            await link.send(wire.Request(id=request_id, method=method, params=params, trace=trace))
             await call.done.wait()
         finally:
             link.pending.pop(request_id, None)

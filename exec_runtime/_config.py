@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import attrs
+from opentelemetry.trace import TracerProvider
 
 from ._core.sequence import DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_CHUNKS
 
@@ -118,6 +119,9 @@ class ServerConfig:
     """Frames queued per connection before notifications apply backpressure."""
     shutdown_grace: float = attrs.field(default=DEFAULT_SHUTDOWN_GRACE, validator=_not_negative)
     """On a graceful shutdown, how long after SIGTERM to every process group before SIGKILL."""
+    tracer_provider: TracerProvider | None = None
+    """Where request spans go (PROTOCOL §2 ``trace``); None: OpenTelemetry's global
+    provider, which records nothing until an SDK is configured."""
     start_delay: float = 0.0
     """Test hook: hold each process/start in the starting state this long."""
 

@@ -14,8 +14,11 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import attrs
 import msgspec
 import trio
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 import protocol_schema as wire
 
@@ -24,8 +27,9 @@ from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
 from ._fs import FsService
-from ._request_order import NO_TURN, RequestOrder, Turn
+from ._request_order import RequestOrder, Turn
 from ._session import Session, SessionRegistry
+from ._tracing import parent_of, tracer
 from ._transport import Frame, MessageTransport, TransportClosed
 
 log = logging.getLogger("exec_runtime.connection")
@@ -106,6 +110,18 @@ def _notification(process_id: str, event: SeqEvent) -> wire.Notification:
     return wire.Notification(method=method, params=params)
 
 
+@attrs.frozen
+class _RequestSpan:
+    method: str
+    parent: Context | None
+    """From the request's ``trace`` carrier; None: a root span."""
+
+
+def _mark_error(span: trace.Span, code: int, message: str) -> None:
+    span.set_attribute("rpc.jsonrpc.error_code", code)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, message))
+
+
 class Connection:
     def __init__(
         self,
@@ -133,6 +149,7 @@ class Connection:
         # connection stops reading (TCP backpressure), and wire order is kept.
         self._request_slots = trio.Semaphore(registry.config.max_concurrent_requests)
         self._order = RequestOrder()
+        self._tracer = tracer(registry.config.tracer_provider)
         self._handlers: dict[str, Handler] = {
             "environment/info": self._environment_info,
             "environment/status": self._environment_status,
@@ -326,7 +343,8 @@ class Connection:
         if message.method == "process/start":
             registered = functools.partial(self._order.acted, turn)
             handler = functools.partial(self._process_start, registered=registered)
-        nursery.start_soon(self._handle, request_id, handler, params, turn)
+        span = _RequestSpan(message.method, parent_of(self.codec, message.trace))
+        nursery.start_soon(self._handle, request_id, handler, params, turn, span)
 
     def _notification(self, message: wire.IncomingMessage) -> None:
         if message.method == wire.INITIALIZED and self.session is not None:
@@ -361,24 +379,38 @@ class Connection:
             )
 
     async def _handle(
-        self, request_id: wire.RequestId, handler: Handler, params: Any, turn: Turn = NO_TURN
+        self,
+        request_id: wire.RequestId,
+        handler: Handler,
+        params: Any,
+        turn: Turn,
+        span: _RequestSpan,
     ) -> None:
-        """Run one request; its slot is freed once the reply is queued (so replies
-        waiting on a full outbox count against the limit too)."""
+        """Run one request, in its span; its slot is freed once the reply is queued (so
+        replies waiting on a full outbox count against the limit too)."""
         try:
-            try:
-                for earlier in turn.waits:
-                    await earlier.wait()
-                result = await handler(params)
-            except RpcError as exc:
-                await self._send_error(request_id, exc.code, exc.message)
-            except Exception as exc:  # a bug must not take the connection down
-                log.exception("internal error in a handler")
-                await self._send_error(
-                    request_id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
-                )
-            else:
-                await self._send(wire.Response(id=request_id, result=result))
+            with self._tracer.start_as_current_span(
+                span.method,
+                context=span.parent,
+                kind=trace.SpanKind.SERVER,
+                attributes={"rpc.system": "jsonrpc", "rpc.method": span.method},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as current:
+                try:
+                    for earlier in turn.waits:
+                        await earlier.wait()
+                    result = await handler(params)
+                except RpcError as exc:
+                    _mark_error(current, exc.code, exc.message)
+                    await self._send_error(request_id, exc.code, exc.message)
+                except Exception as exc:  # a bug must not take the connection down
+                    log.exception("internal error in a handler")
+                    message = f"internal error: {exc}"
+                    _mark_error(current, wire.errors.INTERNAL_ERROR, message)
+                    await self._send_error(request_id, wire.errors.INTERNAL_ERROR, message)
+                else:
+                    await self._send(wire.Response(id=request_id, result=result))
         finally:
             self._order.acted(turn)
             self._request_slots.release()
