@@ -504,3 +504,49 @@ async def test_a_reorder_buffer_overflow(ack_output: bool) -> None:
                 assert isinstance(events[-1], Failed)
                 assert "reorder buffer overflow" in events[-1].message
                 assert (await client.run(["echo", "others go on"])).stdout == b"others go on\n"
+
+
+MUTATIONS: dict[str, Callable[[ExecClient, ProcessHandle, Path], Any]] = {
+    "process/terminate": lambda client, proc, tmp: proc.terminate(),
+    "process/signal": lambda client, proc, tmp: proc.signal("hangup"),
+    "process/resize": lambda client, proc, tmp: proc.resize(30, 100),
+    "fs/writeFile": lambda client, proc, tmp: client.fs.write_file(tmp / "f", b"data"),
+    "fs/createDirectory": lambda client, proc, tmp: client.fs.create_directory(tmp / "d"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(MUTATIONS))
+async def test_a_mutating_call_cut_in_flight_is_not_replayed(method: str, tmp_path: Path) -> None:
+    """PROTOCOL §9: the connection drops as the request leaves, so its outcome is
+    unknown: it fails with ``exec-server transport disconnected`` and is not sent
+    again after the client has resumed."""
+    plan = FaultPlan(drop_at_method=method)
+    with trio.fail_after(10):
+        async with open_faulty_local(plan) as (client, faults):
+            proc = await client.start(["sleep", "30"], tty=True)
+            with pytest.raises(TransportError, match=f"^{DISCONNECTED}$"):
+                await MUTATIONS[method](client, proc, tmp_path)
+            await until(lambda: client.statistics().recoveries == 1)
+            assert faults.counts[method] == 1  # the one that was cut, never re-sent
+            assert await proc.terminate() is True  # the process and the session live on
+            assert isinstance([e async for e in proc.events()][-1], Closed)
+
+
+async def test_a_session_that_expired_during_the_outage_fails_the_client() -> None:
+    """PROTOCOL §9: the resume answers ``unknown session`` (its detached TTL passed):
+    the client fails for good, every process gets a terminal Failed, and new starts
+    fail at once."""
+    with trio.fail_after(10):
+        config = ServerConfig(detached_ttl=0.2)
+        async with open_faulty_local(config=config) as (client, faults):
+            procs = [await client.start(["sleep", "30"]) for _ in range(2)]
+            faults.partition()
+            await trio.sleep(0.6)  # past the detached TTL: the session is gone
+            faults.heal()
+            await until(lambda: client.state is ClientState.FAILED)
+            for proc in procs:
+                events = [event async for event in proc.events()]
+                assert len(events) == 1 and isinstance(events[0], Failed)
+                assert "unknown session id" in events[0].message
+            with pytest.raises(ClientClosedError, match="unknown session id"):
+                await client.start(["true"])

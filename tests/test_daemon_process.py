@@ -1029,3 +1029,51 @@ async def test_malformed_and_stray_acks_are_ignored(connect: Any) -> None:
         assert await client.call("environment/status") == {"status": "ready"}
         info = await client.call("environment/info")
     assert info["capabilities"]["processAck"] is True
+
+
+async def test_a_terminate_while_the_child_is_spawning_kills_it(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROTOCOL §4: a terminate that lands while starting fails the start and kills the
+    child, here one that already exists: Popen (in its worker thread) is held right
+    after the fork until the terminate has been answered."""
+    import subprocess
+    import threading
+
+    spawned: list[int] = []
+    release = threading.Event()
+    real_init = subprocess.Popen.__init__
+
+    def held_popen(self: subprocess.Popen[bytes], *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        spawned.append(self.pid)
+        release.wait(5)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", held_popen)
+    with trio.fail_after(10):
+        client = await connect()
+        async with trio.open_nursery() as nursery:
+            replies: list[dict[str, Any]] = []
+
+            async def start() -> None:
+                params = {
+                    "processId": "p",
+                    "argv": ["sleep", "30"],
+                    "cwd": "file://" + os.getcwd(),
+                    "env": dict(os.environ),
+                    "tty": False,
+                }
+                replies.append(await client.request("process/start", params))
+
+            nursery.start_soon(start)
+            await eventually(lambda: spawned)
+            assert not process_gone(spawned[0])
+            assert await client.call("process/terminate", {"processId": "p"}) == {"running": True}
+            release.set()
+        assert replies[0]["error"] == {
+            "code": INVALID_REQUEST,
+            "message": "process p start was cancelled",
+        }
+        await eventually(lambda: process_gone(spawned[0]))
+        reply = await client.request("process/read", {"processId": "p"})
+        assert reply["error"]["message"] == "unknown process id p"
