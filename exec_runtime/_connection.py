@@ -29,7 +29,7 @@ from ._errors import RpcError
 from ._fs import FsService
 from ._request_order import RequestOrder, Turn
 from ._session import Session, SessionRegistry
-from ._tracing import parent_of, tracer
+from ._tracing import parent_of, request_span
 from ._transport import Frame, MessageTransport, TransportClosed
 
 log = logging.getLogger("exec_runtime.connection")
@@ -149,7 +149,7 @@ class Connection:
         # connection stops reading (TCP backpressure), and wire order is kept.
         self._request_slots = trio.Semaphore(registry.config.max_concurrent_requests)
         self._order = RequestOrder()
-        self._tracer = tracer(registry.config.tracer_provider)
+        self._tracer_provider = registry.config.tracer_provider
         self._handlers: dict[str, Handler] = {
             "environment/info": self._environment_info,
             "environment/status": self._environment_status,
@@ -389,14 +389,7 @@ class Connection:
         """Run one request, in its span; its slot is freed once the reply is queued (so
         replies waiting on a full outbox count against the limit too)."""
         try:
-            with self._tracer.start_as_current_span(
-                span.method,
-                context=span.parent,
-                kind=trace.SpanKind.SERVER,
-                attributes={"rpc.system": "jsonrpc", "rpc.method": span.method},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as current:
+            with request_span(self._tracer_provider, span.method, span.parent) as current:
                 try:
                     for earlier in turn.waits:
                         await earlier.wait()

@@ -9,6 +9,9 @@ an embedding host that installed a ``TracerProvider`` (or passed one in
 
 from __future__ import annotations
 
+import functools
+from contextlib import AbstractContextManager, nullcontext
+
 import msgspec
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -19,8 +22,27 @@ import protocol_schema as wire
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
-    return trace.get_tracer("exec_runtime", tracer_provider=provider)
+def request_span(
+    provider: trace.TracerProvider | None, method: str, parent: Context | None
+) -> AbstractContextManager[trace.Span]:
+    """The span one request runs in. With no SDK behind the provider, none at all:
+    it would record nothing, and even a no-op span costs ~18 µs here."""
+    provider = provider or trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return nullcontext(trace.INVALID_SPAN)
+    return _tracer(provider).start_as_current_span(
+        method,
+        context=parent,
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "jsonrpc", "rpc.method": method},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _tracer(provider: trace.TracerProvider) -> trace.Tracer:
+    return provider.get_tracer("exec_runtime")
 
 
 def parent_of(codec: wire.Codec, raw: msgspec.Raw) -> Context | None:
