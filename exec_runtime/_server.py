@@ -188,6 +188,8 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
     grace = daemon.config.shutdown_grace
     log.info("shutting down: SIGTERM to every process group, SIGKILL after %gs", grace)
     for session in list(daemon.registry.sessions.values()):
+        # A process started now would miss the SIGTERM below and only get the SIGKILL.
+        session.refusing_starts = "the daemon is shutting down"
         for managed in session:
             if managed.state is State.STARTING:
                 managed.cancel_start()

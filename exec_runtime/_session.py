@@ -50,6 +50,9 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._attachment_changed = trio.Event()
         self._closed = False
+        self.refusing_starts: str | None = None
+        """Why new processes are refused while the session lives on (a graceful
+        shutdown: its processes were just sent SIGTERM)."""
         self._live: set[str] = set()
         """Ids of processes starting or running (not yet closed): the process limit."""
         self._retired: dict[str, ManagedProcess] = {}
@@ -153,6 +156,8 @@ class Session:
         spec = self._spawn_spec(params)
         if self._nursery is None or self._closed:
             raise self._ended()
+        if self.refusing_starts is not None:
+            raise RpcError.invalid_request(self.refusing_starts)
         if params.process_id in self.processes:
             raise RpcError.invalid_request(f"process {params.process_id} already exists")
         limit = self.config.max_processes_per_session

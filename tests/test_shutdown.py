@@ -4,6 +4,7 @@ WebSocket with 1001, exit 0 within 5 s, and leave no process behind."""
 
 from __future__ import annotations
 
+import functools
 import signal
 from typing import Any
 from urllib.parse import urlsplit
@@ -176,3 +177,21 @@ async def test_embedded_serve_shuts_down_gracefully_when_the_event_is_set(
         assert exited[0]["params"]["exitCode"] == 128 + signal.SIGTERM
         await eventually(lambda: ws.closed is not None)
         assert ws.closed is not None and ws.closed.code == GOING_AWAY
+
+
+async def test_no_process_starts_during_the_shutdown_grace(nursery: trio.Nursery) -> None:
+    """A process started after the SIGTERM went out would skip it and only be
+    SIGKILLed: while the grace runs, a start is refused."""
+    with trio.fail_after(10):
+        shutdown = trio.Event()
+        config = ServerConfig(shutdown_grace=1.0)
+        url = await nursery.start(functools.partial(serve, config, shutdown=shutdown))
+        ws = await trio_websocket.connect_websocket_url(nursery, url)
+        client = RawClient(ws, nursery)
+        await client.handshake()
+        await start_printing_pid(client, "s", "trap '' TERM; exec sleep 1000")
+        shutdown.set()
+        await trio.sleep(0.1)  # the SIGTERMs went out; the stubborn one holds the grace
+        params = {"processId": "late", "argv": ["true"], "cwd": "file:///", "env": {}, "tty": False}
+        reply = await client.request("process/start", params)
+        assert reply["error"] == {"code": -32600, "message": "the daemon is shutting down"}
