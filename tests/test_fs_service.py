@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import shutil
 import threading
@@ -674,3 +675,43 @@ async def test_canonicalize_and_read_directory(tmp_path: Path) -> None:
         ]
         error = await error_of(fs.read_directory(FsReadDirectoryParams(path=uri(tmp_path / "n"))))
         assert error.code == NOT_FOUND
+
+
+async def test_write_file_to_a_directory_is_invalid_request(tmp_path: Path) -> None:
+    """EISDIR: invalid input, -32600 (PROTOCOL §2), naming the path."""
+    with trio.fail_after(10):
+        error = await error_of(
+            FsService().write_file(FsWriteFileParams(path=uri(tmp_path), data_base64=b64(b"x")))
+        )
+        assert error.code == INVALID_REQUEST
+        assert str(tmp_path) in error.message
+
+
+@pytest.mark.parametrize(
+    ("errno_value", "code"),
+    [
+        (errno.EACCES, INVALID_REQUEST),  # permission denied: -32600
+        (errno.EPERM, INVALID_REQUEST),
+        (errno.EIO, -32603),  # any other I/O error: internal
+        (errno.ENOSPC, -32603),
+    ],
+)
+async def test_os_errors_map_to_the_protocols_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, errno_value: int, code: int
+) -> None:
+    """Root reads a chmod 000 file anyway (this suite may run as root), so the error is
+    injected where the file is opened: every read and write goes through there."""
+    path = write(tmp_path / "f", b"data")
+
+    def failing_open(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno_value, os.strerror(errno_value), str(path))
+
+    monkeypatch.setattr(_fs.os, "open", failing_open)
+    with trio.fail_after(10):
+        fs = FsService()
+        for call in (
+            fs.read_file(FsReadFileParams(path=uri(path))),
+            fs.write_file(FsWriteFileParams(path=uri(path), data_base64=b64(b"x"))),
+        ):
+            error = await error_of(call)
+            assert (error.code, str(path) in error.message) == (code, True)
