@@ -715,3 +715,16 @@ async def test_os_errors_map_to_the_protocols_codes(
         ):
             error = await error_of(call)
             assert (error.code, str(path) in error.message) == (code, True)
+
+
+async def test_read_directory_returns_at_most_the_cap_smallest_names_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROTOCOL §8: at most 50,000 entries (here the cap is lowered to 3): the first
+    ones by name, whatever order the directory lists them in."""
+    monkeypatch.setattr(_fs, "MAX_DIRECTORY_ENTRIES", 3)
+    for name in ("e", "b", "d", "a", "c"):
+        (tmp_path / name).write_text(name)
+    with trio.fail_after(10):
+        result = await FsService().read_directory(FsReadDirectoryParams(path=uri(tmp_path)))
+        assert [entry.file_name for entry in result.entries] == ["a", "b", "c"]
