@@ -42,16 +42,17 @@ class RequestOrder:
         """Called by the reader, in wire order, for each request as it is dispatched."""
         if process_id is None:
             return NO_TURN
-        waits = [
-            event
-            for lane in ("start", "write")
-            if (lane == "start" or method == "process/write")
-            and (event := self._last.get((lane, process_id))) is not None
-        ]
+        waits = []
+        start = self._last.get(("start", process_id))
+        if start is not None:  # every request waits for its process's start
+            waits.append(start)
         if method == "process/start":
             key = ("start", process_id)
         elif method == "process/write":
             key = ("write", process_id)
+            previous = self._last.get(key)
+            if previous is not None:  # ... and a write for the write before it
+                waits.append(previous)
         else:
             return Turn(tuple(waits))
         acted = self._last[key] = trio.Event()
