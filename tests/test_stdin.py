@@ -1,0 +1,47 @@
+"""StdinWriter (PROTOCOL §4 process/write): recording the write id and queueing the
+bytes is one atomic step, so a write cancelled while it waits for queue room has done
+nothing, and its retry with the same id writes the bytes exactly once."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from exec_runtime._stdin import MAX_PENDING_BYTES, StdinWriter
+
+
+async def read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+async def test_a_cancelled_write_did_nothing_and_its_retry_writes_once() -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    writer = StdinWriter(trio.lowlevel.FdStream(write_fd), eof_bytes=None)
+    first = b"a" * MAX_PENDING_BYTES  # fills the queue: the pipe is not read yet
+    second = b"b" * 1000
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            assert await writer.write("w1", first, close=False) == "accepted"
+            with trio.move_on_after(0.1) as waiting:
+                await writer.write("w2", second, close=False)  # no room: waits
+            assert waiting.cancelled_caught
+            received = []
+
+            async def drain() -> None:
+                received.append(await read_all(read_fd))
+
+            nursery.start_soon(drain)
+            assert await writer.write("w2", second, close=False) == "accepted"  # the retry
+            assert await writer.write("w2", second, close=False) == "accepted"  # a duplicate
+            assert await writer.write("c", b"", close=True) == "accepted"
+        os.close(read_fd)
+    assert received == [first + second]
