@@ -250,6 +250,9 @@ class Connection:
         await self._send_frames([self.codec.encode_pieces(message)])
 
     async def _send_error(self, request_id: wire.RequestId, code: int, message: str) -> None:
+        # A message may quote an OS path that is not UTF-8 (surrogate escapes), which
+        # neither JSON nor msgpack can carry: its undecodable bytes become U+FFFD.
+        message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         error = wire.ErrorObject(code=code, message=message)
         await self._send(wire.ErrorResponse(id=request_id, error=error))
 
@@ -403,7 +406,16 @@ class Connection:
                     _mark_error(current, wire.errors.INTERNAL_ERROR, message)
                     await self._send_error(request_id, wire.errors.INTERNAL_ERROR, message)
                 else:
-                    await self._send(wire.Response(id=request_id, result=result))
+                    try:
+                        response = wire.Response(id=request_id, result=result)
+                        frame = self.codec.encode_pieces(response)
+                    except Exception as exc:  # a result the wire cannot carry: our bug
+                        log.exception("internal error encoding a result")
+                        message = f"internal error: the result cannot be encoded: {exc}"
+                        _mark_error(current, wire.errors.INTERNAL_ERROR, message)
+                        await self._send_error(request_id, wire.errors.INTERNAL_ERROR, message)
+                    else:
+                        await self._send_frames([frame])
         finally:
             self._order.acted(turn)
             self._request_slots.release()

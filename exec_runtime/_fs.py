@@ -283,8 +283,20 @@ def _read_directory(path: str) -> list[FsDirectoryEntry]:
     listing: list[FsDirectoryEntry] = []
     for entry in smallest:
         _, is_dir, is_file = _flags(entry, follow_symlinks=True)
-        listing.append(FsDirectoryEntry(file_name=entry.name, is_directory=is_dir, is_file=is_file))
+        name = _wire_name(entry.name)
+        listing.append(FsDirectoryEntry(file_name=name, is_directory=is_dir, is_file=is_file))
     return listing
+
+
+def _wire_name(name: str) -> str:
+    """A name as the wire can carry it. Linux names are bytes; one that is not UTF-8
+    (held by Python as surrogate escapes, which neither JSON nor msgpack can encode)
+    is sent with U+FFFD for its undecodable bytes, as ``ls`` shows it."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return name
 
 
 def _stat_walk_root(path: str) -> os.stat_result | None:
@@ -339,6 +351,10 @@ def _list_walk_directory(path: str, follow_symlinks: bool, limit: int) -> list[L
 
 
 def _remove(path: str, recursive: bool, force: bool) -> None:
+    if os.path.realpath(path) == os.path.realpath(os.sep):
+        # As ``rm --preserve-root``: one request (recursive and force are the defaults)
+        # must not be able to empty the filesystem.
+        raise RpcError.invalid_request(f"{path}: refusing to remove the root directory")
     try:
         st = os.lstat(path)
     except OSError as exc:
@@ -519,8 +535,11 @@ class FsService:
                 state.add_listing(directory, listing)
         outcome = state.outcome()
         return FsWalkResult(
-            entries=[FsWalkEntry(path=e.path, kind=e.kind) for e in outcome.entries],
-            errors=[FsWalkError(path=e.path, message=e.message) for e in outcome.errors],
+            entries=[FsWalkEntry(path=_wire_name(e.path), kind=e.kind) for e in outcome.entries],
+            errors=[
+                FsWalkError(path=_wire_name(e.path), message=_wire_name(e.message))
+                for e in outcome.errors
+            ],
             truncated=outcome.truncated,
         )
 

@@ -570,3 +570,22 @@ async def test_environment_status_is_ready(connect: Any) -> None:
         client = await connect()
         reply = await client.request("environment/status")
         assert reply == {"id": reply["id"], "result": {"status": "ready"}}
+
+
+async def test_a_result_the_wire_cannot_carry_is_32603_and_the_connection_serves_on(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours (here a status result holding an unencodable string) answers
+    -32603 for that request; it neither closes the connection nor crashes the daemon."""
+    from exec_runtime._connection import Connection
+
+    async def broken_status(self: Connection, params: Any) -> dict[str, str]:
+        return {"status": "bad\udcff"}  # a lone surrogate: not UTF-8
+
+    monkeypatch.setattr(Connection, "_environment_status", broken_status)
+    with trio.fail_after(5):
+        client = await connect()
+        reply = await client.request("environment/status")
+        assert reply["error"]["code"] == -32603
+        assert "cannot be encoded" in reply["error"]["message"]
+        assert (await client.call("environment/info"))["platformOs"]

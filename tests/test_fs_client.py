@@ -848,3 +848,33 @@ async def test_relative_path_or_non_file_uri_is_invalid_params(
         field = "destinationPath" if method == "copy-destination" else "sourcePath"
         assert (field if method.startswith("copy") else "path") in error.message
         assert sorted(os.listdir(tmp_path)) == ["src"]  # nothing was written anywhere
+
+
+async def test_names_that_are_not_utf8_are_listed_lossily_and_nothing_breaks(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """Linux names are bytes; JSON and msgpack strings are UTF-8. A name that is not
+    UTF-8 is listed with U+FFFD for its bad bytes (as ``ls`` shows it), instead of a
+    reply that cannot be encoded taking down the connection (or, in-process, the
+    runtime), and everything else goes on."""
+    with trio.fail_after(10):
+        root = os.fsencode(tmp_path)
+        os.mkdir(os.path.join(root, b"dir\xfe"))
+        with open(os.path.join(root, b"dir\xfe", b"bad\xff"), "wb") as f:
+            f.write(b"x")
+        (tmp_path / "good").write_text("g")
+        proc = await client.start(["sleep", "30"])
+        entries = await client.fs.read_directory(tmp_path)
+        assert [(e.file_name, e.is_directory) for e in entries] == [
+            ("dir\ufffd", True),
+            ("good", False),
+        ]
+        result = await walk(client, tmp_path)
+        assert listed(result) == [
+            ("dir\ufffd", "directory"),
+            ("good", "file"),
+            ("dir\ufffd/bad\ufffd", "file"),
+        ]
+        assert client.statistics().reconnects == 0
+        assert await proc.terminate() is True
+        assert await proc.wait() == 137

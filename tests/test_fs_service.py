@@ -728,3 +728,19 @@ async def test_read_directory_returns_at_most_the_cap_smallest_names_first(
     with trio.fail_after(10):
         result = await FsService().read_directory(FsReadDirectoryParams(path=uri(tmp_path)))
         assert [entry.file_name for entry in result.entries] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("root", ["file:///", "file:///tmp/..", "file:///usr/../"])
+async def test_remove_refuses_the_root_directory(
+    root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``recursive`` and ``force`` default to true: one request must not be able to
+    empty the filesystem (as ``rm --preserve-root``). rmtree is replaced by a recorder,
+    so a regression deletes nothing."""
+    removed: list[str] = []
+    monkeypatch.setattr(_fs.shutil, "rmtree", lambda path, *a, **k: removed.append(path))
+    with trio.fail_after(10):
+        error = await error_of(FsService().remove(FsRemoveParams(path=root)))
+        assert error.code == INVALID_REQUEST
+        assert "refusing to remove the root directory" in error.message
+    assert removed == []
