@@ -850,6 +850,15 @@ async def test_relative_path_or_non_file_uri_is_invalid_params(
         assert sorted(os.listdir(tmp_path)) == ["src"]  # nothing was written anywhere
 
 
+def make_non_utf8_tree(tmp_path: Path) -> None:
+    """tmp/{dir\\xfe/bad\\xff, good}: two names that are not UTF-8."""
+    root = os.fsencode(tmp_path)
+    os.mkdir(os.path.join(root, b"dir\xfe"))
+    fd = os.open(os.path.join(root, b"dir\xfe", b"bad\xff"), os.O_CREAT | os.O_WRONLY)
+    os.close(fd)
+    (tmp_path / "good").write_text("g")
+
+
 async def test_names_that_are_not_utf8_are_listed_lossily_and_nothing_breaks(
     client: ExecClient, tmp_path: Path
 ) -> None:
@@ -858,10 +867,7 @@ async def test_names_that_are_not_utf8_are_listed_lossily_and_nothing_breaks(
     reply that cannot be encoded taking down the connection (or, in-process, the
     runtime), and everything else goes on."""
     with trio.fail_after(10):
-        root = os.fsencode(tmp_path)
-        os.mkdir(os.path.join(root, b"dir\xfe"))
-        Path(os.fsdecode(os.path.join(root, b"dir\xfe", b"bad\xff"))).write_bytes(b"x")
-        (tmp_path / "good").write_text("g")
+        make_non_utf8_tree(tmp_path)
         proc = await client.start(["sleep", "30"])
         entries = await client.fs.read_directory(tmp_path)
         assert [(e.file_name, e.is_directory) for e in entries] == [
