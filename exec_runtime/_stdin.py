@@ -73,6 +73,7 @@ class StdinWriter:
         stream = self._stream
         if stream is None:
             return
+        last_byte = b"\n"  # nothing written yet: at the start of a line
         try:
             while True:
                 while not self._queue:
@@ -83,10 +84,15 @@ class StdinWriter:
                 item = self._queue.popleft()
                 if item is _CLOSE:
                     if self._eof_bytes is not None:
-                        await stream.send_all(self._eof_bytes)
+                        # A terminal's ^D ends input only at the start of a line; in the
+                        # middle of one it just hands the line over, so a second ends it.
+                        at_line_start = last_byte in (b"\n", b"\r", self._eof_bytes)
+                        times = 1 if at_line_start else 2
+                        await stream.send_all(self._eof_bytes * times)
                     return
                 assert isinstance(item, bytes)
                 await stream.send_all(item)
+                last_byte = item[-1:]
                 self._pending_bytes -= len(item)
                 self._signal_drained()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

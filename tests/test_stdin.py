@@ -4,9 +4,12 @@ nothing, and its retry with the same id writes the bytes exactly once."""
 
 from __future__ import annotations
 
+import base64
 import os
+from typing import Any
 
 import trio
+from conftest import output_of
 
 from exec_runtime._stdin import MAX_PENDING_BYTES, StdinWriter
 
@@ -45,3 +48,20 @@ async def test_a_cancelled_write_did_nothing_and_its_retry_writes_once() -> None
             assert await writer.write("c", b"", close=True) == "accepted"
         os.close(read_fd)
     assert received == [first + second]
+
+
+async def test_close_stdin_on_a_pty_ends_input_after_a_partial_line(connect: Any) -> None:
+    """``closeStdin`` on a terminal is a ^D, which ends input only at the start of a
+    line: after ``abc`` without a newline the reader must still see EOF."""
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("p", ["cat"], tty=True)
+        chunk = base64.b64encode(b"abc").decode()
+        write = {"processId": "p", "writeId": "w", "chunk": chunk}
+        assert (await client.call("process/write", write))["status"] == "accepted"
+        close = {"processId": "p", "writeId": "c", "closeStdin": True}
+        assert (await client.call("process/write", close))["status"] == "accepted"
+        events = await client.wait_closed("p")
+        exited = [m for m in events if m["method"] == "process/exited"]
+        assert exited[0]["params"]["exitCode"] == 0
+        assert b"abc" in output_of(events, "pty")
