@@ -30,7 +30,7 @@ from ._fs import FsService
 from ._request_order import RequestOrder, Turn
 from ._session import Session, SessionRegistry
 from ._tracing import parent_of, request_span
-from ._transport import Frame, MessageTransport, TransportClosed
+from ._transport import Frame, InputEnded, MessageTransport, TransportClosed
 
 log = logging.getLogger("exec_runtime.connection")
 
@@ -149,6 +149,9 @@ class Connection:
         # connection stops reading (TCP backpressure), and wire order is kept.
         self._request_slots = trio.Semaphore(registry.config.max_concurrent_requests)
         self._order = RequestOrder()
+        self._in_flight = 0  # requests dispatched and not yet answered
+        self._replied = trio.Event()  # set (and replaced) as each one is answered
+        self._writer_done = trio.Event()
         self._tracer_provider = registry.config.tracer_provider
         self._handlers: dict[str, Handler] = {
             "environment/info": self._environment_info,
@@ -179,7 +182,8 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
                 try:
-                    await self._read_loop(nursery)
+                    if await self._read_loop(nursery):
+                        await self._finish_replies()
                 finally:
                     self._detach()
                     nursery.cancel_scope.cancel()
@@ -206,6 +210,12 @@ class Connection:
     # producer: backpressure reaches the sequencer, and from there the child.
 
     async def _writer(self) -> None:
+        try:
+            await self._write_outbox()
+        finally:
+            self._writer_done.set()
+
+    async def _write_outbox(self) -> None:
         async with self._outbox_receive:
             async for frame in self._outbox_receive:
                 batch, size = [frame], _size(frame)
@@ -262,12 +272,24 @@ class Connection:
 
     # --- incoming -------------------------------------------------------------------
 
-    async def _read_loop(self, nursery: trio.Nursery) -> None:
+    async def _finish_replies(self) -> None:
+        """The peer ended its input but still reads ours (stdio): answer every request
+        it sent, then let the writer flush what is queued, before the connection ends."""
+        while self._in_flight:
+            await self._replied.wait()
+        self._outbox_send.close()  # the writer drains what is queued, then ends
+        await self._writer_done.wait()
+
+    async def _read_loop(self, nursery: trio.Nursery) -> bool:
+        """Read and dispatch until the input ends; True if the peer ended it cleanly
+        and may still read replies, False if the connection is gone."""
         while True:
             try:
                 data = await self.transport.receive_message()
+            except InputEnded:
+                return True
             except TransportClosed:
-                return
+                return False
             over_limit = _value_limit_error(self.codec, data, self._max_values)
             if over_limit is not None:
                 await self._send_error(
@@ -347,6 +369,7 @@ class Connection:
             registered = functools.partial(self._order.acted, turn)
             handler = functools.partial(self._process_start, registered=registered)
         span = _RequestSpan(message.method, parent_of(self.codec, message.trace))
+        self._in_flight += 1
         nursery.start_soon(self._handle, request_id, handler, params, turn, span)
 
     def _notification(self, message: wire.IncomingMessage) -> None:
@@ -419,6 +442,9 @@ class Connection:
         finally:
             self._order.acted(turn)
             self._request_slots.release()
+            self._in_flight -= 1
+            replied, self._replied = self._replied, trio.Event()
+            replied.set()
 
     # --- handshake ------------------------------------------------------------------
 

@@ -16,6 +16,11 @@ class TransportClosed(Exception):
     """The peer went away or the transport was closed."""
 
 
+class InputEnded(TransportClosed):
+    """The peer ended its input cleanly but may still read ours (stdio: EOF on stdin
+    while stdout stays open), so replies to what it sent are still owed."""
+
+
 Frame = bytes | tuple[bytes, ...]
 """One encoded message, whole or in pieces that are joined on the wire (so a big
 output chunk is copied once, into the write, not first into its message)."""
@@ -100,6 +105,8 @@ class StreamLineTransport:
     async def receive_message(self) -> bytes:
         while True:
             newline = self._buffer.find(b"\n", self._scanned)
+            if newline > self._max_line or (newline < 0 and len(self._buffer) > self._max_line):
+                raise TransportClosed("line exceeds the message size limit")
             if newline >= 0:
                 line = bytes(self._buffer[:newline]).rstrip(b"\r")
                 del self._buffer[: newline + 1]
@@ -108,8 +115,6 @@ class StreamLineTransport:
                     return line
                 continue
             self._scanned = len(self._buffer)
-            if len(self._buffer) > self._max_line:
-                raise TransportClosed("line exceeds the message size limit")
             try:
                 data = await self._receive.receive_some(256 * 1024)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -119,7 +124,7 @@ class StreamLineTransport:
                     line = bytes(self._buffer)
                     self._buffer.clear()
                     return line
-                raise TransportClosed("end of stream")
+                raise InputEnded("end of stream")
             self._buffer += data
 
     async def aclose(self) -> None:
