@@ -12,7 +12,9 @@ import trio.testing
 
 from exec_runtime._transport import StreamLineTransport, TransportClosed
 
-HANDSHAKE = b'{"id":1,"method":"initialize","params":{"clientName":"t"}}\n{"method":"initialized"}\n'
+HANDSHAKE = (
+    b'{"id":1,"method":"initialize","params":{"clientName":"t"}}\n{"method":"initialized"}\n'
+)
 
 
 async def serve_stdio(stdin: bytes, *args: str) -> list[dict[str, object]]:
