@@ -122,14 +122,15 @@ class ManagedProcess:
             nursery.cancel_scope.cancel()
 
     def send_signal(self, name: str) -> None:
-        """Signal the group; a no-op for a starting or exited process (PROTOCOL §4)."""
+        """Signal the group, and a tty's foreground job (``Child.send_signal``); a no-op
+        for a starting or exited process (PROTOCOL §4)."""
         if self.child is None or self.exited:
             return
-        if not self.child.signal_group(SIGNALS[name]):
-            return
+        self.child.send_signal(SIGNALS[name])
 
     def terminate(self) -> bool:
-        """SIGKILL the group. Returns whether the process was running (or starting)."""
+        """SIGKILL the group (a tty's whole session, ``Child.kill``). Returns whether
+        the process was running (or starting)."""
         if self.state is State.STARTING:
             self.cancel_start()
             return True
@@ -140,10 +141,11 @@ class ManagedProcess:
             return False
         was_running = not self.exited
         # Kill the group even after the leader exited: a grandchild may hold the pipes
-        # (and, being in the group, keeps its id from being reused). Not signalled (the
+        # (and, being in the group, keeps its id from being reused), or for a tty a
+        # background job of the session may hold the terminal. Not signalled (the
         # child's group is released, see Child.group_released, or gone): the leader
         # exited already, even if the sequencer has not recorded it yet.
-        signalled = self.child.signal_group(signal.SIGKILL)
+        signalled = self.child.kill()
         return was_running and signalled
 
     def resize(self, rows: int, cols: int) -> None:

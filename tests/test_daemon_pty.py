@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from conftest import RawClient, WireError, output_of
+
+from exec_runtime import ServerConfig
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
@@ -23,6 +28,52 @@ async def eventually(predicate: Callable[[], object]) -> None:
 
 def pty_output(client: RawClient, process_id: str) -> bytes:
     return output_of(client.notifications[process_id], "pty")
+
+
+async def printed(client: RawClient, process_id: str, pattern: bytes) -> re.Match[bytes]:
+    """The first match of ``pattern`` in the process's terminal output, once there."""
+    await eventually(lambda: re.search(pattern, pty_output(client, process_id)))
+    match = re.search(pattern, pty_output(client, process_id))
+    assert match is not None
+    return match
+
+
+def interactive_shell() -> list[str]:
+    """A shell with job control on (interactive, in a terminal): it runs each job in a
+    process group of its own and hands the terminal's foreground to the job it waits
+    for."""
+    if shutil.which("bash"):
+        return ["bash", "--norc", "--noprofile", "-i"]
+    return ["sh", "-i"]
+
+
+SHELL_ENV = {"PATH": os.environ.get("PATH", os.defpath), "PS1": "$ ", "TERM": "dumb"}
+
+
+def process_gone(pid: int) -> bool:
+    """Dead: no such process, or a zombie waiting for a parent that is not us."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def group_and_session(pid: int) -> tuple[int, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[2]), int(fields[3])
+
+
+async def start_job(client: RawClient, process_id: str, job: bytes) -> tuple[int, int]:
+    """Start ``job`` (a line that prints ``job=<pid>``) under the interactive shell
+    ``process_id``; the shell's pid and the job's, which is in a group of its own in
+    the shell's session."""
+    await write(client, process_id, "shell", b"echo shell=$$\n")
+    shell = int((await printed(client, process_id, rb"shell=(\d+)"))[1])
+    await write(client, process_id, "job", job + b"\n")
+    pid = int((await printed(client, process_id, rb"job=(\d+)"))[1])
+    assert group_and_session(pid) == (pid, shell)
+    return shell, pid
 
 
 async def write(client: RawClient, process_id: str, write_id: str, data: bytes) -> str:
@@ -159,3 +210,71 @@ async def test_interrupt_reaches_the_pty_foreground(connect: Any) -> None:
         events = await client.wait_closed("t")
         assert output_of(events, "pty") == b"ready\r\nint\r\n"
         assert events[-2]["params"]["exitCode"] == 5
+
+
+async def test_interrupt_reaches_the_foreground_job_of_an_interactive_shell(
+    connect: Any,
+) -> None:
+    """The job the shell waits for is in a group of its own, the terminal's foreground
+    one: interrupt reaches it there, as Ctrl-C would; the shell's own group alone (the
+    letter of PROTOCOL §4) holds only the shell, which ignores it."""
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("t", interactive_shell(), tty=True, env=SHELL_ENV)
+        # The job prints once it has the terminal (the shell hands it over before exec).
+        _, job = await start_job(client, "t", b"sh -c 'echo job=$$; exec sleep 66'")
+        await client.call("process/signal", {"processId": "t", "signal": "interrupt"})
+        await eventually(lambda: process_gone(job))
+        # The shell is alive and takes the next command.
+        await write(client, "t", "next", b"echo alive-$((6*7))\n")
+        await printed(client, "t", rb"alive-42")
+        assert await client.call("process/terminate", {"processId": "t"}) == {"running": True}
+        await client.wait_closed("t")
+
+
+async def test_terminate_kills_a_background_job_of_an_interactive_shell_and_it_closes(
+    connect: Any,
+) -> None:
+    """A background job has a group of its own and holds the terminal: terminate kills
+    the whole session, so the process closes and the job does not outlive it."""
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("t", interactive_shell(), tty=True, env=SHELL_ENV)
+        shell, job = await start_job(client, "t", b"sleep 77 & echo job=$!")
+        assert await client.call("process/terminate", {"processId": "t"}) == {"running": True}
+        events = await client.wait_closed("t")
+        assert events[-2]["params"]["exitCode"] == 137
+        await eventually(lambda: process_gone(job))
+        assert process_gone(shell)
+
+
+async def test_terminate_after_the_shell_exited_kills_the_job_holding_the_terminal(
+    connect: Any,
+) -> None:
+    """The shell exited and left a background job that holds the terminal, so the
+    process does not close: terminate answers not running (PROTOCOL §4) but still
+    kills the job, which is in the shell's session, and the process closes."""
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("t", interactive_shell(), tty=True, env=SHELL_ENV)
+        _, job = await start_job(client, "t", b"sleep 77 & echo job=$!")
+        await write(client, "t", "exit", b"exit\n")
+        await eventually(
+            lambda: any(m["method"] == "process/exited" for m in client.notifications["t"])
+        )
+        assert not process_gone(job)
+        assert await client.call("process/terminate", {"processId": "t"}) == {"running": False}
+        await client.wait_closed("t")
+        await eventually(lambda: process_gone(job))
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(detached_ttl=0.2)])
+async def test_the_sessions_end_kills_a_background_job_of_an_interactive_shell(
+    connect: Any,
+) -> None:
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("t", interactive_shell(), tty=True, env=SHELL_ENV)
+        shell, job = await start_job(client, "t", b"sleep 77 & echo job=$!")
+        await client.ws.aclose()  # detached: the session ends at its TTL
+        await eventually(lambda: process_gone(job) and process_gone(shell))
