@@ -222,7 +222,7 @@ class Connection:
                 while size < WRITE_BATCH_BYTES:
                     try:
                         frame = self._outbox_receive.receive_nowait()
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):  # EndOfChannel: closing
                         break
                     batch.append(frame)
                     size += _size(frame)
