@@ -195,7 +195,7 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
                 managed.cancel_start()
             elif managed.child is not None and not managed.closed:
                 # Even after the leader exited: a grandchild may still hold the pipes.
-                managed.child.signal_group(signal.SIGTERM)
+                managed.child.send_signal(signal.SIGTERM)  # a tty: its foreground job too
     with trio.move_on_after(grace):
         while not _all_closed(daemon.registry):  # noqa: ASYNC110 - no event to wait on
             await trio.sleep(0.01)
