@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 from ._errors import RpcError
+
+_REPEATED_SLASHES = re.compile("/{2,}")
 
 
 def path_from_file_uri(uri: str, what: str = "path") -> str:
@@ -20,7 +23,10 @@ def path_from_file_uri(uri: str, what: str = "path") -> str:
         if what == "cwd":
             raise RpcError.invalid_params(f"cwd URI {uri} is not valid on this host: {problem}")
         raise RpcError.invalid_params(f"{what} URI {uri} is not valid on this host: {problem}")
-    return os.path.normpath(unquote(urlsplit(uri).path))
+    # Taken as the OS will take it: no textual ``..`` folding (``a/link/..`` is not
+    # ``a`` when ``link`` is a symlink), no dropped trailing ``/`` (``file/`` is ENOTDIR).
+    # Percent-escapes are bytes: ``%FF`` names the byte 0xFF, as a Linux name may hold.
+    return _REPEATED_SLASHES.sub("/", os.fsdecode(unquote_to_bytes(urlsplit(uri).path)))
 
 
 def _uri_problem(uri: str) -> str | None:

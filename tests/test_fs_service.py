@@ -744,3 +744,30 @@ async def test_remove_refuses_the_root_directory(
         assert error.code == INVALID_REQUEST
         assert "refusing to remove the root directory" in error.message
     assert removed == []
+
+
+def make_dotdot_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """tmp/a/link -> tmp/real/inner; tmp/a/secret.txt says "in a", tmp/real/secret.txt
+    says "in real": the OS resolves a/link/../secret.txt to the second."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "real" / "inner").mkdir(parents=True)
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "real" / "inner")
+    (tmp_path / "a" / "secret.txt").write_text("in a")
+    (tmp_path / "real" / "secret.txt").write_text("in real")
+    return tmp_path / "a", tmp_path / "real"
+
+
+async def test_paths_are_taken_as_the_os_takes_them(tmp_path: Path) -> None:
+    """No textual ``..`` folding (it is wrong across a symlink), no dropped trailing
+    slash, and percent-escapes are bytes."""
+    a, _ = make_dotdot_tree(tmp_path)
+    with trio.fail_after(10):
+        fs = FsService()
+        dotdot = f"{uri(a)}/link/../secret.txt"
+        read = await fs.read_file(FsReadFileParams(path=dotdot))
+        assert base64.b64decode(read.data_base64) == b"in real"  # as `cat` says
+        error = await error_of(fs.read_file(FsReadFileParams(path=uri(a / "secret.txt") + "/")))
+        assert error.code == NOT_FOUND  # ENOTDIR, as the OS says
+        os.close(os.open(os.path.join(os.fsencode(tmp_path), b"byte\xff"), os.O_CREAT))
+        read = await fs.read_file(FsReadFileParams(path=f"{uri(tmp_path)}/byte%FF"))
+        assert read.data_base64 == ""
