@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import stat
@@ -19,6 +20,41 @@ from ._malloc import tune_malloc
 from ._server import StartupError, check_startup, serve
 
 TOKEN_ENV = "EXEC_RUNTIME_TOKEN"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SIGINT_EXIT = 128 + signal.SIGINT
+# Signals a child may be sent (process/signal) or that a shell or nohup commonly
+# ignores for the daemon; see _unignore_for_children.
+CHILD_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
+def _seconds(text: str) -> float:
+    """A duration >= 0; ``inf`` means never. NaN is refused (argparse names the option)."""
+    value = _float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    """A finite duration > 0: a bound that must bound something."""
+    value = _float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -34,9 +70,16 @@ def _build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_ACK_WINDOW_BYTES,
         help="unacknowledged output held per process for an acknowledging client",
     )
-    p_serve.add_argument("--closed-ttl", type=float, default=30.0, metavar="SECONDS")
-    p_serve.add_argument("--detached-ttl", type=float, default=30.0, metavar="SECONDS")
-    p_serve.add_argument("--log-level", default="INFO")
+    p_serve.add_argument("--closed-ttl", type=_seconds, default=30.0, metavar="SECONDS")
+    p_serve.add_argument("--detached-ttl", type=_seconds, default=30.0, metavar="SECONDS")
+    p_serve.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (any case); default %(default)s",
+    )
     auth = p_serve.add_argument_group("auth and TLS")
     auth.add_argument(
         "--token-file",
@@ -104,21 +147,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--handshake-timeout",
-        type=float,
+        type=_timeout,
         default=defaults.DEFAULT_HANDSHAKE_TIMEOUT,
         metavar="SECONDS",
         help="for TLS and the HTTP request head; default %(default)s",
     )
     limits.add_argument(
         "--ping-interval",
-        type=float,
+        type=_seconds,
         default=defaults.DEFAULT_PING_INTERVAL,
         metavar="SECONDS",
         help="WebSocket keepalive pings, 0 disables them; default %(default)s",
     )
     limits.add_argument(
         "--ping-timeout",
-        type=float,
+        type=_timeout,
         default=defaults.DEFAULT_PING_TIMEOUT,
         metavar="SECONDS",
         help="an otherwise idle peer silent this long after a ping is dropped; "
@@ -126,7 +169,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--resume-probe-timeout",
-        type=float,
+        type=_timeout,
         default=defaults.DEFAULT_RESUME_PROBE_TIMEOUT,
         metavar="SECONDS",
         help="a resume of a session still attached pings its connection, which is closed "
@@ -134,7 +177,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     limits.add_argument(
         "--shutdown-grace",
-        type=float,
+        type=_seconds,
         default=defaults.DEFAULT_SHUTDOWN_GRACE,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, SIGKILL the process groups still running after this; "
@@ -151,16 +194,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    if args.command == "schema":
-        from protocol_schema.__main__ import main as schema_main
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "schema":
+            return _schema_main(args.out)
+        if args.command == "serve":
+            return _serve_main(args)
+        from ._cli_run import run_main
 
-        return schema_main([args.out])
-    if args.command == "serve":
-        return _serve_main(args)
-    from ._cli_run import run_main
+        return run_main(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the command installed its own handling (say, during start-up):
+        # exit as a shell reports SIGINT, without a traceback.
+        return SIGINT_EXIT
 
-    return run_main(args)
+
+def _schema_main(out: str) -> int:
+    from protocol_schema.__main__ import main as schema_main
+
+    try:
+        return schema_main([out])
+    except OSError as exc:
+        print(f"exec-runtime schema: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _serve_main(args: argparse.Namespace) -> int:
@@ -201,12 +257,33 @@ def _serve_main(args: argparse.Namespace) -> int:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
     tune_malloc()
+    _unignore_for_children()
     try:
         trio.run(_serve_until_signal, config)
     except OSError as exc:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """The daemon's stand-in for SIG_IGN; see :func:`_unignore_for_children`."""
+
+
+def _unignore_for_children() -> None:
+    """Replace SIG_IGN with a handler that does nothing, for each of CHILD_SIGNALS.
+
+    An ignored signal stays ignored across exec, so a daemon started under ``nohup``
+    (SIGHUP) or as a shell's background job (SIGINT, SIGQUIT) would hand that to every
+    child: ``process/signal hangup`` or ``interrupt`` would do nothing. A *handled*
+    signal is reset to SIG_DFL by exec, so the children start with the defaults, while
+    the daemon itself still shrugs the signal off. (Not ``preexec_fn``, which costs
+    every spawn its vfork.) SIGINT and SIGTERM are then taken over by the daemon's
+    own stop handling in :func:`_serve_until_signal`, as before.
+    """
+    for signum in CHILD_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            signal.signal(signum, _ignore_signal)
 
 
 def _read_token(token_file: str | None) -> str | None:

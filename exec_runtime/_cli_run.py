@@ -2,22 +2,32 @@
 
 Streams the child's stdout and stderr live, forwards Ctrl-C as an interrupt (in a
 PTY, the terminal's own Ctrl-C byte), forwards piped stdin, and exits with the child's
-exit code (128+N for signal N). Without ``--url`` it runs in-process.
+exit code (128+N for signal N; 255 if the runtime failed; 2 for a usage error). Without
+``--url`` it runs in-process. A relative --cwd is taken relative to the current
+directory.
+
+Leaving before the command finished terminates it (SIGKILL to its process group): a
+second Ctrl-C (exit 130, or the command's code if it exited and a background child
+held the output open), SIGHUP (129), a closed stdout pipe as in ``| head`` (141,
+quietly), or a runtime failure (255).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shutil
 import signal
 import sys
 import termios
+import traceback
 import tty as tty_mode
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -26,12 +36,15 @@ import protocol_schema as wire
 
 from ._client import ExecClient
 from ._client_process import ProcessHandle
-from ._core.events import Exited, Failed, Output
+from ._core.events import Closed, Exited, Failed, Output
 from ._errors import ExecRuntimeError
 from ._malloc import tune_malloc
-from ._open import open_client, open_local
+from ._open import _unwrap_lone_exception, open_client, open_local
 
 RUNTIME_FAILURE = 255  # like ssh: the runtime, not the command, failed
+USAGE = 2
+SIGPIPE_EXIT = 128 + signal.SIGPIPE  # our reader went away, as for a shell pipeline
+TERMINATE_TIMEOUT = 5.0  # seconds to kill the process on the way out
 
 
 def add_run_parser(sub: Any) -> None:
@@ -51,7 +64,9 @@ def add_run_parser(sub: Any) -> None:
         "visible to other users)",
     )
     p_run.add_argument("--tty", action="store_true", help="run in a pseudo-terminal")
-    p_run.add_argument("--cwd", help="working directory (default: the daemon's)")
+    p_run.add_argument(
+        "--cwd", help="working directory (default: the daemon's; a relative one is under ours)"
+    )
     p_run.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="set a variable (repeatable)"
     )
@@ -64,104 +79,264 @@ def run_main(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         print("exec-runtime run: no command given (use: run -- cmd args...)", file=sys.stderr)
-        return 2
+        return USAGE
     env: dict[str, str] = {}
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep or not name:
             print(f"exec-runtime run: --env wants K=V, got {item!r}", file=sys.stderr)
-            return 2
+            return USAGE
         env[name] = value
-    try:
-        tune_malloc()
-        return trio.run(_run, args, argv, env)
-    except ExecRuntimeError as exc:
-        print(f"exec-runtime run: {exc}", file=sys.stderr)
-        return RUNTIME_FAILURE
-    except OSError as exc:
-        print(f"exec-runtime run: cannot connect: {exc}", file=sys.stderr)
-        return RUNTIME_FAILURE
-    except trio_websocket.ConnectionRejected as exc:
-        hint = " (missing or wrong --token / $EXEC_RUNTIME_TOKEN)" if exc.status_code == 401 else ""
+    if args.url is not None and urlsplit(args.url).scheme not in ("ws", "wss"):
         print(
-            f"exec-runtime run: the daemon refused the connection: HTTP {exc.status_code}{hint}",
+            f"exec-runtime run: --url must be ws://HOST:PORT or wss://HOST:PORT, got {args.url!r}",
             file=sys.stderr,
         )
+        return USAGE
+    # A relative --cwd means the one under our current directory, not the daemon's.
+    cwd = os.path.abspath(args.cwd) if args.cwd else None
+    _open_closed_stdin()
+    tune_malloc()
+    try:
+        return trio.run(_CliRun(args, argv, env, cwd).run)
+    except KeyboardInterrupt:  # Ctrl-C before our signal receiver was installed
+        return 128 + signal.SIGINT
+    except Exception:  # a bug: report it, but keep the promise that 255 is ours
+        traceback.print_exc()
         return RUNTIME_FAILURE
 
 
-@asynccontextmanager
-async def _open(args: argparse.Namespace) -> AsyncIterator[ExecClient]:
-    if args.url:
-        async with open_client(args.url, token=args.token, client_name="exec-runtime run") as c:
-            yield c
-    else:
-        async with open_local(client_name="exec-runtime run") as c:
-            yield c
+def _open_closed_stdin() -> None:
+    """Run with a closed fd 0 (``<&-``) as if stdin were empty: otherwise the first
+    descriptor we open (a socket, an epoll fd) becomes "stdin" and is read from."""
+    try:
+        os.fstat(0)
+    except OSError:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        if fd != 0:
+            os.dup2(fd, 0)
+            os.close(fd)
 
 
-async def _run(args: argparse.Namespace, argv: list[str], env: dict[str, str]) -> int:
-    stdin_is_tty = os.isatty(0)
-    forward_stdin = not stdin_is_tty or args.tty
-    size = shutil.get_terminal_size() if args.tty else None
-    async with _open(args) as client:
-        proc = await client.start(
-            argv,
-            cwd=args.cwd,
-            env=env,
-            env_policy=wire.EnvPolicy(inherit="all"),
-            tty=args.tty,
-            pipe_stdin=forward_stdin and not args.tty,
-            tty_size=(size.lines, size.columns) if size else None,
-        )
-        with _raw_terminal(args.tty and stdin_is_tty):
+class _CliRun:
+    """One ``exec-runtime run``: connect, start, stream, and exit with a code.
+
+    Whenever it leaves before the process closed (a runtime error, a Failed event, a
+    broken pipe on our stdout, SIGHUP, a second Ctrl-C) it terminates the process on
+    the way out, so a ``--url`` daemon does not keep it running for the session's TTL.
+    """
+
+    def __init__(
+        self, args: argparse.Namespace, argv: list[str], env: dict[str, str], cwd: str | None
+    ) -> None:
+        self.args = args
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.tty: bool = args.tty
+        # leave() cancels one of these, and run() returns leave_code. Before we are
+        # connected, `outer`: there is nothing to clean up. After, `work`, which is
+        # inside the client's context: the client (and, in-process, the daemon) must
+        # keep running while the process is terminated on the way out.
+        self.outer = trio.CancelScope()
+        self.work = trio.CancelScope()
+        self.leave_code: int | None = None
+        self.connected = False
+        self.starting = False
+        self.pending_code: int | None = None  # a signal that came while starting
+        self.proc: ProcessHandle | None = None
+        self.closed = False  # Closed seen: nothing left to terminate
+        self.interrupts = 0
+
+    def leave(self, code: int) -> None:
+        if self.leave_code is None:
+            self.leave_code = code
+        (self.work if self.connected else self.outer).cancel()
+
+    async def run(self) -> int:
+        watched = [signal.SIGINT, signal.SIGTERM, signal.SIGWINCH]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # not under nohup
+            watched.append(signal.SIGHUP)
+        with trio.open_signal_receiver(*watched) as signals, _unwrap_lone_exception():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_forward_signals, proc, args.tty)
-                if forward_stdin:
-                    nursery.start_soon(_forward_stdin, proc)
-                code = await _stream_output(proc)
-                nursery.cancel_scope.cancel()
+                nursery.start_soon(self._handle_signals, signals, nursery)
+                try:
+                    with self.outer:
+                        return await self._run_or_report()
+                    assert self.leave_code is not None
+                    return self.leave_code
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def _run_or_report(self) -> int:
+        """Everything that can go wrong, as a message and an exit code (inside our
+        nursery, where an exception would reach run_main wrapped in a group)."""
+        url = self.args.url
+        try:
+            return await self._session()
+        except trio_websocket.ConnectionRejected as exc:
+            hint = (
+                " (missing or wrong --token / $EXEC_RUNTIME_TOKEN)"
+                if exc.status_code == 401
+                else ""
+            )
+            return _fail(f"the daemon refused the connection: HTTP {exc.status_code}{hint}")
+        except trio_websocket.HandshakeError as exc:
+            return _fail(f"cannot connect to {url} (is it an exec-runtime daemon?): {exc}")
+        except ExecRuntimeError as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            if not self.connected:
+                return _fail(f"cannot connect to {url}: {exc}")
+            return _fail(str(exc))
+        except ValueError as exc:  # a --url without a host or with a bad port, say
+            return _fail(f"--url {url}: {exc}" if not self.connected else str(exc))
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[ExecClient]:
+        if self.args.url:
+            async with open_client(
+                self.args.url, token=self.args.token, client_name="exec-runtime run"
+            ) as client:
+                self.connected = True
+                yield client
+        else:
+            async with open_local(client_name="exec-runtime run") as client:
+                self.connected = True
+                yield client
+
+    async def _session(self) -> int:
+        stdin_is_tty = os.isatty(0)
+        forward_stdin = not stdin_is_tty or self.tty
+        size = shutil.get_terminal_size() if self.tty else None
+        async with self._open() as client:
+            with self.work:
+                try:
+                    self.starting = True
+                    try:
+                        proc = await client.start(
+                            self.argv,
+                            cwd=self.cwd,
+                            env=self.env,
+                            env_policy=wire.EnvPolicy(inherit="all"),
+                            tty=self.tty,
+                            pipe_stdin=forward_stdin and not self.tty,
+                            tty_size=(size.lines, size.columns) if size else None,
+                        )
+                    finally:
+                        self.starting = False
+                    self.proc = proc
+                    if self.pending_code is not None:
+                        self.leave(self.pending_code)
+                    with _raw_terminal(self.tty and stdin_is_tty), _unwrap_lone_exception():
+                        async with trio.open_nursery() as nursery:
+                            if forward_stdin:
+                                nursery.start_soon(_forward_stdin, proc)
+                            code = await self._stream_output(proc)
+                            nursery.cancel_scope.cancel()
+                    return code
+                finally:
+                    if self.proc is not None and not self.closed:
+                        await _terminate(self.proc)
+        assert self.leave_code is not None  # only a cancel of `work` gets here
+        return self.leave_code
+
+    async def _stream_output(self, proc: ProcessHandle) -> int:
+        stdout = trio.wrap_file(sys.stdout.buffer)
+        stderr = trio.wrap_file(sys.stderr.buffer)
+        code = RUNTIME_FAILURE
+        async for event in proc.events():
+            if isinstance(event, Output):
+                out = stderr if event.stream == "stderr" else stdout
+                try:
+                    await out.write(event.data)
+                    await out.flush()
+                except OSError as exc:
+                    return _output_failed(out.wrapped, exc)
+            elif isinstance(event, Exited):
+                code = event.exit_code
+            elif isinstance(event, Closed):
+                self.closed = True
+            elif isinstance(event, Failed):
+                return _fail(event.message)
         return code
 
-
-async def _stream_output(proc: ProcessHandle) -> int:
-    stdout = trio.wrap_file(sys.stdout.buffer)
-    stderr = trio.wrap_file(sys.stderr.buffer)
-    code = RUNTIME_FAILURE
-    async for event in proc.events():
-        if isinstance(event, Output):
-            out = stderr if event.stream == "stderr" else stdout
-            await out.write(event.data)
-            await out.flush()
-        elif isinstance(event, Exited):
-            code = event.exit_code
-        elif isinstance(event, Failed):
-            print(f"exec-runtime run: {event.message}", file=sys.stderr)
-            return RUNTIME_FAILURE
-    return code
-
-
-async def _forward_signals(proc: ProcessHandle, tty: bool) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGWINCH) as signals:
+    async def _handle_signals(self, signals: AsyncIterator[int], nursery: trio.Nursery) -> None:
         async for signum in signals:
-            try:
-                if signum == signal.SIGWINCH:
-                    if tty:
-                        size = shutil.get_terminal_size()
-                        await proc.resize(size.lines, size.columns)
-                elif signum == signal.SIGINT:
-                    await proc.signal("interrupt")
+            proc = self.proc
+            if signum == signal.SIGWINCH:
+                if self.tty and proc is not None:
+                    size = shutil.get_terminal_size()
+                    nursery.start_soon(_quietly, proc.resize, size.lines, size.columns)
+                continue
+            code = 128 + signum
+            if proc is None:
+                # Connecting, or starting: cancelling a start that is on the wire could
+                # leave the process running unseen, so a first signal waits for the
+                # handle (then the process is terminated); a second one does not.
+                if self.starting and self.pending_code is None:
+                    self.pending_code = code
                 else:
-                    await proc.signal("terminate")
-            except ExecRuntimeError:
-                pass  # already gone
+                    self.leave(code)
+            elif signum == signal.SIGHUP:
+                self.leave(code)  # our terminal is gone: so is the command
+            elif signum == signal.SIGINT:
+                self.interrupts += 1
+                if self.interrupts == 1:
+                    nursery.start_soon(_quietly, proc.signal, "interrupt")
+                else:
+                    # Still here after an interrupt: the command ignores it, or it
+                    # exited and a background child holds its output open. Kill the
+                    # group; exit with the command's code if it has one.
+                    self.leave(proc.returncode if proc.returncode is not None else code)
+            else:
+                nursery.start_soon(_quietly, proc.signal, "terminate")
+
+
+def _fail(message: str) -> int:
+    print(f"exec-runtime run: {message}", file=sys.stderr)
+    return RUNTIME_FAILURE
+
+
+def _output_failed(stream: Any, exc: OSError) -> int:
+    """Our stdout or stderr cannot be written. A closed pipe (``| head -1``) is a
+    quiet exit with 128+SIGPIPE, as a shell pipeline's writer gets; anything else
+    is reported. Either way the stream is pointed at /dev/null, so the interpreter's
+    final flush of what is still buffered cannot complain."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    if exc.errno == errno.EPIPE:
+        return SIGPIPE_EXIT
+    return _fail(f"cannot write the output: {exc}")
+
+
+async def _terminate(proc: ProcessHandle) -> None:
+    """Kill the process group: shielded (we may be leaving on a cancel) and bounded (the
+    daemon may be unreachable; the session's TTL then ends the process)."""
+    with (
+        trio.CancelScope(shield=True),
+        trio.move_on_after(TERMINATE_TIMEOUT),
+        contextlib.suppress(ExecRuntimeError, OSError),
+    ):
+        await proc.terminate()
+
+
+async def _quietly(call: Callable[..., Awaitable[None]], *args: Any) -> None:
+    with contextlib.suppress(ExecRuntimeError):
+        await call(*args)  # the process is gone already, or so is the daemon
 
 
 async def _forward_stdin(proc: ProcessHandle) -> None:
     try:
         while True:
             # A daemon thread per read: abandoning it on cancel cannot hang the exit.
-            data = await trio.to_thread.run_sync(os.read, 0, 64 * 1024, abandon_on_cancel=True)
+            try:
+                data = await trio.to_thread.run_sync(os.read, 0, 64 * 1024, abandon_on_cancel=True)
+            except OSError as exc:
+                print(f"exec-runtime run: reading stdin: {exc}", file=sys.stderr)
+                data = b""  # the command sees the end of its input
             if not data:
                 break
             await proc.write(data)

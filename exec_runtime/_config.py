@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import attrs
@@ -25,13 +26,17 @@ DEFAULT_ACK_WINDOW_BYTES: Final = 4 << 20
 
 
 def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, got {value}")
+    # Written so NaN fails too (every comparison with NaN is false): a NaN TTL would
+    # pass a plain ``value < 0`` and crash the daemon at its first deadline.
+    # Infinity is allowed: "never" (expire, ping, SIGKILL on shutdown).
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be a number >= 0, got {value}")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
+    # Finite too: these are limits and timeouts whose point is to bound something.
+    if not 0 < value < math.inf:
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value}")
 
 
 def _valid_token(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:

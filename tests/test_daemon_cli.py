@@ -1,10 +1,12 @@
 """``exec-runtime serve`` and ``exec-runtime schema`` as real subprocesses (PROTOCOL.md §1,
-§3 shutdown, §6 options): the URL line, logs on stderr, SIGTERM/SIGINT, stdio, zombies."""
+§3 shutdown, §6 options): the URL line, logs on stderr, SIGTERM/SIGINT, stdio, zombies,
+option validation, signals inherited from the daemon's launcher."""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import signal
@@ -19,6 +21,10 @@ import pytest
 import trio
 from conftest import RawClient, output_of
 from daemon_process import children_of
+
+from exec_runtime import ServerConfig
+from exec_runtime._cli import _build_parser
+from exec_runtime._cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,3 +262,139 @@ async def test_a_thousand_short_processes_leave_no_zombie(spawn_daemon: Any, con
         await client.ws.aclose()
         daemon.process.send_signal(signal.SIGTERM)
         assert await daemon.wait() == 0
+
+
+async def test_schema_to_a_missing_directory_fails_with_a_message() -> None:
+    with trio.fail_after(10):
+        done = await trio.run_process(
+            [sys.executable, "-m", "exec_runtime", "schema", "/no/such/dir/out.json"],
+            cwd=ROOT,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        "exec-runtime schema: cannot write /no/such/dir/out.json: No such file or directory\n"
+    )
+
+
+# --- option validation ------------------------------------------------------------------
+
+NON_NEGATIVE_SECONDS = ["closed_ttl", "detached_ttl", "ping_interval", "shutdown_grace"]
+POSITIVE_SECONDS = ["handshake_timeout", "ping_timeout", "resume_probe_timeout"]
+
+
+@pytest.mark.parametrize("field", NON_NEGATIVE_SECONDS + POSITIVE_SECONDS)
+def test_server_config_refuses_nan_seconds(field: str) -> None:
+    """NaN passes ``value < 0``; a NaN TTL then killed the daemon at the first close."""
+    with pytest.raises(ValueError, match=field):
+        ServerConfig(**{field: float("nan")})
+    with pytest.raises(ValueError, match=field):
+        ServerConfig(**{field: -1.0})
+
+
+def test_server_config_takes_infinity_only_where_it_means_never() -> None:
+    ServerConfig(**{field: math.inf for field in NON_NEGATIVE_SECONDS})
+    for field in [*POSITIVE_SECONDS, "max_sessions", "ack_window_bytes"]:
+        with pytest.raises(ValueError, match=field):
+            ServerConfig(**{field: math.inf})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--closed-ttl", "nan"],
+        ["--detached-ttl", "NaN"],
+        ["--ping-interval", "nan"],
+        ["--shutdown-grace", "-1"],
+        ["--handshake-timeout", "inf"],
+        ["--ping-timeout", "0"],
+        ["--resume-probe-timeout", "nan"],
+        ["--closed-ttl", "soon"],
+        ["--log-level", "bogus"],
+    ],
+)
+def test_serve_refuses_a_bad_value_naming_the_option(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["serve", *args])
+    assert exited.value.code == 2
+    assert f"argument {args[0]}:" in capsys.readouterr().err
+
+
+def test_serve_takes_a_log_level_in_any_case() -> None:
+    assert _build_parser().parse_args(["serve", "--log-level", "debug"]).log_level == "DEBUG"
+    assert _build_parser().parse_args(["serve"]).log_level == "INFO"
+
+
+async def test_serve_closed_ttl_nan_exits_2_before_listening() -> None:
+    with trio.fail_after(10):
+        done = await trio.run_process(
+            [sys.executable, "-m", "exec_runtime", "serve", "--closed-ttl", "nan"],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert b"--closed-ttl" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+# --- signals the daemon was started with ignored -----------------------------------------
+
+IGNORING_LAUNCHER = """\
+import os, signal, sys
+# As nohup (SIGHUP) and a shell's background job (SIGINT, SIGQUIT) start the daemon.
+for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+    signal.signal(signum, signal.SIG_IGN)
+os.execv(sys.executable, [sys.executable, "-m", "exec_runtime", "serve"])
+"""
+
+
+def ignored_signals(pid: int) -> set[int]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            mask = int(line.split()[1], 16)
+            return {signum for signum in range(1, 65) if mask & (1 << (signum - 1))}
+    raise AssertionError("no SigIgn line")
+
+
+async def test_children_do_not_inherit_the_signals_the_daemon_was_started_ignoring(
+    nursery: trio.Nursery, connect: Any
+) -> None:
+    with trio.fail_after(20):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", IGNORING_LAUNCHER],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        daemon = Daemon(process)
+        assert process.stdout is not None and process.stderr is not None
+        nursery.start_soon(_drain, process.stdout, daemon.stdout, daemon.stdout_closed)
+        nursery.start_soon(_drain, process.stderr, daemon.stderr, trio.Event())
+        try:
+            await eventually(lambda: b"\n" in daemon.stdout or process.returncode is not None)
+            assert process.returncode is None, daemon.stderr.decode()
+            client: RawClient = await connect(url=daemon.url)
+            await client.start("p", ["sh", "-c", "echo $$; exec sleep 1000"])
+            await eventually(lambda: output_of(client.notifications["p"]).endswith(b"\n"))
+            pid = int(output_of(client.notifications["p"]))
+            inherited = ignored_signals(pid)
+            assert not inherited & {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT}, inherited
+            await client.call("process/signal", {"processId": "p", "signal": "hangup"})
+            events = await client.wait_closed("p")
+            assert events[-2]["params"]["exitCode"] == 128 + signal.SIGHUP
+            # The daemon shrugs SIGHUP off, as it would have, and still stops on SIGINT.
+            process.send_signal(signal.SIGHUP)
+            assert await client.call("environment/status") == {"status": "ready"}
+            await client.ws.aclose()
+            process.send_signal(signal.SIGINT)
+            assert await daemon.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
