@@ -636,15 +636,18 @@ class ExecClient:
 
     async def _catch_up(self, stream: ProcessStream, link: _Link | None = None) -> None:
         cursor = stream.reorder.last_published_seq
+        # A read's afterSeq acknowledges everything up to it: read from no later than a
+        # lagging consumer has taken, or the daemon may evict what it still needs.
+        after_seq = min(cursor, stream.ackable_seq)
         if link is None:
-            snapshot = await self._read(stream.process_id, cursor)
+            snapshot = await self._read(stream.process_id, after_seq)
         else:
             self._gap_reads += 1
             self._calls["process/read"] += 1
             result = await self._call_on(
                 link,
                 "process/read",
-                wire.ProcessReadParams(process_id=stream.process_id, after_seq=cursor),
+                wire.ProcessReadParams(process_id=stream.process_id, after_seq=after_seq),
                 wire.ProcessReadResult,
             )
             snapshot = _snapshot(result)

@@ -567,3 +567,28 @@ async def test_a_session_that_expired_during_the_outage_fails_the_client() -> No
                 assert "unknown session id" in events[0].message
             with pytest.raises(ClientClosedError, match="unknown session id"):
                 await client.start(["true"])
+
+
+async def test_a_consumer_lagging_through_a_reconnect_loses_nothing() -> None:
+    """The recovery read after a reconnect must not acknowledge (its ``afterSeq`` does)
+    what a lagging consumer has yet to take, or the daemon evicts it."""
+    size = 20 * 1024 * 1024
+    argv = ["head", "-c", str(size), "/dev/zero"]
+    with trio.fail_after(30):
+        async with open_faulty_local() as (client, faults):
+            proc = await client.start(argv)
+            received = 0
+            first = True
+            async for event in proc.events():
+                if first:
+                    first = False
+                    while not proc._stream.lagging:  # noqa: ASYNC110 - plain client state
+                        await trio.sleep(0.01)
+                    await trio.sleep(0.3)  # the daemon runs into its ack window
+                    faults.drop()
+                    await until(lambda: client.statistics().recoveries == 1)
+                if isinstance(event, Failed):
+                    raise AssertionError(event.message)
+                if isinstance(event, Output):
+                    received += len(event.data)
+            assert received == size
