@@ -20,27 +20,13 @@ import attrs
 import pytest
 import trio
 from conftest import RawClient, output_of
-from daemon_process import children_of
+from daemon_process import children_of, eventually, process_gone
 
 from exec_runtime import ServerConfig
 from exec_runtime._cli import _build_parser
 from exec_runtime._cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def eventually(predicate: Callable[[], object]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
-        await trio.sleep(0.005)
-
-
-def process_gone(pid: int) -> bool:
-    """Dead: no such process, or a zombie waiting for a parent that is not us."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @attrs.define

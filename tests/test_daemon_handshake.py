@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +16,7 @@ import trio_websocket
 import wsproto
 import wsproto.events as wsevents
 from conftest import RawClient, WireError
+from daemon_process import eventually
 
 from exec_runtime import ServerConfig
 
@@ -24,11 +24,6 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 SESSION_ATTACHED = -32010
-
-
-async def eventually(predicate: Callable[[], object]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
-        await trio.sleep(0.005)
 
 
 async def wait_messages(client: RawClient, count: int) -> list[dict[str, Any]]:

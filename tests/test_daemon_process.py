@@ -8,13 +8,13 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from conftest import RawClient, WireError, output_of
+from daemon_process import eventually, process_gone
 
 from exec_runtime import ServerConfig
 from exec_runtime._process import ChildExited, ChildMessage, SpawnSpec, StreamEnded, spawn
@@ -46,11 +46,6 @@ def shape(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return result
 
 
-async def eventually(predicate: Callable[[], object]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
-        await trio.sleep(0.005)
-
-
 async def wait_method(client: RawClient, process_id: str, method: str) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         return next((m for m in client.notifications[process_id] if m["method"] == method), None)
@@ -65,15 +60,6 @@ async def expect_error(awaitable: Any) -> tuple[int, str]:
     with pytest.raises(WireError) as caught:
         await awaitable
     return caught.value.code, caught.value.message
-
-
-def process_gone(pid: int) -> bool:
-    """Dead: no such process, or a zombie waiting for a parent that is not us."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def read_stat(text: str) -> dict[str, int]:

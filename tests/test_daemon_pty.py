@@ -7,23 +7,18 @@ import base64
 import os
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from conftest import RawClient, WireError, output_of
+from daemon_process import eventually, process_gone
 
 from exec_runtime import ServerConfig
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
-
-
-async def eventually(predicate: Callable[[], object]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
-        await trio.sleep(0.005)
 
 
 def pty_output(client: RawClient, process_id: str) -> bytes:
@@ -48,15 +43,6 @@ def interactive_shell() -> list[str]:
 
 
 SHELL_ENV = {"PATH": os.environ.get("PATH", os.defpath), "PS1": "$ ", "TERM": "dumb"}
-
-
-def process_gone(pid: int) -> bool:
-    """Dead: no such process, or a zombie waiting for a parent that is not us."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def group_and_session(pid: int) -> tuple[int, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 import trio
 import trio_websocket
 from conftest import RawClient, output_of
+from daemon_process import eventually, process_gone
 
 import protocol_schema as wire
 from exec_runtime import ServerConfig
@@ -25,11 +25,6 @@ from exec_runtime._session import Session
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010
-
-
-async def eventually(predicate: Callable[[], object]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polls plain state a reader task updates
-        await trio.sleep(0.005)
 
 
 async def resume(connect: Any, session_id: str) -> RawClient:
@@ -48,15 +43,6 @@ async def resume(connect: Any, session_id: str) -> RawClient:
         assert reply["error"]["code"] == SESSION_ATTACHED, reply
         await trio.sleep(0.01)
     raise AssertionError("the session never became resumable")
-
-
-def process_gone(pid: int) -> bool:
-    """Dead: no such process, or a zombie waiting for a parent that is not us."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def decoded(chunks: list[dict[str, Any]]) -> bytes:
