@@ -33,6 +33,14 @@ class WireError(Exception):
         self.message = message
 
 
+def start_params(process_id: str, argv: list[str], **params: Any) -> dict[str, Any]:
+    """``process/start`` params: this process's cwd and environment unless given."""
+    params.setdefault("cwd", "file://" + os.getcwd())
+    params.setdefault("env", dict(os.environ))
+    params.setdefault("tty", False)
+    return {"processId": process_id, "argv": argv, **params}
+
+
 class RawClient:
     """A deliberately thin JSON-RPC client, so daemon tests see exactly the wire."""
 
@@ -98,10 +106,13 @@ class RawClient:
         return str(result["sessionId"])
 
     async def start(self, process_id: str, argv: list[str], **params: Any) -> Any:
-        params.setdefault("cwd", "file://" + os.getcwd())
-        params.setdefault("env", dict(os.environ))
-        params.setdefault("tty", False)
-        return await self.call("process/start", {"processId": process_id, "argv": argv, **params})
+        return await self.call("process/start", start_params(process_id, argv, **params))
+
+    async def start_request(
+        self, process_id: str, argv: list[str], **params: Any
+    ) -> dict[str, Any]:
+        """``process/start``'s whole reply, an error included."""
+        return await self.request("process/start", start_params(process_id, argv, **params))
 
     async def wait_closed(self, process_id: str) -> list[dict[str, Any]]:
         """Every notification for the process, once ``process/closed`` has arrived."""

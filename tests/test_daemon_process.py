@@ -196,14 +196,7 @@ async def test_two_concurrent_starts_with_one_id_exactly_one_succeeds(connect: A
         replies: list[dict[str, Any]] = []
 
         async def start(word: str) -> None:
-            params = {
-                "processId": "dup",
-                "argv": [SH, "-c", f"echo {word}"],
-                "cwd": "file://" + os.getcwd(),
-                "env": dict(os.environ),
-                "tty": False,
-            }
-            replies.append(await client.request("process/start", params))
+            replies.append(await client.start_request("dup", [SH, "-c", f"echo {word}"]))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(start, "one")
@@ -673,14 +666,7 @@ async def test_terminate_while_starting_cancels_the_start(connect: Any) -> None:
         replies: list[dict[str, Any]] = []
 
         async def start() -> None:
-            params = {
-                "processId": "p",
-                "argv": ["sleep", "100"],
-                "cwd": "file://" + os.getcwd(),
-                "env": dict(os.environ),
-                "tty": False,
-            }
-            replies.append(await client.request("process/start", params))
+            replies.append(await client.start_request("p", ["sleep", "100"]))
 
         began = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -1042,14 +1028,7 @@ async def test_a_terminate_while_the_child_is_spawning_kills_it(
             replies: list[dict[str, Any]] = []
 
             async def start() -> None:
-                params = {
-                    "processId": "p",
-                    "argv": ["sleep", "30"],
-                    "cwd": "file://" + os.getcwd(),
-                    "env": dict(os.environ),
-                    "tty": False,
-                }
-                replies.append(await client.request("process/start", params))
+                replies.append(await client.start_request("p", ["sleep", "30"]))
 
             nursery.start_soon(start)
             await eventually(lambda: spawned)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 from collections import defaultdict
 from typing import Any
 
 import trio
-from conftest import output_of
+from conftest import output_of, start_params
 
 from exec_runtime._websocket import TEXT, WebSocket
 from exec_runtime._websocket_handshake import handshake
@@ -61,17 +60,6 @@ class OneWriteClient:
             message = json.loads((await self.ws.receive_message())[1])
             self.notifications[message["params"]["processId"]].append(message)
         return sorted(self.notifications[process_id], key=lambda m: m["params"]["seq"])
-
-
-def start_params(process_id: str, argv: list[str], **extra: Any) -> dict[str, Any]:
-    return {
-        "processId": process_id,
-        "argv": argv,
-        "cwd": "file://" + os.getcwd(),
-        "env": dict(os.environ),
-        "tty": False,
-        **extra,
-    }
 
 
 async def test_a_terminate_right_behind_its_start_cancels_it(daemon: str) -> None:
