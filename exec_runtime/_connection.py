@@ -416,35 +416,39 @@ class Connection:
         replies waiting on a full outbox count against the limit too)."""
         try:
             with request_span(self._tracer_provider, span.method, span.parent) as current:
-                try:
-                    for earlier in turn.waits:
-                        await earlier.wait()
-                    result = await handler(params)
-                except RpcError as exc:
-                    _mark_error(current, exc.code, exc.message)
-                    await self._send_error(request_id, exc.code, exc.message)
-                except Exception as exc:  # a bug must not take the connection down
-                    log.exception("internal error in a handler")
-                    message = f"internal error: {exc}"
-                    _mark_error(current, wire.errors.INTERNAL_ERROR, message)
-                    await self._send_error(request_id, wire.errors.INTERNAL_ERROR, message)
-                else:
-                    try:
-                        response = wire.Response(id=request_id, result=result)
-                        frame = self.codec.encode_pieces(response)
-                    except Exception as exc:  # a result the wire cannot carry: our bug
-                        log.exception("internal error encoding a result")
-                        message = f"internal error: the result cannot be encoded: {exc}"
-                        _mark_error(current, wire.errors.INTERNAL_ERROR, message)
-                        await self._send_error(request_id, wire.errors.INTERNAL_ERROR, message)
-                    else:
-                        await self._send_frames([frame])
+                error = await self._answer(request_id, handler, params, turn)
+                if error is not None:
+                    _mark_error(current, *error)
+                    await self._send_error(request_id, *error)
         finally:
             self._order.acted(turn)
             self._request_slots.release()
             self._in_flight -= 1
             replied, self._replied = self._replied, trio.Event()
             replied.set()
+
+    async def _answer(
+        self, request_id: wire.RequestId, handler: Handler, params: Any, turn: Turn
+    ) -> tuple[int, str] | None:
+        """Run the handler once its turn came and send its result; or return the error
+        (code, message) to answer instead."""
+        for earlier in turn.waits:
+            await earlier.wait()
+        try:
+            result = await handler(params)
+        except RpcError as exc:
+            return exc.code, exc.message
+        except Exception as exc:  # a bug must not take the connection down
+            log.exception("internal error in a handler")
+            return wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
+        try:
+            frame = self.codec.encode_pieces(wire.Response(id=request_id, result=result))
+        except Exception as exc:  # a result the wire cannot carry: our bug
+            log.exception("internal error encoding a result")
+            message = f"internal error: the result cannot be encoded: {exc}"
+            return wire.errors.INTERNAL_ERROR, message
+        await self._send_frames([frame])
+        return None
 
     # --- handshake ------------------------------------------------------------------
 
