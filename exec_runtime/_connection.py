@@ -14,7 +14,6 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import attrs
 import msgspec
 import trio
 from opentelemetry import trace
@@ -108,13 +107,6 @@ def _notification(process_id: str, event: SeqEvent) -> wire.Notification:
         method = "process/closed"
         params = wire.ProcessClosedParams(process_id=process_id, seq=event.seq)
     return wire.Notification(method=method, params=params)
-
-
-@attrs.frozen
-class _RequestSpan:
-    method: str
-    parent: Context | None
-    """From the request's ``trace`` carrier; None: a root span."""
 
 
 def _mark_error(span: trace.Span, code: int, message: str) -> None:
@@ -368,9 +360,11 @@ class Connection:
         if message.method == "process/start":
             registered = functools.partial(self._order.acted, turn)
             handler = functools.partial(self._process_start, registered=registered)
-        span = _RequestSpan(message.method, parent_of(self.codec, message.trace))
+        parent = parent_of(self.codec, message.trace)  # the span's: None for a root
         self._in_flight += 1
-        nursery.start_soon(self._handle, request_id, handler, params, turn, span)
+        nursery.start_soon(
+            self._handle, request_id, handler, params, turn, message.method, parent
+        )
 
     def _notification(self, message: wire.IncomingMessage) -> None:
         if message.method == wire.INITIALIZED and self.session is not None:
@@ -410,12 +404,13 @@ class Connection:
         handler: Handler,
         params: Any,
         turn: Turn,
-        span: _RequestSpan,
+        method: str,
+        parent: Context | None,
     ) -> None:
         """Run one request, in its span; its slot is freed once the reply is queued (so
         replies waiting on a full outbox count against the limit too)."""
         try:
-            with request_span(self._tracer_provider, span.method, span.parent) as current:
+            with request_span(self._tracer_provider, method, parent) as current:
                 error = await self._answer(request_id, handler, params, turn)
                 if error is not None:
                     _mark_error(current, *error)
