@@ -153,6 +153,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="for TLS and the HTTP request head; default %(default)s",
     )
     limits.add_argument(
+        "--max-pending-connections",
+        type=int,
+        default=defaults.DEFAULT_MAX_PENDING_CONNECTIONS,
+        metavar="N",
+        help="connections still in TLS or the HTTP request head; one more gets 503; "
+        "default %(default)s",
+    )
+    limits.add_argument(
         "--ping-interval",
         type=_seconds,
         default=defaults.DEFAULT_PING_INTERVAL,
@@ -244,6 +252,7 @@ def _serve_main(args: argparse.Namespace) -> int:
             max_detached_sessions=args.max_detached_sessions,
             max_concurrent_requests=args.max_concurrent_requests,
             handshake_timeout=args.handshake_timeout,
+            max_pending_connections=args.max_pending_connections,
             ping_interval=args.ping_interval,
             ping_timeout=args.ping_timeout,
             resume_probe_timeout=args.resume_probe_timeout,

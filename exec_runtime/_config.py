@@ -18,6 +18,7 @@ DEFAULT_MAX_CLOSED_PROCESSES_PER_SESSION: Final = 128
 DEFAULT_MAX_DETACHED_SESSIONS: Final = 64
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 1024
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+DEFAULT_MAX_PENDING_CONNECTIONS: Final = 128
 DEFAULT_PING_INTERVAL: Final = 30.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
 DEFAULT_RESUME_PROBE_TIMEOUT: Final = 5.0
@@ -105,6 +106,12 @@ class ServerConfig:
     stops reading) until one finishes."""
     handshake_timeout: float = attrs.field(default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_positive)
     """TLS plus the HTTP request head must arrive within this, or the socket is closed."""
+    max_pending_connections: int = attrs.field(
+        default=DEFAULT_MAX_PENDING_CONNECTIONS, validator=_positive
+    )
+    """TCP connections still in TLS or the HTTP request head (before the token is
+    checked); one more is answered 503 and closed at once. With ``handshake_timeout``
+    it bounds what unauthenticated sockets can hold (file descriptors, memory)."""
     ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_not_negative)
     """Seconds between WebSocket pings; 0 disables keepalive."""
     ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_positive)

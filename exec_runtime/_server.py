@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import signal
 import ssl
@@ -40,6 +41,8 @@ log = logging.getLogger("exec_runtime.server")
 CLOSE_TIMEOUT = 2.0
 """How long a close handshake may take before the socket is just closed."""
 SHUTDOWN_CLOSE_TIMEOUT = 1.0
+BUSY_WARNING_INTERVAL = 10.0
+"""At most one warning this often about connections refused as too many pending."""
 GOING_AWAY = 1001
 
 
@@ -106,6 +109,11 @@ class _Daemon:
     registry: SessionRegistry
     stopping: bool = False
     connection_scopes: set[trio.CancelScope] = attrs.field(factory=set)
+    pending_connections: int = 0
+    """Connections in TLS or the HTTP request head (``max_pending_connections``)."""
+    refused_busy: int = 0
+    """Connections refused for that limit since the last warning about it."""
+    busy_warned_at: float = -math.inf
 
 
 async def serve(
@@ -227,14 +235,51 @@ async def _serve_stdio(registry: SessionRegistry, ended: trio.Event) -> None:
 async def _handle_tcp(daemon: _Daemon, stream: trio.abc.Stream) -> None:
     try:
         async with stream:
-            await _pre_handshake(daemon, stream)
+            if daemon.pending_connections >= daemon.config.max_pending_connections:
+                await _refuse_busy(daemon, stream)
+                return
+            daemon.pending_connections += 1
+            try:
+                upgrade = await _pre_handshake(daemon, stream)
+            finally:
+                daemon.pending_connections -= 1
+            if upgrade is not None:
+                headers, rest = upgrade
+                await _serve_websocket(daemon, _WatchedStream(stream), headers, rest)
     except Exception:  # one connection's failure must never take the daemon down
         log.exception("connection failed")
 
 
-async def _pre_handshake(daemon: _Daemon, stream: trio.abc.Stream) -> None:
+async def _refuse_busy(daemon: _Daemon, stream: trio.abc.Stream) -> None:
+    """Over ``max_pending_connections``: 503 at once, before reading anything (over
+    TLS nothing, since a reply would first need a TLS handshake, the very work a
+    flood of silent sockets asks for)."""
+    limit = daemon.config.max_pending_connections
+    daemon.refused_busy += 1
+    now = trio.current_time()
+    if now - daemon.busy_warned_at >= BUSY_WARNING_INTERVAL:  # a flood logs one line
+        log.warning(
+            "refused %d connection(s), the last from %s: %d connections are in their "
+            "handshake (--max-pending-connections)",
+            daemon.refused_busy,
+            _peer(stream),
+            limit,
+        )
+        daemon.refused_busy = 0
+        daemon.busy_warned_at = now
+    if not isinstance(stream, trio.SSLStream):
+        body = f"{limit} connections are in their handshake; retry later\n".encode()
+        await _try_send(
+            stream, response(503, "Service Unavailable", body, extra="Retry-After: 1\r\n")
+        )
+
+
+async def _pre_handshake(
+    daemon: _Daemon, stream: trio.abc.Stream
+) -> tuple[dict[str, str], bytes] | None:
     """TLS and the HTTP request head (bounded by ``handshake_timeout``), then /readyz,
-    the Origin and token checks, all before any upgrade."""
+    the Origin and token checks, all before any upgrade. Returns the upgrade's headers
+    and the bytes after the head, or None once it has answered and the socket is done."""
     config = daemon.config
     try:
         with trio.fail_after(config.handshake_timeout):
@@ -242,19 +287,19 @@ async def _pre_handshake(daemon: _Daemon, stream: trio.abc.Stream) -> None:
     except trio.TooSlowError:
         log.debug("closing a connection whose handshake took over %gs", config.handshake_timeout)
         await _try_send(stream, response(408, "Request Timeout"))
-        return
+        return None
     except (BadRequest, trio.BrokenResourceError, OSError) as exc:
         # A failed TLS handshake (e.g. the client does not trust our certificate)
         # arrives here as BrokenResourceError; the 400 then goes nowhere.
         log.debug("bad handshake: %s", exc)
         await _try_send(stream, response(400, "Bad Request"))
-        return
+        return None
     if head.method == "GET" and head.path == "/readyz" and not head.is_upgrade:
         await _try_send(stream, response(200, "OK"))  # open without a token, by design
-        return
+        return None
     if "origin" in head.headers:
         await _try_send(stream, response(403, "Forbidden", b"browser origins are refused\n"))
-        return
+        return None
     if config.token is not None:
         refusal = bearer_refusal(head.headers, config.token)
         if refusal is not None:
@@ -268,12 +313,12 @@ async def _pre_handshake(daemon: _Daemon, stream: trio.abc.Stream) -> None:
                     extra='WWW-Authenticate: Bearer realm="exec-runtime"\r\n',
                 ),
             )
-            return
+            return None
     if not head.is_upgrade:
         await _try_send(stream, response(426, "Upgrade Required", extra="Upgrade: websocket\r\n"))
-        return
+        return None
     _, _, rest = head.raw.partition(b"\r\n\r\n")
-    await _serve_websocket(daemon, _WatchedStream(stream), head.headers, rest)
+    return head.headers, rest
 
 
 def _peer(stream: trio.abc.Stream) -> str:

@@ -10,6 +10,7 @@ import os
 import signal
 import ssl
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from conftest import RawClient, output_of
 from daemon_process import Daemon, eventually, process_gone
 
 import protocol_schema as wire
-from exec_runtime import ServerConfig, serve
+from exec_runtime import ExecClient, ServerConfig, open_client, serve
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010
@@ -304,6 +305,96 @@ async def test_a_silent_tls_client_is_closed_after_the_handshake_timeout(
         await ws.aclose()
 
 
+async def read_until_closed(stream: trio.abc.Stream) -> bytes:
+    received = b""
+    try:
+        while data := await stream.receive_some(65536):
+            received += data
+    except trio.BrokenResourceError:
+        pass
+    return received
+
+
+async def held_or_answered(stream: trio.abc.Stream, wait: float) -> bytes | None:
+    """What the daemon sent before closing, or None if it still holds the socket."""
+    received = b""
+    with trio.move_on_after(wait):
+        try:
+            while data := await stream.receive_some(65536):
+                received += data
+        except trio.BrokenResourceError:
+            pass
+        return received
+    return None
+
+
+@pytest.mark.parametrize(
+    "server_config", [ServerConfig(max_pending_connections=2, handshake_timeout=30)]
+)
+async def test_past_max_pending_connections_a_new_socket_gets_503_at_once(daemon: str) -> None:
+    with trio.fail_after(15):
+        parts = urlsplit(daemon)
+        assert parts.hostname is not None and parts.port is not None
+        # Three silent sockets (their handshake timeout is far off): two fill the
+        # budget, whichever the daemon took first; the third is answered 503 at once.
+        sockets = [await trio.open_tcp_stream(parts.hostname, parts.port) for _ in range(3)]
+        outcomes: list[bytes | None] = [None] * 3
+
+        async def watch(index: int) -> None:
+            outcomes[index] = await held_or_answered(sockets[index], 1.0)
+
+        async with trio.open_nursery() as nursery:
+            for index in range(3):
+                nursery.start_soon(watch, index)
+        held = [s for s, outcome in zip(sockets, outcomes, strict=True) if outcome is None]
+        answered = [outcome for outcome in outcomes if outcome is not None]
+        assert len(held) == 2 and len(answered) == 1, outcomes
+        assert answered[0].startswith(b"HTTP/1.1 503 "), answered
+        assert b"Retry-After: 1\r\n" in answered[0] and b"2 connections" in answered[0]
+        # One held socket leaves: a client gets in; once upgraded it no longer counts,
+        # so a second one gets in too while the other silent socket still holds a place.
+        await held[0].aclose()
+        async with AsyncExitStack() as stack:
+            clients: list[ExecClient] = []
+            while len(clients) < 2:
+                try:
+                    clients.append(await stack.enter_async_context(open_client(daemon)))
+                except trio_websocket.ConnectionRejected as exc:
+                    assert exc.status_code == 503
+                    await trio.sleep(0.01)  # the daemon has not seen the close yet
+            for client in clients:
+                assert (await client.run(["true"])).returncode == 0
+        assert await held_or_answered(held[1], 0.2) is None  # still waiting, untouched
+        for stream in sockets:
+            await stream.aclose()
+
+
+async def test_past_max_pending_connections_a_tls_socket_is_closed_unanswered(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with trio.fail_after(10):
+        ca = trustme.CA()
+        cert = tmp_path / "server.pem"
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(cert)
+        config = ServerConfig(tls_cert=str(cert), max_pending_connections=1, handshake_timeout=30)
+        url = await nursery.start(serve, config)
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        sockets = [await trio.open_tcp_stream(parts.hostname, parts.port) for _ in range(2)]
+        outcomes: list[bytes | None] = [None] * 2
+
+        async def watch(index: int) -> None:
+            outcomes[index] = await held_or_answered(sockets[index], 1.0)
+
+        async with trio.open_nursery() as watchers:
+            for index in range(2):
+                watchers.start_soon(watch, index)
+        # No TLS handshake for the refused one (a 503 would need one): just closed.
+        assert sorted(outcomes, key=lambda o: o is None) == [b"", None], outcomes
+        for stream in sockets:
+            await stream.aclose()
+
+
 async def test_a_request_head_over_64_kib_is_refused(daemon: str) -> None:
     with trio.fail_after(5):
         parts = urlsplit(daemon)
@@ -456,6 +547,7 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
             "--max-detached-sessions", "3",
             "--max-concurrent-requests", "7",
             "--handshake-timeout", "4",
+            "--max-pending-connections", "1",
             "--ping-interval", "0",
             "--ping-timeout", "9",
             "--resume-probe-timeout", "3",
@@ -473,6 +565,14 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
         reply = await client.request("process/read", {"processId": "a"})
         assert reply["error"]["message"] == "unknown process id a"
         assert (await client.call("process/read", {"processId": "b"}))["closed"]
+        parts = urlsplit(daemon.url)
+        assert parts.hostname is not None and parts.port is not None
+        silent = [await trio.open_tcp_stream(parts.hostname, parts.port) for _ in range(2)]
+        outcomes = [await held_or_answered(stream, 0.5) for stream in silent]
+        assert sum(o is None for o in outcomes) == 1, outcomes  # one held, one 503
+        assert any(o is not None and o.startswith(b"HTTP/1.1 503") for o in outcomes)
+        for stream in silent:
+            await stream.aclose()
         await client.ws.aclose()
         await second.ws.aclose()
         daemon.process.send_signal(signal.SIGTERM)
@@ -482,6 +582,7 @@ async def test_every_limit_is_a_serve_option(daemons: Any, connect: Any) -> None
             ("--max-message-bytes", "-1"),
             ("--handshake-timeout", "0"),
             ("--resume-probe-timeout", "0"),
+            ("--max-pending-connections", "0"),
         ):
             refused: Daemon = await daemons(*bad, wait_for_url=False)
             assert await refused.wait() == 2
