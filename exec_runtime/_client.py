@@ -296,22 +296,37 @@ class ExecClient:
         env_policy: wire.EnvPolicy | Mapping[str, Any] | None = None,
         tty: bool = False,
         input: bytes | None = None,
+        pipe_stdin: bool = False,
         check: bool = True,
+        task_status: trio.TaskStatus[ProcessHandle] = trio.TASK_STATUS_IGNORED,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run to completion, like ``trio.run_process`` with captured output.
 
         Completes from pushed events alone. Cancelling it kills the process group.
         ``check=True`` raises ``subprocess.CalledProcessError`` on a non-zero exit.
         A PTY's output is returned as stdout.
+
+        As with ``trio.run_process``, ``await nursery.start(client.run, argv)`` returns
+        the :class:`ProcessHandle` once the process runs, to signal, resize or (with
+        ``pipe_stdin=True``) write to it, while the process lives no longer than the
+        nursery. Its events are this call's to consume.
         """
+        if input is not None and pipe_stdin:
+            raise ValueError("input and pipe_stdin exclude each other: input closes stdin")
         proc = await self.start(
-            argv, cwd=cwd, env=env, env_policy=env_policy, tty=tty, pipe_stdin=input is not None
+            argv,
+            cwd=cwd,
+            env=env,
+            env_policy=env_policy,
+            tty=tty,
+            pipe_stdin=pipe_stdin or input is not None,
         )
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         failure: list[str] = []
         feed_errors: list[ExecRuntimeError] = []
         try:
+            task_status.started(proc)
             async with trio.open_nursery() as nursery:
                 if input is not None:
                     # Fed while the output is consumed (as subprocess's communicate

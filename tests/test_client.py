@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +390,46 @@ async def test_cancelling_run_kills_the_process(client: ExecClient, tmp_path: Pa
             scope.cancel()
         assert cancelled
         await pid_gone(pid)  # killed and reaped
+
+
+async def test_nursery_start_of_run_hands_over_the_process_and_bounds_its_life(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """As with ``trio.run_process``: ``nursery.start(client.run, ...)`` returns the
+    handle once the process runs, and the process ends with the nursery."""
+    pid_file = tmp_path / "pid"
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            argv = ["sh", "-c", f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; cat"]
+            proc = await nursery.start(partial(client.run, argv, pipe_stdin=True))
+            assert isinstance(proc, ProcessHandle)
+            with pytest.raises(RuntimeError, match="already consumed"):
+                await proc.events().__anext__()  # run() is its consumer
+            await proc.write(b"through the handle\n")
+            while not pid_file.exists():  # noqa: ASYNC110 - written by the child
+                await trio.sleep(0.01)
+            pid = int(pid_file.read_text())
+            os.kill(pid, 0)  # alive, reading its stdin
+            nursery.cancel_scope.cancel()
+        await pid_gone(pid)  # killed and reaped with the nursery
+        # Driven to the end through the handle, run() completes in its task.
+        done: list[subprocess.CompletedProcess[bytes]] = []
+
+        async def collect(task_status: trio.TaskStatus[ProcessHandle]) -> None:
+            done.append(await client.run(["cat"], pipe_stdin=True, task_status=task_status))
+
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(collect)
+            await proc.write(b"piped\n")
+            await proc.close_stdin()
+            assert await proc.wait() == 0
+        assert done[0].stdout == b"piped\n"
+
+
+async def test_run_refuses_input_with_pipe_stdin(client: ExecClient) -> None:
+    with trio.fail_after(5), pytest.raises(ValueError, match="exclude each other"):
+        await client.run(["cat"], input=b"x", pipe_stdin=True)
+    assert client.statistics().calls == {}  # refused before anything was sent
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.3)])
