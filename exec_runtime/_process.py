@@ -124,10 +124,30 @@ class Child:
         """
         return self._outputs_done and self.process.returncode is not None
 
+    @property
+    def id_recycled(self) -> bool:
+        """The leader is reaped, yet a process has its pid: the kernel gave the id away,
+        so the group and session of that id are someone else's now.
+
+        An open output does not keep the id reserved when its holder left the group
+        (a grandchild that called ``setsid``): the group can be empty. The kernel
+        reuses a pid only once no group or session has it as id, and a new process
+        joins a group of that id only by creating it, as its leader, with that pid.
+        """
+        if self.process.returncode is None:
+            return False  # unreaped: the pid (so the group id) is still ours
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # exists, and not even ours to signal
+        return True
+
     def signal_group(self, signum: int) -> bool:
         """Send ``signum`` to the child's process group. False if the group is gone
-        or may be (``group_released``): then nothing is sent."""
-        if self.group_released:
+        or may be (``group_released``) or its id was recycled: then nothing is sent."""
+        if self.group_released or self.id_recycled:
             return False
         try:
             os.killpg(self.pid, signum)
@@ -142,7 +162,7 @@ class Child:
         group of its own, which the leader's group does not reach.
 
         False if nothing was sent; nothing is, once the group is released."""
-        if self.group_released:
+        if self.group_released or self.id_recycled:
             return False
         sent = self.signal_group(signum)
         foreground = self._foreground_group()
@@ -162,12 +182,13 @@ class Child:
         group, keep the PTY open (so the process never closes) and outlive the session.
         Its processes are found by their session id (the child's pid) in /proc.
 
-        Nothing is sent once the group is released (``group_released``). Before, the
-        leader is unreaped (its pid is taken) or an output is open: the PTY's holder is
-        a process of the session (which keeps the session id from being reused) unless
-        it left the session itself. False if nothing was sent.
+        Nothing is sent once the group is released (``group_released``) or its id
+        recycled (``id_recycled``). Before, the leader is unreaped (its pid is taken)
+        or an output is open: the PTY's holder is a process of the session (which
+        keeps the session id from being reused) unless it left the session itself,
+        and then a recycled id shows. False if nothing was sent.
         """
-        if self.group_released:
+        if self.group_released or self.id_recycled:
             return False
         killed = self.signal_group(signal.SIGKILL)
         if self.tty:

@@ -7,6 +7,7 @@ import base64
 import os
 import random
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -656,6 +657,65 @@ async def test_a_child_whose_leader_exited_while_a_grandchild_holds_a_pipe_is_si
             async for batch in receive:
                 seen += batch
         assert signalled == [(child.pid, signal.SIGKILL)]
+        assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
+
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes] | None:
+    """A new session (so a new group) whose leader gets ``pid``: the kernel hands out
+    the id after ``ns_last_pid`` if it is free. None if another process took it first."""
+    for _ in range(20):
+        NS_LAST_PID.write_text(str(pid - 1))
+        impostor = subprocess.Popen(argv, start_new_session=True)
+        if impostor.pid == pid:
+            return impostor
+        impostor.kill()
+        impostor.wait()
+    return None
+
+
+@pytest.mark.skipif(not os.access(NS_LAST_PID, os.W_OK), reason="needs root (ns_last_pid)")
+async def test_a_recycled_group_id_is_not_signalled_while_a_setsid_grandchild_holds_a_pipe(
+    tmp_path: Path,
+) -> None:
+    """The leader exited and was reaped; a grandchild that left the group (its own
+    session) still holds stdout, so the outputs are open and the group is not released
+    by that rule. But the group is empty, and its id is free: once the kernel gives it
+    to an unrelated group (here on purpose, through ns_last_pid), a kill of "our"
+    group would hit that one."""
+    holder_pid_file = tmp_path / "holder"
+    script = f"setsid sh -c 'echo $$ > {holder_pid_file}; exec sleep 30' & exit 0"
+    with trio.fail_after(10):
+        child = await spawn(SpawnSpec(argv=[SH, "-c", script], cwd=os.getcwd(), env={}))
+        send, receive = trio.open_memory_channel[list[ChildMessage]](0)
+        seen: list[ChildMessage] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child.run, send)
+            while not any(isinstance(m, ChildExited) for m in seen):
+                seen += await receive.receive()
+            await eventually(holder_pid_file.exists)
+            await eventually(lambda: holder_pid_file.read_text().strip() != "")
+            holder = int(holder_pid_file.read_text())
+            assert not child.group_released  # stdout is still open (the holder has it)
+            impostor = spawn_with_pid(child.pid, ["sleep", "30"])
+            if impostor is None:
+                os.kill(holder, signal.SIGKILL)
+                pytest.skip(f"pid {child.pid} was taken by another process")
+            try:
+                assert os.getpgid(impostor.pid) == child.pid  # the same group id, not ours
+                assert child.signal_group(signal.SIGKILL) is False
+                assert child.send_signal(signal.SIGTERM) is False
+                assert child.kill() is False
+                await trio.sleep(0.05)
+                assert impostor.poll() is None  # untouched
+            finally:
+                impostor.kill()
+                impostor.wait()
+                os.kill(holder, signal.SIGKILL)  # lets stdout reach EOF
+            async for batch in receive:
+                seen += batch
         assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
 
 
