@@ -77,14 +77,20 @@ async def test_write_with_pipe_stdin(codex_url: str) -> None:
             proc = await client.start(["head", "-n1"], pipe_stdin=True)
             await proc.write(b"hello\n")
             events = [event async for event in proc.events()]
-            assert events[0] == Output(1, "stdout", b"hello\n")
-            assert isinstance(events[-2], Exited) and events[-2].exit_code == 0
+            # Codex may number the exit before output it reads after it, which §5
+            # allows (output may follow the exit): the output, one exit, then closed.
+            assert b"".join(e.data for e in events if isinstance(e, Output)) == b"hello\n"
+            exits = [e for e in events if isinstance(e, Exited)]
+            assert len(exits) == 1 and exits[0].exit_code == 0, events
             assert isinstance(events[-1], Closed)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
-async def test_terminate_reports_minus_one(codex_url: str) -> None:
+async def test_terminate_reports_a_death_by_signal(codex_url: str) -> None:
     with trio.fail_after(20):
         async with exec_runtime.open_client(codex_url) as client:
             proc = await client.start(["sleep", "100"])
             assert await proc.terminate() is True
-            assert await proc.wait() == -1  # ours: 137
+            # Codex 0.147 mostly reports -1 (PROTOCOL §10), about one run in 25 137
+            # (as we always do); the client passes on what the daemon said.
+            assert await proc.wait() in (-1, 137)
