@@ -157,8 +157,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.DEFAULT_MAX_PENDING_CONNECTIONS,
         metavar="N",
-        help="connections still in TLS or the HTTP request head; one more gets 503; "
-        "default %(default)s",
+        help="connections still in TLS or the HTTP request head; at the limit new ones "
+        "wait in the listen backlog; default %(default)s",
     )
     limits.add_argument(
         "--ping-interval",

@@ -110,8 +110,9 @@ class ServerConfig:
         default=DEFAULT_MAX_PENDING_CONNECTIONS, validator=_positive
     )
     """TCP connections still in TLS or the HTTP request head (before the token is
-    checked); one more is answered 503 and closed at once. With ``handshake_timeout``
-    it bounds what unauthenticated sockets can hold (file descriptors, memory)."""
+    checked). At the limit the daemon stops accepting, and new connections wait in the
+    listen backlog until one finishes. With ``handshake_timeout`` it bounds what
+    unauthenticated sockets can hold here (file descriptors, memory)."""
     ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_not_negative)
     """Seconds between WebSocket pings; 0 disables keepalive."""
     ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_positive)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import os
 import signal
 import ssl
@@ -29,6 +28,7 @@ import protocol_schema as wire
 from ._config import ServerConfig
 from ._connection import Connection
 from ._http import BadRequest, bearer_refusal, read_request_head, response
+from ._listeners import HandshakeSlots, ThrottledListener
 from ._managed import State
 from ._session import SessionRegistry
 from ._streams import WrappedStream
@@ -41,8 +41,6 @@ log = logging.getLogger("exec_runtime.server")
 CLOSE_TIMEOUT = 2.0
 """How long a close handshake may take before the socket is just closed."""
 SHUTDOWN_CLOSE_TIMEOUT = 1.0
-BUSY_WARNING_INTERVAL = 10.0
-"""At most one warning this often about connections refused as too many pending."""
 GOING_AWAY = 1001
 
 
@@ -109,11 +107,10 @@ class _Daemon:
     registry: SessionRegistry
     stopping: bool = False
     connection_scopes: set[trio.CancelScope] = attrs.field(factory=set)
-    pending_connections: int = 0
-    """Connections in TLS or the HTTP request head (``max_pending_connections``)."""
-    refused_busy: int = 0
-    """Connections refused for that limit since the last warning about it."""
-    busy_warned_at: float = -math.inf
+    handshake_slots: HandshakeSlots = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.handshake_slots = HandshakeSlots(self.config.max_pending_connections)
 
 
 async def serve(
@@ -145,13 +142,13 @@ async def serve(
                     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
                     tcp_listeners = await trio.open_tcp_listeners(port, host=host)
                     bound_port = tcp_listeners[0].socket.getsockname()[1]
-                    for listener in tcp_listeners:
-                        if ssl_context is None:
-                            listeners.append(listener)
-                        else:
-                            listeners.append(
-                                trio.SSLListener(listener, ssl_context, https_compatible=True)
+                    for tcp_listener in tcp_listeners:
+                        listener: trio.abc.Listener[trio.abc.Stream] = tcp_listener
+                        if ssl_context is not None:
+                            listener = trio.SSLListener(
+                                tcp_listener, ssl_context, https_compatible=True
                             )
+                        listeners.append(ThrottledListener(listener, daemon.handshake_slots))
                     url = f"{'wss' if ssl_context else 'ws'}://{_url_host(host)}:{bound_port}"
                     log.info("listening on %s", url)
                     connections.start_soon(
@@ -235,43 +232,15 @@ async def _serve_stdio(registry: SessionRegistry, ended: trio.Event) -> None:
 async def _handle_tcp(daemon: _Daemon, stream: trio.abc.Stream) -> None:
     try:
         async with stream:
-            if daemon.pending_connections >= daemon.config.max_pending_connections:
-                await _refuse_busy(daemon, stream)
-                return
-            daemon.pending_connections += 1
             try:
                 upgrade = await _pre_handshake(daemon, stream)
             finally:
-                daemon.pending_connections -= 1
+                daemon.handshake_slots.give_back()  # taken by ThrottledListener.accept
             if upgrade is not None:
                 headers, rest = upgrade
                 await _serve_websocket(daemon, _WatchedStream(stream), headers, rest)
     except Exception:  # one connection's failure must never take the daemon down
         log.exception("connection failed")
-
-
-async def _refuse_busy(daemon: _Daemon, stream: trio.abc.Stream) -> None:
-    """Over ``max_pending_connections``: 503 at once, before reading anything (over
-    TLS nothing, since a reply would first need a TLS handshake, the very work a
-    flood of silent sockets asks for)."""
-    limit = daemon.config.max_pending_connections
-    daemon.refused_busy += 1
-    now = trio.current_time()
-    if now - daemon.busy_warned_at >= BUSY_WARNING_INTERVAL:  # a flood logs one line
-        log.warning(
-            "refused %d connection(s), the last from %s: %d connections are in their "
-            "handshake (--max-pending-connections)",
-            daemon.refused_busy,
-            _peer(stream),
-            limit,
-        )
-        daemon.refused_busy = 0
-        daemon.busy_warned_at = now
-    if not isinstance(stream, trio.SSLStream):
-        body = f"{limit} connections are in their handshake; retry later\n".encode()
-        await _try_send(
-            stream, response(503, "Service Unavailable", body, extra="Retry-After: 1\r\n")
-        )
 
 
 async def _pre_handshake(
