@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, Self
 
 import trio
 
@@ -157,6 +157,88 @@ class ProcessStream:
             await self._queue_changed.wait()
 
 
+class ProcessEvents:
+    """The async iterator :meth:`ProcessHandle.events` returns.
+
+    A class rather than an async generator: ``async for`` does not close an iterator it
+    leaves (``break``, an exception in its body), and Trio finalizes an async generator
+    abandoned that way only when it is garbage collected, with a ResourceWarning. This
+    one holds nothing that needs closing. The consumer counts as gone (its backpressure
+    on the process is released, see ``ProcessStream.ackable_seq``) once it reached the
+    end, once ``__anext__`` raised (a cancel), on :meth:`aclose`, or when the iterator
+    is garbage collected. A consumer that keeps the iterator after leaving the loop
+    holds the process back until it calls :meth:`aclose` (``contextlib.aclosing``).
+
+    The first ``__anext__`` makes it the process's one consumer (``RuntimeError`` if
+    the process already has one); a second task calling ``__anext__`` while one waits
+    in it gets ``trio.BusyResourceError``.
+    """
+
+    def __init__(self, handle: ProcessHandle) -> None:
+        self._handle = handle
+        self._stream = handle._stream
+        self._active = False  # this iterator is the process's consumer
+        self._done = False
+        self._busy = False
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        if self._busy:
+            raise trio.BusyResourceError("another task is already iterating these events")
+        stream = self._stream
+        if not self._active:
+            if stream.consumed:
+                self._done = True
+                raise RuntimeError(
+                    f"events() of process {stream.process_id} is already consumed"
+                )
+            stream.consumed = True
+            stream.consumer_active = True
+            self._active = True
+            self._token = trio.lowlevel.current_trio_token()
+        self._busy = True
+        try:
+            event = await stream.next_event(self._handle._catch_up)
+        except BaseException:
+            self._finish()
+            raise
+        finally:
+            self._busy = False
+        if isinstance(event, Closed | Failed):
+            self._finish()
+        return event
+
+    async def aclose(self) -> None:
+        """Stop consuming: later ``__anext__`` calls end the iteration at once."""
+        self._finish()
+        await trio.lowlevel.checkpoint()
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._active:
+                _consumer_gone(self._handle._client, self._stream)
+
+    def __del__(self) -> None:
+        if self._active and not self._done and self._token is not None:
+            # Garbage collected (maybe in another thread): release from the run loop.
+            try:
+                self._token.run_sync_soon(_consumer_gone, self._handle._client, self._stream)
+            except trio.RunFinishedError:
+                pass
+
+
+def _consumer_gone(client: ExecClient, stream: ProcessStream) -> None:
+    stream.consumer_active = False
+    if stream.lagging:  # what it held back is nobody's to read now
+        client._ack_consumed(stream)
+
+
 class ProcessHandle:
     """A started process. Iterate :meth:`events` for its output; :meth:`wait` for the code.
 
@@ -172,27 +254,14 @@ class ProcessHandle:
     def __repr__(self) -> str:
         return f"<ProcessHandle {self.process_id!r}>"
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> ProcessEvents:
         """Yield every event once, in seq order; ends after ``Closed`` or ``Failed``.
 
         One consumer per process. If it falls behind the bounded buffer, the client
-        fetches what it missed with ``process/read`` (no loss while retained).
+        fetches what it missed with ``process/read`` (no loss while retained). See
+        :class:`ProcessEvents` for leaving it early.
         """
-        stream = self._stream
-        if stream.consumed:
-            raise RuntimeError(f"events() of process {self.process_id} is already consumed")
-        stream.consumed = True
-        stream.consumer_active = True
-        try:
-            while True:
-                event = await stream.next_event(self._catch_up)
-                yield event
-                if isinstance(event, Closed | Failed):
-                    return
-        finally:
-            stream.consumer_active = False
-            if stream.lagging:  # what it held back is nobody's to read now
-                self._client._ack_consumed(stream)
+        return ProcessEvents(self)
 
     async def _catch_up(self) -> None:
         stream = self._stream
@@ -259,4 +328,4 @@ class ProcessHandle:
         await self._client._resize(self.process_id, rows, cols)
 
 
-__all__ = ["ProcessHandle", "ProcessStream", "StdinClosedError"]
+__all__ = ["ProcessEvents", "ProcessHandle", "ProcessStream", "StdinClosedError"]
