@@ -32,7 +32,6 @@ from ._core.reorder import ReorderOverflow
 from ._errors import (
     ClientClosedError,
     ExecRuntimeError,
-    ProcessFailed,
     ProtocolError,
     SessionLostError,
     TransportError,
@@ -73,6 +72,8 @@ MUTATING = frozenset(
     }
 )
 DISCONNECTED = "exec-server transport disconnected"
+CLOSE_KILL_TIMEOUT = 2.0
+"""How long ``aclose()`` waits for the kills of the processes only it can stop."""
 
 
 class ClientState(enum.Enum):
@@ -283,7 +284,12 @@ class ExecClient:
                 # effect now (a no-op if the start never arrived; a start still in
                 # progress is cancelled; after a drop, it waits for the resume).
                 self._nursery.start_soon(self._terminate_quietly, process_id)
+            if isinstance(exc, ExecRuntimeError) and self._is_closed():
+                raise self._closed_error() from None  # aclose() cancelled the start
             raise
+        if self._is_closed():
+            # Closed while the reply was on its way: aclose() killed the process.
+            raise self._closed_error()
         stream.started = True
         return ProcessHandle(self, stream)
 
@@ -321,6 +327,7 @@ class ExecClient:
             tty=tty,
             pipe_stdin=pipe_stdin or input is not None,
         )
+        proc._stream.owned_by_run = True  # aclose() kills it with the run in flight
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         failure: list[str] = []
@@ -341,7 +348,7 @@ class ExecClient:
             if feed_errors:
                 raise feed_errors[0]
             if failure:
-                raise ProcessFailed(failure[0])
+                raise proc._stream.failure_error()
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
@@ -361,10 +368,27 @@ class ExecClient:
         return await self._call("environment/info", wire.EmptyParams(), wire.EnvironmentInfo)
 
     async def aclose(self) -> None:
-        """Close the connection. Processes keep running until the session's TTL."""
-        if self._state is not ClientState.FAILED:
-            self._set_state(ClientState.CLOSED)
+        """Close the connection. Processes keep running until the session's TTL, but
+        those of a ``run()`` or a ``start()`` still in progress are killed first (nobody
+        could stop them later). Calls in other tasks fail with ClientClosedError, and
+        ``events()`` consumers get a terminal Failed."""
         link = self._link
+        if self._state not in (ClientState.FAILED, ClientState.CLOSED):
+            connected = self._state is ClientState.CONNECTED
+            self._set_state(ClientState.CLOSED)
+            doomed = [
+                s.process_id for s in self._streams.values() if s.owned_by_run or not s.started
+            ]
+            for stream in self._streams.values():
+                if stream.started:  # a start in progress raises ClientClosedError itself
+                    stream.fail("the client is closed", client_closed=True)
+            self._streams.clear()
+            self._gapped.clear()
+            if connected and link is not None and doomed:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_KILL_TIMEOUT):
+                    async with trio.open_nursery() as nursery:
+                        for process_id in doomed:
+                            nursery.start_soon(self._terminate_on, link, process_id)
         if link is not None:
             # The link task closes the transport (a graceful close needs its reader
             # task alive until the peer's close frame arrives); wait for it.
@@ -372,7 +396,19 @@ class ExecClient:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await link.closed.wait()
 
+    async def _terminate_on(self, link: _Link, process_id: str) -> None:
+        """``process/terminate`` on this link, whatever the client's state; never raises."""
+        self._calls["process/terminate"] += 1
+        params = wire.ProcessTerminateParams(process_id=process_id)
+        try:
+            await self._call_on(link, "process/terminate", params, wire.ProcessTerminateResult)
+        except (ExecRuntimeError, _LinkLost):
+            pass
+
     # --- calls --------------------------------------------------------------------
+
+    def _is_closed(self) -> bool:
+        return self._state is ClientState.CLOSED
 
     def _closed_error(self) -> ExecRuntimeError:
         if self._state is ClientState.FAILED and self._failure is not None:
@@ -412,6 +448,8 @@ class ExecClient:
             try:
                 return await self._call_on(link, method, params, result_type)
             except _LinkLost:
+                if self._state in (ClientState.FAILED, ClientState.CLOSED):
+                    raise self._closed_error() from None  # closed under it, nothing dropped
                 if method in MUTATING:
                     raise TransportError(DISCONNECTED) from None
                 # Reads are idempotent and writes carry their writeId: retry after recovery.

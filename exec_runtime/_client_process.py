@@ -18,7 +18,7 @@ import trio
 from ._core.events import Closed, Event, Exited, Failed, Output, SeqEvent
 from ._core.recovery import GapLost, events_after
 from ._core.reorder import ReorderBuffer, ReorderOverflow
-from ._errors import ExecRuntimeError, ProcessFailed, ProtocolError
+from ._errors import ClientClosedError, ExecRuntimeError, ProcessFailed, ProtocolError
 
 if TYPE_CHECKING:
     from ._client import ExecClient
@@ -43,6 +43,8 @@ class ProcessStream:
         """A pushed exit without ``sandboxDenied``, held back until a read completes it."""
         self.closed_event: Closed | None = None
         self.failure: Failed | None = None
+        self.client_closed = False  # the failure is the client's closing
+        self.owned_by_run = False  # run() consumes it and promises its end
         # The process finished, but the consumer fell behind what the daemon retains:
         # only the events() stream fails (wait() still has the exit code).
         self.consumer_failure: Failed | None = None
@@ -100,10 +102,11 @@ class ProcessStream:
             self.queued_seq = event.seq
         self._wake()
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, *, client_closed: bool = False) -> None:
         if self.failure is not None or self.closed_event is not None:
             return
         self.failure = Failed(message)
+        self.client_closed = client_closed
         self.done.set()
         self._wake()
 
@@ -116,6 +119,13 @@ class ProcessStream:
     def _wake(self) -> None:
         changed, self._queue_changed = self._queue_changed, trio.Event()
         changed.set()
+
+    def failure_error(self) -> ExecRuntimeError:
+        """What ``wait()`` and ``run()`` raise for the failure."""
+        assert self.failure is not None
+        if self.client_closed:
+            return ClientClosedError(self.failure.message)
+        return ProcessFailed(self.failure.message)
 
     @property
     def ackable_seq(self) -> int:
@@ -294,7 +304,7 @@ class ProcessHandle:
         """The exit code (128+N for signal N), once the process is closed."""
         await self._stream.done.wait()
         if self._stream.failure is not None:
-            raise ProcessFailed(self._stream.failure.message)
+            raise self._stream.failure_error()
         assert self._stream.exit_event is not None
         return self._stream.exit_event.exit_code
 

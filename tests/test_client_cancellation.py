@@ -1,5 +1,5 @@
-"""Structured concurrency and cancellation of the client API, on both backends:
-``events()`` left early."""
+"""Structured concurrency and cancellation of the client API, on both backends: what a
+call in another task sees when the client closes, and ``events()`` left early."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ import gc
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from daemon_process import eventually
+from daemon_process import eventually, process_gone
 from test_client import BACKENDS, open_backend, writer_script
 
 from exec_runtime import (
+    ClientClosedError,
     Closed,
     ExecClient,
+    ExecRuntimeError,
+    Failed,
     Output,
     ServerConfig,
 )
@@ -28,6 +32,90 @@ async def client(
 ) -> AsyncIterator[ExecClient]:
     async with open_backend(request.param, nursery, server_config) as c:
         yield c
+
+
+def pid_argv(pid_file: Path, then: str) -> list[str]:
+    """A shell that publishes its pid (atomically) and then runs ``then``."""
+    return ["sh", "-c", f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; {then}"]
+
+
+async def read_pid(pid_file: Path) -> int:
+    await eventually(pid_file.exists)
+    return int(await trio.Path(pid_file).read_text())
+
+
+# --- leaving the client while other tasks use it ------------------------------------------
+
+
+async def test_closing_the_client_ends_consumers_waiters_and_runs_in_other_tasks(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """A task blocked in ``events()``, ``wait()`` or ``run()`` when the client closes
+    must not hang: the consumer gets a terminal Failed, ``wait()`` and ``run()`` raise
+    ClientClosedError, and the process ``run()`` owned is killed, as a cancelled run's
+    is (it would otherwise outlive the client on the daemon until the session's TTL)."""
+    outcomes: dict[str, object] = {}
+
+    async def consume(proc: object) -> None:
+        outcomes["events"] = [event async for event in proc.events()]  # type: ignore[attr-defined]
+
+    async def wait(proc: object) -> None:
+        try:
+            await proc.wait()  # type: ignore[attr-defined]
+        except ClientClosedError as exc:
+            outcomes["wait"] = exc
+
+    async def run(argv: list[str]) -> None:
+        try:
+            await client.run(argv)
+        except ClientClosedError as exc:
+            outcomes["run"] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            consumed = await client.start(["sh", "-c", "echo one; exec sleep 30"])
+            waited = await client.start(["sleep", "30"])
+            nursery.start_soon(consume, consumed)
+            nursery.start_soon(wait, waited)
+            nursery.start_soon(run, pid_argv(tmp_path / "run", "exec sleep 30"))
+            pid = await read_pid(tmp_path / "run")
+            await eventually(lambda: len(client._streams) == 3)
+            await client.aclose()
+        events = outcomes["events"]
+        assert isinstance(events, list) and isinstance(events[-1], Failed)
+        assert "closed" in events[-1].message
+        assert isinstance(outcomes["wait"], ClientClosedError)
+        assert isinstance(outcomes["run"], ClientClosedError)
+        await eventually(lambda: process_gone(pid))
+        with pytest.raises(ClientClosedError):
+            await client.run(["true"])
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.3)])
+async def test_closing_the_client_with_a_start_in_flight(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """A start still waiting for its reply when the client closes fails with
+    ClientClosedError (not TransportError: nothing dropped), and the process it asked
+    for does not live on: nobody is left who knows its id."""
+    pid_file = tmp_path / "pid"
+    outcome: list[ExecRuntimeError] = []
+
+    async def start() -> None:
+        try:
+            await client.start(pid_argv(pid_file, "exec sleep 30"))
+        except ExecRuntimeError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(start)
+            await eventually(lambda: client.statistics().calls.get("process/start") == 1)
+            await eventually(lambda: client._link is not None and client._link.pending)
+            await client.aclose()
+        assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError), outcome
+        await trio.sleep(0.5)  # past the start delay: a start that ran would show
+        assert not await trio.Path(pid_file).exists()
 
 
 # --- events() left early ------------------------------------------------------------------
