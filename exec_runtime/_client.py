@@ -185,6 +185,7 @@ class ExecClient:
         self._link: _Link | None = None
         self._state = ClientState.RECOVERING
         self._state_changed = trio.Event()
+        self._recovery: trio.CancelScope | None = None  # while the supervisor recovers
         self._failure: ExecRuntimeError | None = None
         self._streams: dict[str, ProcessStream] = {}
         self._gapped: set[str] = set()
@@ -376,6 +377,8 @@ class ExecClient:
         if self._state not in (ClientState.FAILED, ClientState.CLOSED):
             connected = self._state is ClientState.CONNECTED
             self._set_state(ClientState.CLOSED)
+            if self._recovery is not None:
+                self._recovery.cancel()
             doomed = [
                 s.process_id for s in self._streams.values() if s.owned_by_run or not s.started
             ]
@@ -740,10 +743,15 @@ class ExecClient:
             if self._state is ClientState.CLOSED:
                 return
             self._set_state(ClientState.RECOVERING)
-            try:
-                link = await self._recover()
-            except ExecRuntimeError as exc:
-                self._fail_client(exc)
+            with trio.CancelScope() as self._recovery:  # aclose() cancels it
+                try:
+                    link = await self._recover()
+                except ExecRuntimeError as exc:
+                    self._fail_client(exc)
+                    return
+            self._recovery = None
+            if self._is_closed():
+                link.mark_lost()  # closed during the recovery: its link task closes it
                 return
             self._link = link
             self._set_state(ClientState.CONNECTED)
@@ -867,6 +875,9 @@ class ExecClient:
                 except _LinkLost:
                     await trio.sleep(self._retry_interval)
                     continue
+                except BaseException:
+                    link.mark_lost()  # out of time, or the client closed: not left open
+                    raise
                 self._recoveries += 1
                 return link
         raise TransportError(

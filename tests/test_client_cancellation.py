@@ -1,5 +1,6 @@
 """Structured concurrency and cancellation of the client API, on both backends: what a
-call in another task sees when the client closes, and ``events()`` left early."""
+call in another task sees when the client closes (also during a recovery), and
+``events()`` left early."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -24,6 +26,8 @@ from exec_runtime import (
     Output,
     ServerConfig,
 )
+from exec_runtime._client import ClientState
+from exec_runtime.testing import open_faulty_local
 
 
 @pytest.fixture(params=BACKENDS)
@@ -182,3 +186,54 @@ async def test_a_second_concurrent_iteration_of_one_events_iterator_is_refused(
         rest = [event async for event in events]
         assert isinstance(rest[-1], Closed)
         assert await proc.wait() == 0
+
+
+# --- closing or failing during a recovery ---------------------------------------------------
+
+
+def supervising(client: ExecClient) -> bool:
+    return any("_supervise" in task.name for task in client._nursery.child_tasks)
+
+
+def live_links(client: ExecClient) -> int:
+    return sum("_run_link" in task.name for task in client._nursery.child_tasks)
+
+
+async def test_closing_the_client_during_a_recovery_stops_it() -> None:
+    """``aclose()`` while the client is reconnecting: the recovery stops, rather than
+    resuming the session on a closed client and holding that connection (and the
+    session attached) until the client's context ends."""
+    with trio.fail_after(10):
+        async with open_faulty_local() as (client, faults):
+            await client.start(["sleep", "30"])
+            faults.partition()
+            await eventually(lambda: client.state is ClientState.RECOVERING)
+            await client.aclose()
+            faults.heal()
+            await eventually(lambda: not supervising(client))
+            assert live_links(client) == 0
+            assert client.statistics().recoveries == 0
+            assert client.state is ClientState.CLOSED
+
+
+async def test_a_recovery_that_runs_out_of_time_in_its_catch_up_leaves_no_link() -> None:
+    """The recovery deadline passing while the new connection catches processes up
+    fails the client, and that connection must go with it (no link on a failed client)."""
+    with trio.fail_after(10):
+        async with open_faulty_local(recovery_deadline=0.5) as (client, faults):
+            proc = await client.start(["sleep", "30"])
+            catch_up = client._catch_up
+            never = trio.Event()
+
+            async def hanging_catch_up(stream: Any, link: Any = None) -> None:
+                if link is not None:
+                    await never.wait()  # the recovery's read, never answered
+                await catch_up(stream, link)
+
+            client._catch_up = hanging_catch_up  # type: ignore[method-assign]
+            faults.drop()
+            await eventually(lambda: client.state is ClientState.FAILED)
+            events = [event async for event in proc.events()]
+            assert isinstance(events[-1], Failed)
+            await eventually(lambda: live_links(client) == 0)
+            assert faults.current is not None and faults.connections == 2
