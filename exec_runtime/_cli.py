@@ -80,6 +80,13 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help=f"{', '.join(LOG_LEVELS)} (any case); default %(default)s",
     )
+    p_serve.add_argument(
+        "--no-orphan-watchdog",
+        dest="orphan_watchdog",
+        action="store_false",
+        help="no watchdog process: if the daemon is killed outright (SIGKILL, OOM), "
+        "its processes run on",
+    )
     auth = p_serve.add_argument_group("auth and TLS")
     auth.add_argument(
         "--token-file",
@@ -257,6 +264,7 @@ def _serve_main(args: argparse.Namespace) -> int:
             ping_timeout=args.ping_timeout,
             resume_probe_timeout=args.resume_probe_timeout,
             shutdown_grace=args.shutdown_grace,
+            orphan_watchdog=args.orphan_watchdog,
         )
         check_startup(config)
     except (ValueError, StartupError) as exc:

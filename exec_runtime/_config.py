@@ -132,6 +132,10 @@ class ServerConfig:
     """Frames queued per connection before notifications apply backpressure."""
     shutdown_grace: float = attrs.field(default=DEFAULT_SHUTDOWN_GRACE, validator=_not_negative)
     """On a graceful shutdown, how long after SIGTERM to every process group before SIGKILL."""
+    orphan_watchdog: bool = True
+    """Register every process group with a watchdog process that SIGKILLs what is
+    still running if this process dies without doing so itself (SIGKILL, the OOM
+    killer, a crash). One per process, started at the first spawn (``_orphans.py``)."""
     tracer_provider: TracerProvider | None = None
     """Where request spans go (PROTOCOL §2 ``trace``); None: OpenTelemetry's global
     provider, which records nothing until an SDK is configured."""

@@ -22,6 +22,8 @@ import attrs
 import trio
 
 from ._core.events import StreamName
+from ._orphans import WATCHDOG
+from ._reaper import kill_session, session_members
 
 READ_SIZE: Final = 256 * 1024
 PIPE_SIZE: Final = 256 * 1024
@@ -39,6 +41,8 @@ class SpawnSpec:
     pipe_stdin: bool = False
     arg0: str | None = None
     tty_size: tuple[int, int] = DEFAULT_TTY_SIZE
+    watch_orphans: bool = True
+    """Register the group with the orphan watchdog (``_orphans.py``)."""
 
 
 @attrs.frozen
@@ -103,6 +107,8 @@ class Child:
         self.tty = pty_master is not None
         """Runs in a PTY, as the leader of its own session (``_spawn_pty``)."""
         self.returncode: int | None = None
+        self.watched = False
+        """Registered with the orphan watchdog until released."""
         self._closed = False
         self._outputs_done = False
         """Every output reached EOF (the pump saw it) or we closed our ends (aclose)."""
@@ -192,7 +198,7 @@ class Child:
             return False
         killed = self.signal_group(signal.SIGKILL)
         if self.tty:
-            killed |= _kill_session(self.pid)
+            killed |= kill_session(self.pid)
         return killed
 
     def _foreground_group(self) -> int | None:
@@ -217,7 +223,7 @@ class Child:
                 return foreground
         except ProcessLookupError:
             pass
-        if any(pgrp == foreground for _, pgrp in _session_members(self.pid)):
+        if any(pgrp == foreground for _, pgrp in session_members(self.pid)):
             return foreground
         return None
 
@@ -308,96 +314,14 @@ class Child:
         for _, stream in self.outputs:
             stream.close()  # FdStream.close: synchronous, wakes any waiter on the fd
         self._outputs_done = True  # and the leader is reaped: the group is released
+        if self.watched:
+            WATCHDOG.unregister(self.pid)
+            self.watched = False
         if self.stdin is not None:
             await self.stdin.aclose()
         if self.pty_master is not None:
             os.close(self.pty_master)
             self.pty_master = None
-
-
-KILL_SWEEPS: Final = 3
-"""A session kill scans /proc at most this many times: again while a scan found a
-process the ones before had not (one forked while the last was being killed)."""
-
-
-def _read_stat(pid: int) -> tuple[bytes, int, int] | None:
-    """``(state, pgrp, session)`` from ``/proc/<pid>/stat``; None if it is gone."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        text = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
-    fields = text.rpartition(b")")[2].split()
-    try:
-        return fields[0], int(fields[2]), int(fields[3])
-    except (IndexError, ValueError):
-        return None
-
-
-def _session_members(session: int) -> list[tuple[int, int]]:
-    """``(pid, pgrp)`` of each live (not zombie) process in ``session`` but us.
-
-    One pass over /proc: one small read per process on the host (some 15 us each
-    where measured), so it runs on a kill or a rare signal, never per output.
-    Empty where there is no /proc.
-    """
-    own = os.getpid()
-    members: list[tuple[int, int]] = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return members
-    for name in names:
-        if not name.isdigit() or int(name) == own:
-            continue
-        stat = _read_stat(int(name))
-        if stat is not None and stat[2] == session and stat[0] != b"Z":
-            members.append((int(name), stat[1]))
-    return members
-
-
-def _kill_session(session: int) -> bool:
-    """SIGKILL every process of ``session`` (see Child.kill). True if any was."""
-    killed: set[int] = set()
-    for _ in range(KILL_SWEEPS):
-        new = [pid for pid, _ in _session_members(session) if pid not in killed]
-        if not new:
-            break
-        for pid in new:
-            if _kill_member(pid, session):
-                killed.add(pid)
-    return bool(killed)
-
-
-def _kill_member(pid: int, session: int) -> bool:
-    """SIGKILL ``pid`` if it is (still) in ``session``. Through a pidfd, checked after
-    it is opened: a pid that ended since the scan and was recycled is not signalled."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pidfd = -1  # no pidfd (an old kernel): the plain kill, racing a recycle
-    try:
-        stat = _read_stat(pid)
-        if stat is None or stat[2] != session:
-            return False
-        if pidfd >= 0:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    finally:
-        if pidfd >= 0:
-            os.close(pidfd)
-    return True
 
 
 ROUND_BYTES: Final = 4 * READ_SIZE
@@ -540,8 +464,14 @@ async def spawn(spec: SpawnSpec) -> Child:
     # PROTOCOL §4: argv[0] is resolved on the daemon's PATH, not on the child's env.
     executable = resolve_executable(spec.argv[0], os.environ.get("PATH", os.defpath))
     args = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
-    if spec.tty:
-        return await _spawn_pty(spec, executable, args)
+    child = await (_spawn_pty if spec.tty else _spawn_pipes)(spec, executable, args)
+    if spec.watch_orphans:
+        WATCHDOG.register(child.pid, child.tty)
+        child.watched = True
+    return child
+
+
+async def _spawn_pipes(spec: SpawnSpec, executable: str, args: list[str]) -> Child:
     process = await trio.lowlevel.open_process(
         args,
         executable=executable,

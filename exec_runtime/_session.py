@@ -18,6 +18,7 @@ from ._core.sequence import RetentionLimits
 from ._daemon_env import DaemonEnvironment
 from ._errors import RpcError
 from ._managed import ManagedProcess, State
+from ._orphans import WATCHDOG
 from ._paths import path_from_file_uri
 from ._process import DEFAULT_TTY_SIZE, SpawnSpec
 
@@ -278,6 +279,7 @@ class Session:
             pipe_stdin=params.pipe_stdin_value and not params.tty,
             arg0=params.arg0_value,
             tty_size=tty_size,
+            watch_orphans=self.config.orphan_watchdog,
         )
 
 
@@ -290,6 +292,8 @@ class SessionRegistry:
         self.sessions: dict[str, Session] = {}
         self.closing = False
         """Set by a graceful shutdown: no new sessions."""
+        if config.orphan_watchdog:
+            WATCHDOG.start()  # now rather than at the first spawn: no surprise fd later
 
     async def create(self) -> Session:
         if self.closing:

@@ -50,6 +50,26 @@ def children_of(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _is_orphan_watchdog(pid: int) -> bool:
+    from exec_runtime._orphans import REAPER_SCRIPT
+
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return str(REAPER_SCRIPT).encode() in cmdline.split(b"\0")
+
+
+def watchdogs_of(pid: int) -> list[int]:
+    """The orphan watchdog a daemon started (``exec_runtime/_orphans.py``), if any."""
+    return [child for child, _ in children_of(pid) if _is_orphan_watchdog(child)]
+
+
+def spawned_children_of(pid: int) -> list[tuple[int, str]]:
+    """``children_of`` but the daemon's orphan watchdog: the processes it ran."""
+    return [(child, state) for child, state in children_of(pid) if not _is_orphan_watchdog(child)]
+
+
 def fd_count(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

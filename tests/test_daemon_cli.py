@@ -20,7 +20,7 @@ import attrs
 import pytest
 import trio
 from conftest import RawClient, output_of
-from daemon_process import children_of, eventually, process_gone
+from daemon_process import eventually, process_gone, spawned_children_of
 
 from exec_runtime import ServerConfig
 from exec_runtime._cli import _build_parser
@@ -244,7 +244,7 @@ async def test_a_thousand_short_processes_leave_no_zombie(spawn_daemon: Any, con
                 assert events[0]["params"]["exitCode"] == 0
         # Each leader is reaped before its exit is recorded: with every process closed,
         # the daemon has no children left, zombie or otherwise.
-        assert children_of(daemon.process.pid) == []
+        assert spawned_children_of(daemon.process.pid) == []
         await client.ws.aclose()
         daemon.process.send_signal(signal.SIGTERM)
         assert await daemon.wait() == 0

@@ -27,11 +27,11 @@ import wsproto.events as wsevents
 from conftest import RawClient, WireError, output_of
 from daemon_process import (
     Daemon,
-    children_of,
     eventually,
     fd_count,
     io_field,
     process_gone,
+    spawned_children_of,
     status_kib,
 )
 
@@ -113,7 +113,7 @@ async def test_process_lifecycles_leave_no_zombie_fd_or_memory(
         rss_end = status_kib(daemon.pid, "VmRSS")
         # Every leader was reaped before its exit was recorded: nothing is left,
         # not even a zombie.
-        assert children_of(daemon.pid) == []
+        assert spawned_children_of(daemon.pid) == []
         # Memory: bounded growth, and flat over the second half.
         assert rss_end - rss < 16 * MIB, (rss, rss_half, rss_end)
         assert rss_end - rss_half < 8 * MIB, (rss, rss_half, rss_end)
@@ -274,8 +274,8 @@ async def test_a_stalled_client_slows_the_producer_bounds_memory_and_loses_nothi
                  "env": {}, "tty": False}  # fmt: skip
         await call(3, "process/start", start)
         # Stop reading. The producer runs into backpressure: its writes stall.
-        await eventually(lambda: len(children_of(daemon.pid)) == 1)
-        ((producer, _),) = children_of(daemon.pid)
+        await eventually(lambda: len(spawned_children_of(daemon.pid)) == 1)
+        ((producer, _),) = spawned_children_of(daemon.pid)
         await trio.sleep(0.7)
         written = io_field(producer, "wchar")
         await trio.sleep(0.7)
