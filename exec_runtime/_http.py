@@ -45,14 +45,20 @@ async def read_head(stream: trio.abc.ReceiveStream, max_bytes: int = MAX_HEAD_BY
     Raises HeadTooLong past ``max_bytes``, EOFError if the stream ends first.
     """
     buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        if len(buffer) > max_bytes:
+    searched = 0  # the blank line cannot end before this
+    while True:
+        end = buffer.find(b"\r\n\r\n", max(0, searched - 3))
+        if end >= 0:
+            if end + 4 > max_bytes:  # the limit is the head's, through its blank line
+                raise HeadTooLong("the head is too large")
+            return bytes(buffer)
+        if len(buffer) >= max_bytes:
             raise HeadTooLong("the head is too large")
+        searched = len(buffer)
         data = await stream.receive_some(16 * 1024)
         if not data:
             raise EOFError
         buffer += data
-    return bytes(buffer)
 
 
 async def read_request_head(stream: trio.abc.ReceiveStream) -> RequestHead:

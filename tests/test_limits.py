@@ -26,6 +26,7 @@ from daemon_process import Daemon, eventually, process_gone
 
 import protocol_schema as wire
 from exec_runtime import ExecClient, ServerConfig, open_client, serve
+from exec_runtime._http import MAX_HEAD_BYTES
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010
@@ -367,6 +368,29 @@ async def test_past_max_pending_connections_new_sockets_wait_their_turn(daemon: 
                 nursery.start_soon(connect_and_run)
         assert await held_or_answered(silent[1], 0.1) is None  # still waiting, untouched
         await silent[1].aclose()
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_the_request_head_limit_is_exact(daemon: str, extra: int) -> None:
+    """A head of exactly 64 KiB (through its blank line) is read; one byte more is
+    refused, whatever the sizes of the reads it arrives in."""
+    with trio.fail_after(5):
+        parts = urlsplit(daemon)
+        assert parts.hostname is not None and parts.port is not None
+        start, end = b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"\r\n\r\n"
+        pad = MAX_HEAD_BYTES - len(start) - len(end) + extra
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        async with stream:
+            try:
+                await stream.send_all(start + b"a" * pad + end)
+            except trio.BrokenResourceError:
+                pass
+            received = await held_or_answered(stream, 3)
+        assert received is not None
+        if extra:
+            assert received.startswith(b"HTTP/1.1 400") or received == b"", received
+        else:
+            assert received.startswith(b"HTTP/1.1 200 "), received
 
 
 async def test_a_request_head_over_64_kib_is_refused(daemon: str) -> None:
