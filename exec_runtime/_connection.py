@@ -183,6 +183,11 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self.fs.aclose()
 
+    @property
+    def flushed(self) -> bool:
+        """EventSink: no frame in the outbox or being written."""
+        return self._unsent == 0 and not self._send_lock.locked()
+
     def probe(self) -> None:
         """EventSink: a transport that can ping (WebSocket) checks the peer is alive."""
         if self._probe is not None:

@@ -4,7 +4,8 @@ Ownership: ``serve`` opens one nursery. Sessions run in it (each its own nursery
 processes); connections run in a child nursery. Cancelling ``serve`` cancels both, and
 every process task kills its group on the way out. Setting the ``shutdown`` event
 instead stops gracefully: stop accepting, SIGTERM every process group, SIGKILL what
-is left after ``shutdown_grace``, close every WebSocket with code 1001.
+is left after ``shutdown_grace`` (and let it report its exit and close to an attached
+client), close every WebSocket with code 1001.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ log = logging.getLogger("exec_runtime.server")
 CLOSE_TIMEOUT = 2.0
 """How long a close handshake may take before the socket is just closed."""
 SHUTDOWN_CLOSE_TIMEOUT = 1.0
+KILLED_REPORT_TIMEOUT = 1.0
+"""On shutdown, how long processes SIGKILLed at the end of the grace have to report
+their exit and close, and then the clients to be sent what is recorded."""
 GOING_AWAY = 1001
 
 
@@ -186,7 +190,8 @@ async def _accept(
 
 async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
     """Stop accepting; SIGTERM every process group; after ``shutdown_grace`` (or once
-    every process closed) SIGKILL the rest; close every connection with 1001."""
+    every process closed) SIGKILL the rest, which then report exit and close as any
+    process does (bounded); close every connection with 1001."""
     daemon.stopping = True
     daemon.registry.closing = True
     accept_scope.cancel()
@@ -203,6 +208,19 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
                 managed.child.send_signal(signal.SIGTERM)  # a tty: its foreground job too
     with trio.move_on_after(grace):
         while not _all_closed(daemon.registry):  # noqa: ASYNC110 - no event to wait on
+            await trio.sleep(0.01)
+    if not _all_closed(daemon.registry):
+        # SIGKILL what is left, and let it report its exit (137) and close as any
+        # process does, so an attached client learns how its command ended.
+        for session in list(daemon.registry.sessions.values()):
+            for managed in session:
+                if managed.child is not None and not managed.closed:
+                    managed.child.kill()
+        with trio.move_on_after(KILLED_REPORT_TIMEOUT):
+            while not _all_closed(daemon.registry):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+    with trio.move_on_after(KILLED_REPORT_TIMEOUT):  # what is recorded reaches the clients
+        while not all(s.flushed for s in daemon.registry.sessions.values()):  # noqa: ASYNC110
             await trio.sleep(0.01)
     daemon.registry.close_all()  # cancelling a process task SIGKILLs its group and reaps
     for scope in list(daemon.connection_scopes):

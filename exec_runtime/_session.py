@@ -36,6 +36,10 @@ class EventSink(Protocol):
         """Someone else resumes this session: prove this connection is alive (a ping
         that must be answered in ``resume_probe_timeout``) or close it."""
 
+    @property
+    def flushed(self) -> bool:
+        """Nothing queued for the peer, nor being written to it."""
+
 
 class Session:
     def __init__(self, session_id: str, config: ServerConfig) -> None:
@@ -43,6 +47,7 @@ class Session:
         self.config = config
         self.processes: dict[str, ManagedProcess] = {}
         self.attached: EventSink | None = None
+        self._publishing = 0  # publish() calls waiting on the attached connection
         self.acking = False
         """The client attached last acknowledges output (``process/ack``): hold what it
         has not acknowledged instead of evicting it, also while detached."""
@@ -130,7 +135,18 @@ class Session:
             self._retire(process_id)
         sink = self.attached
         if sink is not None:
-            await sink.send_process_events(process_id, events)
+            self._publishing += 1
+            try:
+                await sink.send_process_events(process_id, events)
+            finally:
+                self._publishing -= 1
+
+    @property
+    def flushed(self) -> bool:
+        """Every event recorded so far went out to the attached connection, if any.
+        (A sequencer publishes what it records in the same step, so a recorded event
+        is either counted in ``_publishing`` or already handed to the connection.)"""
+        return self._publishing == 0 and (self.attached is None or self.attached.flushed)
 
     # --- processes ------------------------------------------------------------------
 

@@ -192,6 +192,10 @@ class _Sink:
     def probe(self) -> None:
         pass
 
+    @property
+    def flushed(self) -> bool:
+        return True
+
 
 def _start_params(process_id: str, argv: list[str]) -> wire.ProcessStartParams:
     return wire.ProcessStartParams(

@@ -85,6 +85,14 @@ async def test_sigterm_with_100_processes_terms_then_kills_and_exits_0_within_5_
             assert b"got-term" in output_of(events), process_id
             exits = [m for m in events if m["method"] == "process/exited"]
             assert exits and exits[0]["params"]["exitCode"] == 0
+        # The stubborn ones, SIGKILLed when the grace ran out, still reported how they
+        # ended (137) and closed before the close frame: a client's run() completes.
+        stubborn = [f"stubborn{n}" for n, (kind, _, _) in enumerate(kinds) if kind == "stubborn"]
+        for process_id in stubborn:
+            events = client.notifications[process_id]
+            exits = [m["params"]["exitCode"] for m in events if m["method"] == "process/exited"]
+            assert exits == [128 + signal.SIGKILL], (process_id, exits)
+            assert events[-1]["method"] == "process/closed", process_id
         await eventually(lambda: client.ws.closed is not None)
         assert client.ws.closed is not None
         assert client.ws.closed.code == GOING_AWAY
