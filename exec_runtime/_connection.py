@@ -359,8 +359,9 @@ class Connection:
             self._request_slots.acquire_nowait()  # a free slot costs no scheduler round
         except trio.WouldBlock:
             await self._request_slots.acquire()
-        # Taken here, in wire order: requests for one process act in the order sent.
-        turn = self._order.take(message.method, getattr(params, "process_id", None))
+        # Taken here, in wire order: requests for one process (or one file handle) act
+        # in the order sent.
+        turn = self._order.take(message.method, params)
         handler = self._handlers[message.method]
         if message.method == "process/start":
             registered = functools.partial(self._order.acted, turn)

@@ -7,12 +7,17 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import random
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import trio
 from conftest import output_of, start_params
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exec_runtime._request_order import RequestOrder
 from exec_runtime._websocket import TEXT, WebSocket
 from exec_runtime._websocket_handshake import handshake
 
@@ -157,3 +162,94 @@ async def test_a_write_waiting_for_stdin_room_holds_up_only_the_writes_behind_it
         events = await client.wait_closed("p")
         assert events[0]["params"]["exitCode"] == 137
         await client.ws.aclose()
+
+
+# --- file handles ------------------------------------------------------------------------
+
+
+async def test_fs_requests_for_one_handle_act_in_the_order_sent(daemon: str, tmp_path: Any) -> None:
+    """A close right behind its open must close it (run first, it found nothing to
+    close and the handle stayed open until the connection ended), and a read right
+    behind its open must find the handle; an id reused behind its close opens anew."""
+    path = tmp_path / "file"
+    path.write_bytes(b"0123456789")
+    uri = f"file://{path}"
+    with trio.fail_after(30):
+        client = await OneWriteClient.connect(daemon)
+        for i in range(ROUNDS):
+            handle = f"h{i}"
+            opened, read, closed, reopened, closed_again = await client.batch(
+                [
+                    ("fs/open", {"handleId": handle, "path": uri}),
+                    ("fs/readBlock", {"handleId": handle, "offset": 2, "len": 3}),
+                    ("fs/close", {"handleId": handle}),
+                    ("fs/open", {"handleId": handle, "path": uri}),
+                    ("fs/close", {"handleId": handle}),
+                ]
+            )
+            assert opened["result"] == reopened["result"] == {"handleId": handle}
+            assert base64.b64decode(read.get("result", {}).get("chunk", "")) == b"234", read
+            assert closed["result"] == closed_again["result"] == {}
+        # Nothing was left open: the connection's 128 handles are all free.
+        opens = [("fs/open", {"handleId": f"n{i}", "path": uri}) for i in range(128)]
+        assert all("result" in reply for reply in await client.batch(opens))
+        await client.ws.aclose()
+
+
+# --- the rules, as a property of RequestOrder ----------------------------------------------
+
+PROCESS_METHODS = ["process/start", "process/write", "process/read", "process/terminate"]
+HANDLE_METHODS = ["fs/open", "fs/readBlock", "fs/close"]
+REQUESTS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(PROCESS_METHODS), st.sampled_from(["p", "q"])),
+        st.tuples(st.sampled_from(HANDLE_METHODS), st.sampled_from(["h", "k"])),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300)
+@given(requests=REQUESTS, seed=st.randoms(use_true_random=False))
+def test_request_order_keeps_the_rules_under_any_schedule(
+    requests: list[tuple[str, str]], seed: random.Random
+) -> None:
+    """Turns are taken in wire order; then any request whose waits are over may act
+    next (an adversarial scheduler picks one at random). Whatever it picks: starts
+    come before what follows them, writes keep their order, a handle's opens and
+    closes keep theirs with each read between the two it was sent between, nothing
+    deadlocks, and nothing is left behind."""
+    order = RequestOrder()
+    turns = []
+    for method, target in requests:
+        field = "handle_id" if method.startswith("fs/") else "process_id"
+        turns.append(order.take(method, SimpleNamespace(**{field: target})))
+    pending = list(range(len(requests)))
+    acted_at: dict[int, int] = {}
+    while pending:
+        runnable = [i for i in pending if all(w.is_set() for w in turns[i].waits)]
+        assert runnable, "deadlock"
+        chosen = seed.choice(runnable)
+        pending.remove(chosen)
+        acted_at[chosen] = len(acted_at)
+        order.acted(turns[chosen])
+    assert order._last == {} and order._reads == {}
+
+    def earlier_same(i: int, methods: set[str]) -> list[int]:
+        target = requests[i][1]
+        return [j for j in range(i) if requests[j][1] == target and requests[j][0] in methods]
+
+    for i, (method, _) in enumerate(requests):
+        if method.startswith("process/"):
+            for j in earlier_same(i, {"process/start"}):
+                assert acted_at[j] < acted_at[i]  # its process's start came first
+            if method == "process/write":
+                for j in earlier_same(i, {"process/write"}):
+                    assert acted_at[j] < acted_at[i]  # writes in the order sent
+        else:
+            barriers = {"fs/open", "fs/close"}
+            for j in earlier_same(i, barriers):
+                assert acted_at[j] < acted_at[i]  # after every open or close before it
+            if method in barriers:
+                for j in earlier_same(i, {"fs/readBlock"}):
+                    assert acted_at[j] < acted_at[i]  # reads sent before it are done
