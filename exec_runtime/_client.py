@@ -72,6 +72,9 @@ MUTATING = frozenset(
     }
 )
 DISCONNECTED = "exec-server transport disconnected"
+DETACHED_SEND_BYTES = 256 * 1024
+"""Requests this big are written by a task of the link's, which a cancel does not stop
+half-way (``_Link._send_detached``); smaller ones rarely wait for the socket at all."""
 CLOSE_KILL_TIMEOUT = 2.0
 """How long ``aclose()`` waits for the kills of the processes only it can stop."""
 
@@ -116,9 +119,10 @@ class _PendingCall:
 class _Link:
     """One live connection: its transport and the calls waiting on it."""
 
-    def __init__(self, transport: MessageTransport) -> None:
+    def __init__(self, transport: MessageTransport, nursery: trio.Nursery) -> None:
         self.transport = transport
         self.codec = transport.codec
+        self.nursery = nursery  # the link's own: it ends with the link
         self.pending: dict[int, _PendingCall] = {}
         self.lost = trio.Event()
         self.closed = trio.Event()  # the owning link task closed the transport
@@ -137,11 +141,38 @@ class _Link:
         """Several messages, in order, in as few writes as the transport allows."""
         if self.lost.is_set():
             raise _LinkLost
+        frames = [self.codec.encode(m) for m in messages]
+        if sum(map(len, frames)) >= DETACHED_SEND_BYTES:
+            await self._send_detached(frames)
+            return
         try:
-            await self.transport.send_messages([self.codec.encode(m) for m in messages])
+            await self.transport.send_messages(frames)
         except TransportClosed:
             self.mark_lost()
             raise _LinkLost from None
+
+    async def _send_detached(self, frames: list[bytes]) -> None:
+        """A big write, in a task of the link's: a cancel of the caller returns at once
+        but does not cut the frame short. A frame cut off mid-way ends the connection
+        (what follows would be read as its payload), and with it every other call in
+        flight and the connection's fs handles."""
+        sent = trio.Event()
+        lost = False
+
+        async def send() -> None:
+            nonlocal lost
+            try:
+                await self.transport.send_messages(frames)
+            except TransportClosed:
+                lost = True
+                self.mark_lost()
+            finally:
+                sent.set()
+
+        self.nursery.start_soon(send)
+        await sent.wait()
+        if lost:
+            raise _LinkLost
 
 
 async def _feed_stdin(
@@ -774,7 +805,7 @@ class ExecClient:
         async with trio.open_nursery() as nursery:
             link: _Link | None = None
             try:
-                link = _Link(await self._connector.connect(nursery))
+                link = _Link(await self._connector.connect(nursery), nursery)
                 # Read before the initialize reply: events may be pushed right after it.
                 nursery.start_soon(self._read_loop, link)
                 await self._handshake(link, resume)

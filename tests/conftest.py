@@ -217,3 +217,35 @@ async def daemons(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
     yield spawn
     for daemon in started:
         await daemon.kill()
+
+
+class GatedStream(trio.abc.HalfCloseableStream):
+    """The client's socket, but the first send of ``threshold`` bytes or more stops
+    half-way until ``release`` is set: a deterministic write cut off mid-frame."""
+
+    def __init__(self, inner: Any, threshold: int) -> None:
+        self.inner = inner
+        self.threshold = threshold
+        self.half_sent = trio.Event()
+        self.release = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) >= self.threshold and not self.half_sent.is_set():
+            half = len(data) // 2
+            await self.inner.send_all(data[:half])
+            self.half_sent.set()
+            await self.release.wait()
+            data = data[half:]
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import GatedStream
 from daemon_process import eventually, process_gone
 from test_client import BACKENDS, open_backend, writer_script
 
+import exec_runtime
 from exec_runtime import (
     ClientClosedError,
     Closed,
@@ -237,3 +239,58 @@ async def test_a_recovery_that_runs_out_of_time_in_its_catch_up_leaves_no_link()
             assert isinstance(events[-1], Failed)
             await eventually(lambda: live_links(client) == 0)
             assert faults.current is not None and faults.connections == 2
+
+
+# --- a cancel in the middle of a big request ------------------------------------------------
+
+
+async def test_cancelling_a_big_write_mid_frame_keeps_the_connection(
+    nursery: trio.Nursery,
+) -> None:
+    """A cancel that lands while a big ``process/write`` frame is half on the wire must
+    not cut the connection (the rest of the frame would be garbage to the daemon): that
+    reconnect failed every other task's mutating call in flight with TransportError and
+    closed the connection's fs handles. The cancelled call returns at once; its frame
+    is finished behind it, so the daemon gets the write whole."""
+    size = 8 * 1024 * 1024
+    url = await nursery.start(exec_runtime.serve, ServerConfig())
+    with trio.fail_after(20):
+        async with exec_runtime.open_client(url) as client:
+            proc = await client.start(["cat"], pipe_stdin=True)
+            other = await client.start(["sleep", "30"])
+            assert client._link is not None
+            ws = client._link.transport.ws  # type: ignore[attr-defined]
+            gate = GatedStream(ws._stream, threshold=size)
+            ws._stream = gate
+            signalled: list[object] = []
+            echoed = bytearray()
+
+            async def consume() -> None:
+                async for event in proc.events():
+                    if isinstance(event, Output):
+                        echoed.extend(event.data)
+
+            async def signal_meanwhile() -> None:
+                await gate.half_sent.wait()
+                try:
+                    await other.signal("hangup")  # waits behind the big frame
+                    signalled.append("ok")
+                except ExecRuntimeError as exc:
+                    signalled.append(exc)
+
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(consume)
+                tasks.start_soon(signal_meanwhile)
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as writer:
+                        writer.start_soon(proc.write, b"x" * size)
+                        await gate.half_sent.wait()
+                        scope.cancel()
+                assert scope.cancelled_caught
+                await trio.testing.wait_all_tasks_blocked()
+                gate.release.set()
+                await proc.close_stdin()
+            assert signalled == ["ok"]
+            assert await other.wait() == 128 + 1
+            assert echoed == b"x" * size  # the cancelled write arrived whole
+            assert client.statistics().reconnects == 0

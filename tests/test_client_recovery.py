@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from conftest import GatedStream
 from ws_proxy import WsProxy
 
 import exec_runtime
@@ -28,6 +29,7 @@ from exec_runtime import (
     ServerConfig,
     TransportError,
 )
+from exec_runtime._client import DETACHED_SEND_BYTES
 from exec_runtime.testing import FaultPlan, check_pattern, open_faulty_local, scripted_argv
 
 PY = sys.executable
@@ -163,16 +165,26 @@ async def test_write_after_recovery_is_accepted_once(nursery: trio.Nursery) -> N
 async def test_a_write_cancelled_mid_frame_costs_a_reconnect_not_the_session(
     nursery: trio.Nursery,
 ) -> None:
-    """Cancelling a big ``write`` while it is on the wire cuts its frame short; the
-    client drops that connection (it cannot be used past half a frame) and resumes,
-    and the process goes on."""
+    """Cancelling a (small) ``write`` while its frame is half on the wire cuts the
+    frame short; the client drops that connection (it cannot be used past half a
+    frame) and resumes, and the process goes on. (A big one is finished behind the
+    cancel instead: test_client_cancellation.py.)"""
+    size = DETACHED_SEND_BYTES // 2
     with trio.fail_after(20):
         daemon_url = await nursery.start(exec_runtime.serve, ServerConfig())
         async with exec_runtime.open_client(daemon_url) as client:
             proc = await client.start(["sh", "-c", "sleep 30"], pipe_stdin=True)
-            with trio.move_on_after(0.05) as scope:
-                await proc.write(b"x" * (48 << 20))
+            assert client._link is not None
+            ws = client._link.transport.ws  # type: ignore[attr-defined]
+            gate = GatedStream(ws._stream, threshold=size)
+            ws._stream = gate
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as writer:
+                    writer.start_soon(proc.write, b"x" * size)
+                    await gate.half_sent.wait()
+                    scope.cancel()
             assert scope.cancelled_caught
+            gate.release.set()
             info = await client.environment_info()  # waits for the recovery
             assert info.platform_os
             assert client.statistics().recoveries == 1
