@@ -30,6 +30,7 @@ class OrphanWatchdog:
     def __init__(self) -> None:
         self._lock = threading.Lock()  # more than one trio run may spawn at once
         self._fd: int | None = None
+        self._backlog = bytearray()  # lines the pipe had no room for yet
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._unavailable = False
 
@@ -51,17 +52,23 @@ class OrphanWatchdog:
         self._send(b"- %d\n" % pgid)
 
     def _send(self, line: bytes) -> None:
-        # One short line per spawn and per close: a write under PIPE_BUF is atomic
-        # and the watchdog only ever reads, so this does not block in practice.
+        # One short line per spawn and per close, on a non-blocking pipe: a watchdog
+        # that stopped reading (SIGSTOP) must not stall the event loop, so what does
+        # not fit waits here and goes out with the next line.
         with self._lock:
             fd = self._fd if self._fd is not None else self._start()
             if fd is None:
                 return
+            self._backlog += line
             try:
-                os.write(fd, line)
+                written = os.write(fd, self._backlog)
+            except BlockingIOError:
+                return
             except OSError as exc:
                 log.warning("the orphan watchdog is gone (%s): no longer watching", exc)
                 self._stop()
+                return
+            del self._backlog[:written]
 
     def _start(self) -> int | None:
         if self._unavailable:
@@ -85,6 +92,7 @@ class OrphanWatchdog:
             return None
         finally:
             os.close(read_end)
+        os.set_blocking(write_end, False)
         self._fd = write_end
         return write_end
 

@@ -4,6 +4,7 @@ watchdog kills only what is still registered."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import trio
 from daemon_process import Daemon, eventually, process_gone, watchdogs_of
 
 from exec_runtime import ServerConfig, open_local
-from exec_runtime._orphans import REAPER_SCRIPT, WATCHDOG
+from exec_runtime._orphans import REAPER_SCRIPT, WATCHDOG, OrphanWatchdog
 
 
 def read_pid(path: Path) -> int | None:
@@ -127,3 +128,39 @@ async def test_a_released_group_is_unregistered_and_the_opt_out_registers_nothin
         async with open_local(ServerConfig(orphan_watchdog=False)) as client:
             assert (await client.run(["true"])).returncode == 0
         assert sent == []
+
+
+def test_a_watchdog_that_stops_reading_never_blocks_the_daemon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stopped watchdog (SIGSTOP) fills its pipe; registering must not block the
+    event loop, and nothing is lost: what did not fit goes out once there is room."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)
+    watchdog = OrphanWatchdog()
+
+    def start() -> int:
+        os.set_blocking(write_end, False)
+        watchdog._fd = write_end
+        return write_end
+
+    monkeypatch.setattr(watchdog, "_start", start)
+    try:
+        for pgid in range(100_000, 101_000):  # ~16 KB of lines into a 4 KiB pipe
+            watchdog.register(pgid, tty=False)
+        assert len(watchdog._backlog) > 0
+        received = bytearray()
+        os.set_blocking(read_end, False)
+        while True:
+            try:
+                received += os.read(read_end, 65536)
+            except BlockingIOError:
+                if not watchdog._backlog:
+                    break
+                watchdog.unregister(100_000)  # the next line flushes what waited
+        expected = b"".join(b"+ %d p\n" % pgid for pgid in range(100_000, 101_000))
+        assert bytes(received).startswith(expected)
+        assert bytes(received).count(b"- 100000\n") >= 1
+    finally:
+        os.close(read_end)
+        os.close(write_end)
