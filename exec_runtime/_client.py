@@ -9,6 +9,7 @@ catches every unfinished process up with ``process/read{afterSeq: lastPublishedS
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import logging
@@ -76,6 +77,9 @@ DETACHED_SEND_BYTES = 256 * 1024
 """Requests this big are written by a task of the link's, which a cancel does not stop
 half-way (``_Link._send_detached``); smaller ones rarely wait for the socket at all."""
 CLOSE_KILL_TIMEOUT = 2.0
+RUN_KILL_WAIT = 1.0
+"""How long a cancelled or failed ``run()`` waits for its process's kill to be
+answered before it leaves the kill to a background task (a stalled link)."""
 """How long ``aclose()`` waits for the kills of the processes only it can stop."""
 
 
@@ -382,11 +386,20 @@ class ExecClient:
             if failure:
                 raise proc._stream.failure_error()
         except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
+            confirmed = False
+            with trio.CancelScope(shield=True), trio.move_on_after(RUN_KILL_WAIT):
                 try:
                     await proc.terminate()
+                    confirmed = True
+                except ClientClosedError:
+                    confirmed = True  # aclose() kills a run's process itself
                 except ExecRuntimeError:
                     pass
+            if not confirmed:
+                # No answer in time (a stalled link) or the link dropped: the cancel
+                # takes effect now and the kill goes on, after a resume if need be.
+                with contextlib.suppress(RuntimeError):  # the client has ended
+                    self._nursery.start_soon(self._terminate_quietly, proc.process_id)
             raise
         if self._final_read:
             await self._read(proc.process_id, 0, wait_ms=0)

@@ -28,7 +28,7 @@ from exec_runtime import (
     Output,
     ServerConfig,
 )
-from exec_runtime._client import ClientState
+from exec_runtime._client import RUN_KILL_WAIT, ClientState
 from exec_runtime.testing import open_faulty_local
 
 
@@ -294,3 +294,32 @@ async def test_cancelling_a_big_write_mid_frame_keeps_the_connection(
             assert await other.wait() == 128 + 1
             assert echoed == b"x" * size  # the cancelled write arrived whole
             assert client.statistics().reconnects == 0
+
+
+async def test_a_cancelled_run_returns_soon_while_the_daemon_is_silent(tmp_path: Path) -> None:
+    """The kill that follows a cancelled run() waits at most RUN_KILL_WAIT for its
+    answer: with a stalled link the cancel still takes effect within about a second
+    (it took 5 s), and the kill, which reached the daemon, still happens."""
+    pid_file = tmp_path / "pid"
+    async with open_faulty_local() as (client, faults):
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                scope = trio.CancelScope()
+
+                script = f"echo $$ > {pid_file}.t; mv {pid_file}.t {pid_file}; exec sleep 30"
+
+                async def run() -> None:
+                    with scope:
+                        await client.run(["sh", "-c", script])
+
+                nursery.start_soon(run)
+                await eventually(pid_file.exists)
+                pid = int(pid_file.read_text())
+                faults.stall()  # nothing reaches the client from here on
+                cancelled_at = trio.current_time()
+                scope.cancel()
+            took = trio.current_time() - cancelled_at
+            assert RUN_KILL_WAIT <= took < 2.5, took  # was 5 s
+            await eventually(lambda: process_gone(pid))
+            faults.resume()
+            assert (await client.run(["true"])).returncode == 0
