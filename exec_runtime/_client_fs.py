@@ -225,7 +225,9 @@ class FsClient:
     async def copy(self, src: StrPath, dst: StrPath, recursive: bool = False) -> None:
         """Copy a file (content and mode) to ``dst``, or with ``recursive`` a directory
         tree (symlinks copied as links; ``dst`` must not exist). A directory without
-        ``recursive`` is -32600."""
+        ``recursive`` is -32600; so is a FIFO, socket or device as ``src`` or ``dst``
+        (never opened). Inside a tree those are skipped: the rest is copied and the
+        reply is -32603 counting the failures."""
         params = FsCopyParams(
             source_path=_to_uri(src), destination_path=_to_uri(dst), recursive=recursive
         )

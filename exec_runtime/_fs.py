@@ -383,6 +383,88 @@ def _remove(path: str, recursive: bool, force: bool) -> None:
         raise _os_error(exc, path) from None
 
 
+_SPECIAL_KINDS: Final = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+class _NotRegular(shutil.SpecialFileError):
+    def __init__(self, path: str, mode: int | None) -> None:
+        kinds = (name for test, name in _SPECIAL_KINDS if mode is not None and test(mode))
+        super().__init__(f"`{path}` is {next(kinds, 'not a regular file')}")
+        self.path = path
+
+
+def _open_for_copy(path: str, flags: int) -> tuple[int, os.stat_result]:
+    """Open one end of a file copy; anything but a regular file is a SpecialFileError.
+
+    Non-blocking and checked on the descriptor: a FIFO or a device is never read or
+    written (``shutil.copyfile`` only spots FIFOs, and reads a device such as
+    ``/dev/zero`` until the disk is full).
+    """
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | _O_CLOEXEC | _O_NOCTTY, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO without a reader
+            try:
+                mode: int | None = os.stat(path).st_mode
+            except OSError:
+                mode = None
+            raise _NotRegular(path, mode) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(path, st.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _copy_regular(source: str, destination: str, *, keep_stat: bool) -> None:
+    """Copy a regular file's content and mode (with ``keep_stat``, as ``shutil.copy2``:
+    times and extended attributes too). Raises OSError only."""
+    src_fd, src_st = _open_for_copy(source, os.O_RDONLY)
+    try:
+        dst_fd, dst_st = _open_for_copy(destination, os.O_WRONLY | os.O_CREAT)
+        try:
+            if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
+                raise shutil.SameFileError(f"{source!r} and {destination!r} are the same file")
+            os.ftruncate(dst_fd, 0)
+            _copy_data(src_fd, dst_fd)
+            os.fchmod(dst_fd, stat.S_IMODE(src_st.st_mode))
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    if keep_stat:
+        shutil.copystat(source, destination)
+
+
+def _copy_data(src_fd: int, dst_fd: int) -> None:
+    offset = 0
+    try:
+        while sent := os.sendfile(dst_fd, src_fd, offset, 1 << 30):
+            offset += sent
+        return
+    except OSError as exc:
+        if offset or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while chunk := os.read(src_fd, 1024 * 1024):  # a filesystem without sendfile
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst_fd, view) :]
+
+
+def _copy_tree_file(source: str, destination: str) -> None:
+    _copy_regular(source, destination, keep_stat=True)
+
+
 def _copy(source: str, destination: str, recursive: bool) -> None:
     try:
         st = os.stat(source)
@@ -402,15 +484,18 @@ def _copy(source: str, destination: str, recursive: bool) -> None:
                 f"cannot copy directory {source} into itself ({destination})"
             )
         try:
-            shutil.copytree(source, destination, symlinks=True)
+            # Symlinks are copied as links; FIFOs, sockets and devices are not copied
+            # (never opened): each is one failure in the -32603 reply.
+            shutil.copytree(source, destination, symlinks=True, copy_function=_copy_tree_file)
         except OSError as exc:
             raise _os_error(exc, destination) from None
         return
     if not stat.S_ISREG(st.st_mode):
         raise _not_a_file(source)
     try:
-        shutil.copyfile(source, destination)
-        shutil.copymode(source, destination)
+        _copy_regular(source, destination, keep_stat=False)
+    except _NotRegular as exc:
+        raise _not_a_file(exc.path) from None
     except OSError as exc:
         raise _os_error(exc, destination) from None
 

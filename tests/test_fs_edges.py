@@ -1,0 +1,148 @@
+"""Edge cases of the fs/* methods found by an audit, on both backends.
+
+Each test runs against ``open_local()`` and an in-process daemon on a loopback
+WebSocket (``open_client(url)``), like ``test_fs_client.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import exec_runtime
+from exec_runtime import ExecClient, ProtocolError, ServerConfig
+
+NOT_FOUND = -32004
+INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="mknod of a device node needs root")
+
+
+@pytest.fixture(params=["local", "remote"])
+async def client(
+    request: pytest.FixtureRequest, nursery: trio.Nursery
+) -> AsyncIterator[ExecClient]:
+    if request.param == "local":
+        async with exec_runtime.open_local() as client:
+            yield client
+        return
+    url = await nursery.start(exec_runtime.serve, ServerConfig())
+    async with exec_runtime.open_client(url) as client:
+        yield client
+
+
+async def error_of(awaitable: object) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        await awaitable  # type: ignore[misc]
+    return info.value
+
+
+def null_device(path: Path, mode: int = 0o666) -> Path:
+    """A character device node with /dev/null's numbers (reads give EOF at once, so a
+    regression copies an empty file instead of filling the disk as /dev/zero's would)."""
+    os.mknod(path, mode | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(path, mode)
+    return path
+
+
+def lexists(path: str | bytes | Path) -> bool:
+    return os.path.lexists(path)
+
+
+def read_bytes(path: bytes) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def realpath(path: str | Path) -> str:
+    return os.path.realpath(path)
+
+
+async def ran_true(client: ExecClient) -> bool:
+    return await (await client.start(["true"])).wait() == 0
+
+
+# ---------------------------------------------------------------------------
+# fs/copy and special files
+
+
+@needs_root
+async def test_copy_tree_never_opens_a_device(client: ExecClient, tmp_path: Path) -> None:
+    """shutil.copytree's copyfile only refuses FIFOs: it read a character device in the
+    tree until EOF, so a tree holding /dev/zero's node (a chroot, a copy of /dev) filled
+    the disk, in a worker thread no cancel could stop. Devices, like FIFOs and sockets,
+    are now never opened: each is one failure of the -32603 reply, the rest is copied."""
+    with trio.fail_after(10):
+        source = tmp_path / "tree"
+        source.mkdir()
+        (source / "file.txt").write_text("kept")
+        null_device(source / "device")
+        error = await error_of(client.fs.copy(source, tmp_path / "copy", recursive=True))
+        assert error.code == INTERNAL_ERROR
+        assert "1 paths failed to copy" in error.message
+        assert "is a character device" in error.message
+        assert (tmp_path / "copy" / "file.txt").read_text() == "kept"
+        assert not lexists(tmp_path / "copy" / "device")
+        assert await ran_true(client)
+
+
+@needs_root
+async def test_copy_onto_a_device_is_refused_and_leaves_it_alone(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """Copying a file onto a device node wrote into the device, then chmod'ed the node
+    to the source's mode (as root, ``fs.copy(f, "/dev/null")`` made /dev/null 0600). A
+    destination that is not a regular file is now ``path <p> is not a file``, as for
+    fs/writeFile."""
+    with trio.fail_after(10):
+        source = tmp_path / "private"
+        source.write_bytes(b"secret")
+        source.chmod(0o600)
+        device = null_device(tmp_path / "null", 0o666)
+        error = await error_of(client.fs.copy(source, device))
+        assert error.code == INVALID_REQUEST
+        assert error.message == f"path {device} is not a file"
+        assert stat.S_IMODE(device.lstat().st_mode) == 0o666
+        assert stat.S_ISCHR(device.lstat().st_mode)
+
+
+async def test_copy_onto_a_socket_or_fifo_is_not_a_file(client: ExecClient, tmp_path: Path) -> None:
+    """A socket destination was -32603 (ENXIO, "other I/O"); it is invalid input, named
+    as fs/writeFile names it. A FIFO without a reader never blocks."""
+    with trio.fail_after(10):
+        source = tmp_path / "src"
+        source.write_bytes(b"x")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(tmp_path / "sock"))
+            os.mkfifo(tmp_path / "fifo")
+            for target in ("sock", "fifo"):
+                error = await error_of(client.fs.copy(source, tmp_path / target))
+                assert (error.code, error.message) == (
+                    INVALID_REQUEST,
+                    f"path {tmp_path / target} is not a file",
+                )
+        assert stat.S_ISFIFO((tmp_path / "fifo").lstat().st_mode)
+
+
+async def test_copy_tree_with_fifo_and_socket_does_not_block(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    with trio.fail_after(10):
+        source = tmp_path / "tree"
+        source.mkdir()
+        (source / "a.txt").write_text("a")
+        os.mkfifo(source / "fifo")
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(source / "sock"))
+            error = await error_of(client.fs.copy(source, tmp_path / "copy", recursive=True))
+        assert error.code == INTERNAL_ERROR
+        assert "2 paths failed to copy" in error.message
+        assert sorted(os.listdir(tmp_path / "copy")) == ["a.txt"]
+        assert await ran_true(client)
