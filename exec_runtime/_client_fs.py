@@ -214,7 +214,8 @@ class FsClient:
         )
 
     async def remove(self, path: StrPath, recursive: bool = True, force: bool = True) -> None:
-        """Remove a file, a symlink (not its target) or a directory.
+        """Remove a file, a symlink (not its target) or a directory. A path whose last
+        part is ``.`` or ``..`` is refused (-32600), as ``rm`` does, and so is ``/``.
 
         ``recursive=False`` refuses a non-empty directory (-32600); ``force=True`` makes
         a missing path a success (else -32004).

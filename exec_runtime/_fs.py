@@ -355,6 +355,11 @@ def _remove(path: str, recursive: bool, force: bool) -> None:
         # As ``rm --preserve-root``: one request (recursive and force are the defaults)
         # must not be able to empty the filesystem.
         raise RpcError.invalid_request(f"{path}: refusing to remove the root directory")
+    if os.path.basename(path.rstrip(os.sep)) in (os.curdir, os.pardir):
+        # As POSIX rm: ``dir/..`` names dir's parent (and ``dir/.`` dir), whose whole
+        # content rmtree would delete before its final rmdir fails (or, for ``..``,
+        # looks like a success once the path stops resolving).
+        raise RpcError.invalid_request(f"{path}: refusing to remove '.' or '..'")
     try:
         st = os.lstat(path)
     except OSError as exc:

@@ -146,3 +146,28 @@ async def test_copy_tree_with_fifo_and_socket_does_not_block(
         assert "2 paths failed to copy" in error.message
         assert sorted(os.listdir(tmp_path / "copy")) == ["a.txt"]
         assert await ran_true(client)
+
+
+# ---------------------------------------------------------------------------
+# fs/remove of `.` and `..`
+
+
+@pytest.mark.parametrize("suffix", ["inner/..", "inner/../", ".", "./", "inner/../."])
+async def test_remove_refuses_dot_and_dotdot(
+    client: ExecClient, tmp_path: Path, suffix: str
+) -> None:
+    """``victim/inner/..`` names victim: rmtree emptied victim, then its final rmdir
+    failed on a path that no longer resolved, which force turned into a success (for
+    ``victim/.`` the contents were gone and the reply was EINVAL). Refused up front now,
+    as POSIX rm does, and nothing is deleted."""
+    with trio.fail_after(10):
+        victim = tmp_path / "victim"
+        (victim / "inner").mkdir(parents=True)
+        (victim / "keep.txt").write_text("k")
+        error = await error_of(client.fs.remove(f"{victim}/{suffix}"))
+        assert error.code == INVALID_REQUEST
+        assert "refusing to remove '.' or '..'" in error.message
+        assert (victim / "keep.txt").read_text() == "k"
+        assert (victim / "inner").is_dir()
+        await client.fs.remove(victim / "inner")  # a plain path still works
+        assert not (victim / "inner").exists()
