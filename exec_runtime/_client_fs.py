@@ -37,7 +37,7 @@ import re
 import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, TypeAlias
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import trio
 
@@ -94,15 +94,17 @@ def _to_uri(path: StrPath) -> str:
         raise TypeError(f"expected a str path or os.PathLike[str], got {type(text).__name__}")
     if isinstance(path, str) and _SCHEME.match(text):
         return text  # a URI: the daemon checks it is a local file: URI
+    # Quoted as bytes: a name that is not UTF-8 (a str with surrogate escapes, as
+    # os.fsdecode gives it) travels as %XX escapes of its bytes.
     if text.startswith("/"):
-        return "file://" + quote(text)
-    return "file:" + quote(text)  # relative: the daemon answers -32602
+        return "file://" + quote(os.fsencode(text))
+    return "file:" + quote(os.fsencode(text))  # relative: the daemon answers -32602
 
 
 def _from_uri(uri: str, method: str) -> str:
     """A native path from a ``file:`` URI the daemon returned."""
     parts = urlsplit(uri)
-    path = unquote(parts.path)
+    path = os.fsdecode(unquote_to_bytes(parts.path))  # %FF: the byte, as the daemon meant
     if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not path.startswith("/"):
         raise ProtocolError(
             codes.INTERNAL_ERROR, f"bad {method} result from the daemon: {uri!r} is not a file URI"

@@ -48,7 +48,9 @@ def _uri_problem(uri: str) -> str | None:
 def file_uri(path: str | os.PathLike[str]) -> str:
     """An absolute file URI for a local path (relative paths resolve against the cwd)."""
     absolute = os.path.abspath(os.fspath(path))
-    return "file://" + quote(absolute)
+    # Quoted as bytes: a name that is not UTF-8 (surrogate escapes) becomes %XX escapes
+    # of its bytes, which path_from_file_uri turns back into the same name.
+    return "file://" + quote(os.fsencode(absolute))
 
 
 def uri_for_remote(path: str | os.PathLike[str]) -> str:
@@ -64,4 +66,4 @@ def _uri_for_remote_text(text: str) -> str:
         return text
     if not PurePosixPath(text).is_absolute():
         raise ValueError(f"path {text!r} must be absolute on the daemon's host")
-    return "file://" + quote(str(Path(text)))
+    return "file://" + quote(os.fsencode(str(Path(text))))

@@ -171,3 +171,34 @@ async def test_remove_refuses_dot_and_dotdot(
         assert (victim / "inner").is_dir()
         await client.fs.remove(victim / "inner")  # a plain path still works
         assert not (victim / "inner").exists()
+
+
+# ---------------------------------------------------------------------------
+# Names that are not UTF-8
+
+
+async def test_str_paths_that_are_not_utf8_reach_the_file(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """A Linux name is bytes; Python spells a non-UTF-8 one with surrogate escapes
+    (os.fsdecode, os.listdir). The client raised UnicodeEncodeError quoting it, and the
+    daemon answered fs/canonicalize of such a path with -32603 (its result URI could not
+    be quoted); a process cwd failed the same way. They travel as %XX bytes now."""
+    with trio.fail_after(10):
+        raw = os.path.join(os.fsencode(tmp_path), b"bad\xff")
+        os.mkdir(raw)
+        directory = os.fsdecode(raw)
+        name = os.path.join(directory, "f\udcfe")
+        await client.fs.write_file(name, b"hello")
+        assert read_bytes(os.path.join(raw, b"f\xfe")) == b"hello"
+        assert await client.fs.read_file(name) == b"hello"
+        assert (await client.fs.get_metadata(name)).size == 5
+        assert await client.fs.canonicalize(name) == realpath(name)
+        async with client.fs.open_read(name) as blocks:
+            assert [block async for block in blocks] == [b"hello"]
+        await client.fs.copy(name, os.path.join(directory, "g\udcfd"))
+        assert sorted(os.listdir(raw)) == [b"f\xfe", b"g\xfd"]
+        result = await client.run(["pwd", "-P"], cwd=directory)
+        assert result.stdout == os.fsencode(realpath(directory)) + b"\n"
+        await client.fs.remove(directory)
+        assert not lexists(raw)
