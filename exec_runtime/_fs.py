@@ -255,6 +255,9 @@ def _get_metadata(path: str, follow_symlinks: bool) -> FsMetadata:
 
 def _canonicalize(path: str) -> str:
     try:
+        # The kernel's lookup first: realpath alone drops a trailing ``/`` and folds
+        # ``file/..`` without checking that ``file`` is a directory (ENOTDIR here).
+        os.stat(path)
         return os.path.realpath(path, strict=True)
     except OSError as exc:
         raise _os_error(exc, path) from None
