@@ -141,7 +141,8 @@ class FsClient:
             ) from None
 
     async def write_file(self, path: StrPath, data: bytes) -> None:
-        """Create or truncate the file and write ``data``. A missing parent is -32004."""
+        """Create or truncate the file and write ``data``, in place (not atomic: a
+        concurrent read can see a short file). A missing parent is -32004."""
         params = FsWriteFileParams(
             path=_to_uri(path), data_base64=base64.b64encode(data).decode("ascii")
         )
