@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 
 import protocol_schema as wire
 
-from ._config import DEFAULT_MAX_JSON_VALUES
+from ._config import DEFAULT_MAX_JSON_VALUES, DEFAULT_MAX_MESSAGE_BYTES
 from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
@@ -136,6 +136,9 @@ class Connection:
         self._unsent = 0
         """Frames in the outbox or held by the writer: while any, nobody writes directly."""
         self._max_values = registry.config.max_json_values
+        # What a client takes: ours 64 MiB (the default), a peer of ours with a bigger
+        # --max-message-bytes more.
+        self._result_limit = max(registry.config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES)
         self._too_many_values = f"message has more than {self._max_values} JSON values"
         # Past this many requests in flight the reader waits for one to finish: the
         # connection stops reading (TCP backpressure), and wire order is kept.
@@ -448,6 +451,14 @@ class Connection:
             log.exception("internal error encoding a result")
             message = f"internal error: the result cannot be encoded: {exc}"
             return wire.errors.INTERNAL_ERROR, message
+        size, limit = _size(frame), self._result_limit
+        if size > limit:
+            # The client would close the connection on it (1009), and one that retries
+            # reads after a reconnect would ask again: a loop. Say so instead.
+            return wire.errors.INVALID_REQUEST, (
+                f"the result is {size} bytes, over the {limit}-byte message limit; "
+                "ask for less"
+            )
         await self._send_frames([frame])
         return None
 

@@ -24,6 +24,7 @@ import wsproto.events as wsevents
 from conftest import RawClient, output_of
 from daemon_process import Daemon, eventually, process_gone
 
+import exec_runtime._connection
 import protocol_schema as wire
 from exec_runtime import ExecClient, ServerConfig, open_client, serve
 from exec_runtime._http import MAX_HEAD_BYTES
@@ -608,3 +609,24 @@ async def test_the_value_budget_holds_for_msgpack_too(daemon: str, nursery: trio
         # Under the budget it reaches the handshake check (no initialize was sent).
         assert reply["error"]["message"].startswith("client must call initialize")
         await ws.aclose()
+
+
+async def test_a_result_over_the_message_limit_is_an_error_not_a_dropped_connection(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply the client would refuse (1009) would cost the connection, and a client
+    that retries reads after a reconnect would ask again, forever: the daemon answers
+    -32600 instead, and the connection keeps serving. (Shrunk here: the real limit is
+    64 MiB, or a bigger --max-message-bytes.)"""
+    monkeypatch.setattr(exec_runtime._connection, "DEFAULT_MAX_MESSAGE_BYTES", 10_000)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 20_000)
+    with trio.fail_after(10):
+        url = await nursery.start(serve, ServerConfig(max_message_bytes=10_000))
+        async with open_client(url) as client:
+            with pytest.raises(exec_runtime.ProtocolError) as info:
+                await client.fs.read_file(big)
+            assert info.value.code == -32600
+            assert "over the 10000-byte message limit" in info.value.message
+            assert (await client.run(["true"])).returncode == 0
+            assert client.statistics().reconnects == 0
