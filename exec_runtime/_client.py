@@ -39,7 +39,7 @@ from ._errors import (
 )
 from ._paths import uri_for_remote
 from ._tracing import current_carrier
-from ._transport import MessageTransport, TransportClosed
+from ._transport import CLIENT_MAX_MESSAGE_BYTES, MessageTooBig, MessageTransport, TransportClosed
 
 log = logging.getLogger("exec_runtime.client")
 T = TypeVar("T")
@@ -111,13 +111,19 @@ class _LinkLost(Exception):
     pass
 
 
+class _ReplyTooBig(_LinkLost):
+    """The link was lost because we refused an incoming message over our size limit,
+    quite likely the reply to a call in flight: asking again would lose it again."""
+
+
 class _PendingCall:
-    __slots__ = ("done", "lost", "reply")
+    __slots__ = ("done", "lost", "reply", "too_big")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.reply: wire.IncomingMessage | None = None
         self.lost = False
+        self.too_big = False
 
 
 class _Link:
@@ -131,10 +137,11 @@ class _Link:
         self.lost = trio.Event()
         self.closed = trio.Event()  # the owning link task closed the transport
 
-    def mark_lost(self) -> None:
+    def mark_lost(self, *, too_big: bool = False) -> None:
         self.lost.set()
         for call in self.pending.values():
             call.lost = True
+            call.too_big = too_big
             call.done.set()
         self.pending.clear()
 
@@ -494,6 +501,12 @@ class ExecClient:
                 on_send()
             try:
                 return await self._call_on(link, method, params, result_type)
+            except _ReplyTooBig:
+                raise TransportError(
+                    f"{method}: the connection closed on a message over the client's "
+                    f"{CLIENT_MAX_MESSAGE_BYTES}-byte limit, most likely this call's reply; "
+                    "not asked again"
+                ) from None
             except _LinkLost:
                 if self._state in (ClientState.FAILED, ClientState.CLOSED):
                     raise self._closed_error() from None  # closed under it, nothing dropped
@@ -511,6 +524,8 @@ class ExecClient:
             await call.done.wait()
         finally:
             link.pending.pop(request_id, None)
+        if call.too_big:
+            raise _ReplyTooBig
         if call.lost or call.reply is None:
             raise _LinkLost
         reply = call.reply
@@ -864,6 +879,8 @@ class ExecClient:
                     call = link.pending.pop(message.id)
                     call.reply = message
                     call.done.set()
+        except MessageTooBig:
+            link.mark_lost(too_big=True)
         except TransportClosed:
             pass
         finally:

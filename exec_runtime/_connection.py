@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 
 import protocol_schema as wire
 
-from ._config import DEFAULT_MAX_JSON_VALUES, DEFAULT_MAX_MESSAGE_BYTES
+from ._config import DEFAULT_MAX_JSON_VALUES
 from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
@@ -29,7 +29,13 @@ from ._fs import FsService
 from ._request_order import RequestOrder, Turn
 from ._session import Session, SessionRegistry
 from ._tracing import parent_of, request_span
-from ._transport import Frame, InputEnded, MessageTransport, TransportClosed
+from ._transport import (
+    CLIENT_MAX_MESSAGE_BYTES,
+    Frame,
+    InputEnded,
+    MessageTransport,
+    TransportClosed,
+)
 
 log = logging.getLogger("exec_runtime.connection")
 
@@ -138,7 +144,7 @@ class Connection:
         self._max_values = registry.config.max_json_values
         # What a client takes: ours 64 MiB (the default), a peer of ours with a bigger
         # --max-message-bytes more.
-        self._result_limit = max(registry.config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES)
+        self._result_limit = max(registry.config.max_message_bytes, CLIENT_MAX_MESSAGE_BYTES)
         self._too_many_values = f"message has more than {self._max_values} JSON values"
         # Past this many requests in flight the reader waits for one to finish: the
         # connection stops reading (TCP backpressure), and wire order is kept.

@@ -16,11 +16,14 @@ from ._config import ServerConfig
 from ._connection import Connection
 from ._errors import TransportError
 from ._session import SessionRegistry
-from ._transport import MessageTransport, TransportClosed, memory_transport_pair
+from ._transport import (
+    CLIENT_MAX_MESSAGE_BYTES,
+    MessageTransport,
+    TransportClosed,
+    memory_transport_pair,
+)
 from ._websocket import WebSocketMessageTransport
 from ._websocket_handshake import handshake
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class WebSocketConnector:
@@ -54,7 +57,7 @@ class WebSocketConnector:
                     resource,
                     subprotocols=[wire.MSGPACK_SUBPROTOCOL] if self.msgpack else [],
                     extra_headers=headers,
-                    max_message_size=MAX_MESSAGE_BYTES,
+                    max_message_size=CLIENT_MAX_MESSAGE_BYTES,
                 )
             except TransportClosed as exc:
                 await trio.aclose_forcefully(stream)

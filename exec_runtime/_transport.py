@@ -11,9 +11,16 @@ import trio_websocket
 
 import protocol_schema as wire
 
+CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The biggest message our client takes (the daemon's default ``max_message_bytes``)."""
+
 
 class TransportClosed(Exception):
     """The peer went away or the transport was closed."""
+
+
+class MessageTooBig(TransportClosed):
+    """We closed the connection on a message over our size limit (WebSocket 1009)."""
 
 
 class InputEnded(TransportClosed):

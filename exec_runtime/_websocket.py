@@ -28,7 +28,7 @@ import trio
 import protocol_schema as wire
 
 from ._streams import send_all_pieces
-from ._transport import Frame, TransportClosed, joined
+from ._transport import Frame, MessageTooBig, TransportClosed, joined
 
 RECEIVE_SIZE: Final = 256 * 1024
 DIRECT_RECEIVE_BYTES: Final = 64 * 1024
@@ -417,6 +417,8 @@ class WebSocket:
         """A protocol violation by the server: note it; the close frame goes out in aclose."""
         self.close_reason = f"{message} (closing with {code})"
         self._fail_code = code
+        if code == MESSAGE_TOO_BIG:
+            return MessageTooBig(self.close_reason)
         return TransportClosed(self.close_reason)
 
     # --- closing ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from conftest import RawClient, output_of
 from daemon_process import Daemon, eventually, process_gone
 
 import exec_runtime._connection
+import exec_runtime._open
 import protocol_schema as wire
 from exec_runtime import ExecClient, ServerConfig, open_client, serve
 from exec_runtime._http import MAX_HEAD_BYTES
@@ -618,7 +619,7 @@ async def test_a_result_over_the_message_limit_is_an_error_not_a_dropped_connect
     that retries reads after a reconnect would ask again, forever: the daemon answers
     -32600 instead, and the connection keeps serving. (Shrunk here: the real limit is
     64 MiB, or a bigger --max-message-bytes.)"""
-    monkeypatch.setattr(exec_runtime._connection, "DEFAULT_MAX_MESSAGE_BYTES", 10_000)
+    monkeypatch.setattr(exec_runtime._connection, "CLIENT_MAX_MESSAGE_BYTES", 10_000)
     big = tmp_path / "big"
     big.write_bytes(b"x" * 20_000)
     with trio.fail_after(10):
@@ -630,3 +631,23 @@ async def test_a_result_over_the_message_limit_is_an_error_not_a_dropped_connect
             assert "over the 10000-byte message limit" in info.value.message
             assert (await client.run(["true"])).returncode == 0
             assert client.statistics().reconnects == 0
+
+
+async def test_a_reply_over_the_clients_limit_fails_that_call_and_is_not_asked_again(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that sends a reply bigger than the client takes (another
+    implementation, or ours with a bigger --max-message-bytes): the client closes the
+    connection on it (1009); retrying the read after the reconnect would lose it again,
+    forever. The call fails instead, once, and the client goes on."""
+    monkeypatch.setattr(exec_runtime._open, "CLIENT_MAX_MESSAGE_BYTES", 10_000)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 20_000)
+    with trio.fail_after(10):
+        url = await nursery.start(serve, ServerConfig())
+        async with open_client(url) as client:
+            with pytest.raises(exec_runtime.TransportError, match="over the client's"):
+                await client.fs.read_file(big)
+            assert (await client.run(["true"])).returncode == 0
+            assert client.statistics().reconnects == 1
+            assert client.statistics().calls["fs/readFile"] == 1
