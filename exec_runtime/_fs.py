@@ -363,6 +363,13 @@ def _remove(path: str, recursive: bool, force: bool) -> None:
         # content rmtree would delete before its final rmdir fails (or, for ``..``,
         # looks like a success once the path stops resolving).
         raise RpcError.invalid_request(f"{path}: refusing to remove '.' or '..'")
+    if path.endswith(os.sep) and os.path.islink(path.rstrip(os.sep)):
+        # "link/" resolves to the directory the link points to: rmtree would delete
+        # that directory's content, then fail to rmdir "link/" (ENOTDIR).
+        raise RpcError.invalid_request(
+            f"{path}: a symbolic link with a trailing '/': remove "
+            f"{path.rstrip(os.sep)} for the link, or the directory by its own path"
+        )
     try:
         st = os.lstat(path)
     except OSError as exc:

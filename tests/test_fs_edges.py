@@ -173,6 +173,28 @@ async def test_remove_refuses_dot_and_dotdot(
         assert not (victim / "inner").exists()
 
 
+@pytest.mark.parametrize("slashes", ["/", "//"])
+async def test_remove_of_a_link_with_a_trailing_slash_deletes_nothing(
+    client: ExecClient, tmp_path: Path, slashes: str
+) -> None:
+    """``link/`` resolves to the directory the link points to: rmtree deleted that
+    directory's content, then failed to rmdir ``link/`` (ENOTDIR, answered as not
+    found). Refused up front now; without the slash only the link goes."""
+    with trio.fail_after(10):
+        target = tmp_path / "target"
+        target.mkdir()
+        (target / "precious").write_text("p")
+        link = tmp_path / "link"
+        link.symlink_to(target)
+        error = await error_of(client.fs.remove(f"{link}{slashes}"))
+        assert error.code == INVALID_REQUEST
+        assert "a symbolic link with a trailing '/'" in error.message
+        assert (target / "precious").read_text() == "p"
+        await client.fs.remove(link)
+        assert not link.is_symlink() and not link.exists()
+        assert (target / "precious").read_text() == "p"
+
+
 # ---------------------------------------------------------------------------
 # Names that are not UTF-8
 
