@@ -720,7 +720,8 @@ class ExecClient:
                 pass
 
     def _fail_consumer(self, stream: ProcessStream, message: str) -> None:
-        """A finished process whose lagging consumer missed retained output."""
+        """A consumer missed output the daemon no longer retains: its ``events()`` ends
+        with Failed; the process, and the client's view of it, go on."""
         if stream.consumer_failure is None and stream.failure is None:
             log.warning("%s", message)
             self._failed_processes += 1

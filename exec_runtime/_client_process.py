@@ -45,8 +45,8 @@ class ProcessStream:
         self.failure: Failed | None = None
         self.client_closed = False  # the failure is the client's closing
         self.owned_by_run = False  # run() consumes it and promises its end
-        # The process finished, but the consumer fell behind what the daemon retains:
-        # only the events() stream fails (wait() still has the exit code).
+        # The consumer fell behind what the daemon retains: only the events() stream
+        # fails (the process runs on, and wait() has the exit code).
         self.consumer_failure: Failed | None = None
         self.done = trio.Event()  # set on Closed or Failed: the exit code is known or never
         self._queue: deque[Event] = deque()
@@ -275,30 +275,29 @@ class ProcessHandle:
 
     async def _catch_up(self) -> None:
         stream = self._stream
+        message = f"process {self.process_id}: "
         try:
             result = await self._client._read(self.process_id, stream.queued_seq)
         except ProtocolError as exc:
             # The daemon no longer knows the process (its closed TTL passed, or the
-            # session ended): what this consumer missed is gone.
-            await self._lost_what_it_missed(exc.message)
+            # session ended): what this consumer missed is gone, and if it had not
+            # closed, nothing can follow it any more.
+            if stream.closed_event is None:
+                await self._client._fail_process(stream, message + exc.message)
+            else:
+                self._client._fail_consumer(stream, message + exc.message)
             return
         known_exit = stream.exit_event.seq if stream.exit_event is not None else None
         try:
             events = events_after(stream.queued_seq, result, known_exit)
         except GapLost as exc:
-            await self._lost_what_it_missed(str(exc))
+            # Evicted before this consumer took it (it came late, or lagged with
+            # acknowledgements off): only the consumer fails. The process runs on,
+            # its exit and close still arrive, and wait() has the exit code.
+            self._client._fail_consumer(stream, message + str(exc))
             return
         stream.accept_caught_up(events)
         self._client._ack_consumed(stream)  # the daemon may be paused, waiting for it
-
-    async def _lost_what_it_missed(self, reason: str) -> None:
-        message = f"process {self.process_id}: {reason}"
-        if self._stream.closed_event is None:
-            await self._client._fail_process(self._stream, message)
-        else:
-            # Finished (the exit code is known): nothing to terminate, but this
-            # consumer cannot get the events it missed.
-            self._client._fail_consumer(self._stream, message)
 
     async def wait(self) -> int:
         """The exit code (128+N for signal N), once the process is closed."""

@@ -622,6 +622,26 @@ async def test_slow_consumer_beyond_retention_fails_only_that_process(
         assert (await client.run(["echo", "still fine"])).stdout == b"still fine\n"
 
 
+async def test_a_late_consumer_fails_alone_and_the_process_runs_on(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """A consumer that starts after more output than is retained came out: its
+    events() ends with Failed, but only the consumer failed: the process (which used
+    to be killed for it) runs on, and wait() has its own exit code."""
+    marker = tmp_path / "went-on"
+    with trio.fail_after(20):
+        script = f"head -c 12000000 /dev/zero; sleep 0.5; touch {marker}; exit 3"
+        proc = await client.start(["sh", "-c", script])
+        while client.statistics().events_published < 20:  # noqa: ASYNC110 - pushed output
+            await trio.sleep(0.01)
+        await trio.sleep(0.3)  # far more than the daemon retains has come out by now
+        events = await collect(proc)
+        assert isinstance(events[-1], Failed)
+        assert "no longer retained" in events[-1].message
+        assert await proc.wait() == 3
+        assert await trio.Path(marker).exists()  # it ran to its end
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(closed_ttl=0.2)])
 async def test_a_consumer_that_comes_after_the_closed_ttl_gets_a_failed_event(
     client: ExecClient,
