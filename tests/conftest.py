@@ -7,6 +7,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ import wsproto.connection
 import wsproto.utilities
 from hypothesis import HealthCheck, settings
 
-from exec_runtime import ServerConfig, serve
+import exec_runtime
+from exec_runtime import ExecClient, ServerConfig, serve
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -24,6 +26,31 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None)
 settings.register_profile("soak", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+BACKENDS = ["local", "remote"]
+"""The two backends of ``client``: ``open_local()`` and a loopback ``open_client()``."""
+
+
+@asynccontextmanager
+async def open_backend(
+    kind: str, nursery: trio.Nursery, config: ServerConfig
+) -> AsyncIterator[ExecClient]:
+    if kind == "local":
+        async with exec_runtime.open_local(config) as client:
+            yield client
+    else:
+        url = await nursery.start(exec_runtime.serve, config)
+        async with exec_runtime.open_client(url) as client:
+            yield client
+
+
+@pytest.fixture(params=BACKENDS)
+async def client(
+    request: pytest.FixtureRequest, nursery: trio.Nursery, server_config: ServerConfig
+) -> AsyncIterator[ExecClient]:
+    async with open_backend(request.param, nursery, server_config) as c:
+        yield c
 
 
 class WireError(Exception):

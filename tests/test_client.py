@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from conftest import BACKENDS, open_backend
 
 import exec_runtime
 from exec_runtime import (
@@ -35,30 +35,6 @@ from exec_runtime import (
 from exec_runtime.testing import open_faulty_local
 
 PY = sys.executable
-BACKENDS = ["local", "remote"]
-
-
-@asynccontextmanager
-async def open_backend(
-    kind: str, nursery: trio.Nursery, config: ServerConfig
-) -> AsyncIterator[ExecClient]:
-    if kind == "local":
-        async with exec_runtime.open_local(config) as client:
-            yield client
-    else:
-        url = await nursery.start(exec_runtime.serve, config)
-        async with exec_runtime.open_client(url) as client:
-            yield client
-
-
-@pytest.fixture(params=BACKENDS)
-async def client(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, server_config: ServerConfig
-) -> AsyncIterator[ExecClient]:
-    async with open_backend(request.param, nursery, server_config) as c:
-        yield c
-
-
 async def collect(proc: ProcessHandle) -> list[Event]:
     return [event async for event in proc.events()]
 

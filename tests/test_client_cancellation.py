@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import warnings
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import trio
 import trio.testing
 from conftest import GatedStream
 from daemon_process import eventually, process_gone
-from test_client import BACKENDS, open_backend, writer_script
+from test_client import writer_script
 
 import exec_runtime
 from exec_runtime import (
@@ -30,14 +29,6 @@ from exec_runtime import (
 )
 from exec_runtime._client import RUN_KILL_WAIT, ClientState
 from exec_runtime.testing import open_faulty_local
-
-
-@pytest.fixture(params=BACKENDS)
-async def client(
-    request: pytest.FixtureRequest, nursery: trio.Nursery, server_config: ServerConfig
-) -> AsyncIterator[ExecClient]:
-    async with open_backend(request.param, nursery, server_config) as c:
-        yield c
 
 
 def pid_argv(pid_file: Path, then: str) -> list[str]:

@@ -566,19 +566,25 @@ async def test_terminate_after_exit_but_before_closed_is_not_running(connect: An
         await eventually(lambda: process_gone(pid))
 
 
-async def test_terminate_after_closed_signals_nothing(
-    connect: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once closed, the leader is reaped and nothing holds the pipes: its group may be
-    gone and its id recycled for someone else's group, so terminate must not signal."""
-    signalled: list[tuple[int, int]] = []
+@pytest.fixture
+def signalled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every ``os.killpg(pgid, signum)`` the code under test makes (still sent)."""
+    calls: list[tuple[int, int]] = []
     real_killpg = os.killpg
 
     def spy(pgid: int, signum: int) -> None:
-        signalled.append((pgid, signum))
+        calls.append((pgid, signum))
         real_killpg(pgid, signum)
 
     monkeypatch.setattr(os, "killpg", spy)
+    return calls
+
+
+async def test_terminate_after_closed_signals_nothing(
+    connect: Any, signalled: list[tuple[int, int]]
+) -> None:
+    """Once closed, the leader is reaped and nothing holds the pipes: its group may be
+    gone and its id recycled for someone else's group, so terminate must not signal."""
     with trio.fail_after(5):
         client = await connect()
         await client.start("p", [SH, "-c", "exit 3"])
@@ -590,19 +596,11 @@ async def test_terminate_after_closed_signals_nothing(
 
 
 async def test_a_child_is_not_signalled_once_its_pump_saw_the_exit_and_every_eof(
-    monkeypatch: pytest.MonkeyPatch,
+    signalled: list[tuple[int, int]],
 ) -> None:
     """The pump sees the leader reaped and every output at EOF before the sequencer
     records them (it may lag, under backpressure): from then on the group may be empty
     and its id recycled, so Child.signal_group must send nothing."""
-    signalled: list[tuple[int, int]] = []
-    real_killpg = os.killpg
-
-    def spy(pgid: int, signum: int) -> None:
-        signalled.append((pgid, signum))
-        real_killpg(pgid, signum)
-
-    monkeypatch.setattr(os, "killpg", spy)
     with trio.fail_after(5):
         child = await spawn(SpawnSpec(argv=[SH, "-c", "exit 3"], cwd=os.getcwd(), env={}))
         # Unbuffered, and nobody receiving once the exit is seen: the pump waits to
@@ -631,18 +629,10 @@ async def test_a_child_is_not_signalled_once_its_pump_saw_the_exit_and_every_eof
 
 
 async def test_a_child_whose_leader_exited_while_a_grandchild_holds_a_pipe_is_signalled(
-    monkeypatch: pytest.MonkeyPatch,
+    signalled: list[tuple[int, int]],
 ) -> None:
     """The grandchild holding the pipe is in the group, so the group id is not free:
     the group is still killed (that is what lets the process close)."""
-    signalled: list[tuple[int, int]] = []
-    real_killpg = os.killpg
-
-    def spy(pgid: int, signum: int) -> None:
-        signalled.append((pgid, signum))
-        real_killpg(pgid, signum)
-
-    monkeypatch.setattr(os, "killpg", spy)
     with trio.fail_after(5):
         argv = [SH, "-c", "sleep 100 & exit 0"]
         child = await spawn(SpawnSpec(argv=argv, cwd=os.getcwd(), env=dict(os.environ)))

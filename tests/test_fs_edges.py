@@ -9,33 +9,18 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
-import exec_runtime
-from exec_runtime import ExecClient, ProtocolError, ServerConfig
+from exec_runtime import ExecClient, ProtocolError
 
 NOT_FOUND = -32004
 INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mknod of a device node needs root")
-
-
-@pytest.fixture(params=["local", "remote"])
-async def client(
-    request: pytest.FixtureRequest, nursery: trio.Nursery
-) -> AsyncIterator[ExecClient]:
-    if request.param == "local":
-        async with exec_runtime.open_local() as client:
-            yield client
-        return
-    url = await nursery.start(exec_runtime.serve, ServerConfig())
-    async with exec_runtime.open_client(url) as client:
-        yield client
 
 
 async def error_of(awaitable: object) -> ProtocolError:
