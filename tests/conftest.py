@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -276,3 +276,13 @@ class GatedStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+async def cancel_half_sent(gate: GatedStream, call: Callable[[], Awaitable[object]]) -> None:
+    """Run ``call`` until ``gate`` holds its big frame half sent, then cancel it."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await gate.half_sent.wait()
+            scope.cancel()
+    assert scope.cancelled_caught

@@ -7,13 +7,14 @@ from __future__ import annotations
 import gc
 import warnings
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from conftest import GatedStream
+from conftest import GatedStream, cancel_half_sent
 from daemon_process import eventually, process_gone
 from test_client import writer_script
 
@@ -272,12 +273,7 @@ async def test_cancelling_a_big_write_mid_frame_keeps_the_connection(
             async with trio.open_nursery() as tasks:
                 tasks.start_soon(consume)
                 tasks.start_soon(signal_meanwhile)
-                with trio.CancelScope() as scope:
-                    async with trio.open_nursery() as writer:
-                        writer.start_soon(proc.write, b"x" * size)
-                        await gate.half_sent.wait()
-                        scope.cancel()
-                assert scope.cancelled_caught
+                await cancel_half_sent(gate, partial(proc.write, b"x" * size))
                 await trio.testing.wait_all_tasks_blocked()
                 gate.release.set()
                 await proc.close_stdin()

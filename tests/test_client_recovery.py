@@ -6,12 +6,13 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from conftest import GatedStream
+from conftest import GatedStream, cancel_half_sent
 from ws_proxy import WsProxy
 
 import exec_runtime
@@ -178,12 +179,7 @@ async def test_a_write_cancelled_mid_frame_costs_a_reconnect_not_the_session(
             ws = client._link.transport.ws  # type: ignore[attr-defined]
             gate = GatedStream(ws._stream, threshold=size)
             ws._stream = gate
-            with trio.CancelScope() as scope:
-                async with trio.open_nursery() as writer:
-                    writer.start_soon(proc.write, b"x" * size)
-                    await gate.half_sent.wait()
-                    scope.cancel()
-            assert scope.cancelled_caught
+            await cancel_half_sent(gate, partial(proc.write, b"x" * size))
             gate.release.set()
             info = await client.environment_info()  # waits for the recovery
             assert info.platform_os

@@ -307,16 +307,6 @@ async def test_a_silent_tls_client_is_closed_after_the_handshake_timeout(
         await ws.aclose()
 
 
-async def read_until_closed(stream: trio.abc.Stream) -> bytes:
-    received = b""
-    try:
-        while data := await stream.receive_some(65536):
-            received += data
-    except trio.BrokenResourceError:
-        pass
-    return received
-
-
 async def held_or_answered(stream: trio.abc.Stream, wait: float) -> bytes | None:
     """What the daemon sent before closing, or None if it still holds the socket."""
     received = b""
