@@ -150,11 +150,17 @@ class Child:
             return True  # exists, and not even ours to signal
         return True
 
+    @property
+    def _group_ours(self) -> bool:
+        """Signals to the child's group (and session) may go out: see above."""
+        return not self.group_released and not self.id_recycled
+
     def signal_group(self, signum: int) -> bool:
         """Send ``signum`` to the child's process group. False if the group is gone
         or may be (``group_released``) or its id was recycled: then nothing is sent."""
-        if self.group_released or self.id_recycled:
-            return False
+        return self._group_ours and self._killpg(signum)
+
+    def _killpg(self, signum: int) -> bool:
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
@@ -168,9 +174,9 @@ class Child:
         group of its own, which the leader's group does not reach.
 
         False if nothing was sent; nothing is, once the group is released."""
-        if self.group_released or self.id_recycled:
+        if not self._group_ours:
             return False
-        sent = self.signal_group(signum)
+        sent = self._killpg(signum)
         foreground = self._foreground_group()
         if foreground is not None:
             try:
@@ -194,9 +200,9 @@ class Child:
         keeps the session id from being reused) unless it left the session itself,
         and then a recycled id shows. False if nothing was sent.
         """
-        if self.group_released or self.id_recycled:
+        if not self._group_ours:
             return False
-        killed = self.signal_group(signal.SIGKILL)
+        killed = self._killpg(signal.SIGKILL)
         if self.tty:
             killed |= kill_session(self.pid)
         return killed

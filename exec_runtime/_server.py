@@ -111,10 +111,12 @@ class _Daemon:
     registry: SessionRegistry
     stopping: bool = False
     connection_scopes: set[trio.CancelScope] = attrs.field(factory=set)
-    handshake_slots: HandshakeSlots = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.handshake_slots = HandshakeSlots(self.config.max_pending_connections)
+    handshake_slots: HandshakeSlots = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda self: HandshakeSlots(self.config.max_pending_connections), takes_self=True
+        ),
+    )
 
 
 async def serve(
@@ -206,25 +208,29 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
             elif managed.child is not None and not managed.closed:
                 # Even after the leader exited: a grandchild may still hold the pipes.
                 managed.child.send_signal(signal.SIGTERM)  # a tty: its foreground job too
+    registry = daemon.registry
     with trio.move_on_after(grace):
-        while not _all_closed(daemon.registry):  # noqa: ASYNC110 - no event to wait on
-            await trio.sleep(0.01)
-    if not _all_closed(daemon.registry):
+        await _until(lambda: _all_closed(registry))
+    if not _all_closed(registry):
         # SIGKILL what is left, and let it report its exit (137) and close as any
         # process does, so an attached client learns how its command ended.
-        for session in list(daemon.registry.sessions.values()):
+        for session in list(registry.sessions.values()):
             for managed in session:
                 if managed.child is not None and not managed.closed:
                     managed.child.kill()
         with trio.move_on_after(KILLED_REPORT_TIMEOUT):
-            while not _all_closed(daemon.registry):  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await _until(lambda: _all_closed(registry))
     with trio.move_on_after(KILLED_REPORT_TIMEOUT):  # what is recorded reaches the clients
-        while not all(s.flushed for s in daemon.registry.sessions.values()):  # noqa: ASYNC110
-            await trio.sleep(0.01)
-    daemon.registry.close_all()  # cancelling a process task SIGKILLs its group and reaps
+        await _until(lambda: all(s.flushed for s in registry.sessions.values()))
+    registry.close_all()  # cancelling a process task SIGKILLs its group and reaps
     for scope in list(daemon.connection_scopes):
         scope.cancel()
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Poll ``done`` until it holds (no event says so here); the caller bounds it."""
+    while not done():  # noqa: ASYNC110
+        await trio.sleep(0.01)
 
 
 def _all_closed(registry: SessionRegistry) -> bool:
