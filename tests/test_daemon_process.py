@@ -9,6 +9,8 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from conftest import RawClient, WireError, output_of
 from daemon_process import eventually, process_gone
 
 from exec_runtime import ServerConfig
-from exec_runtime._process import ChildExited, ChildMessage, SpawnSpec, StreamEnded, spawn
+from exec_runtime._process import Child, ChildExited, ChildMessage, SpawnSpec, StreamEnded, spawn
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
@@ -628,6 +630,22 @@ async def test_a_child_is_not_signalled_once_its_pump_saw_the_exit_and_every_eof
         assert signalled == []
 
 
+@asynccontextmanager
+async def exited_child(spec: SpawnSpec) -> AsyncIterator[tuple[Child, list[ChildMessage]]]:
+    """Spawn and pump ``spec``; the body runs once the leader's exit was seen, and every
+    message (the EOFs too) is in the list once the block is left."""
+    child = await spawn(spec)
+    send, receive = trio.open_memory_channel[list[ChildMessage]](0)
+    seen: list[ChildMessage] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(child.run, send)
+        while not any(isinstance(m, ChildExited) for m in seen):
+            seen += await receive.receive()
+        yield child, seen
+        async for batch in receive:
+            seen += batch
+
+
 async def test_a_child_whose_leader_exited_while_a_grandchild_holds_a_pipe_is_signalled(
     signalled: list[tuple[int, int]],
 ) -> None:
@@ -635,17 +653,10 @@ async def test_a_child_whose_leader_exited_while_a_grandchild_holds_a_pipe_is_si
     the group is still killed (that is what lets the process close)."""
     with trio.fail_after(5):
         argv = [SH, "-c", "sleep 100 & exit 0"]
-        child = await spawn(SpawnSpec(argv=argv, cwd=os.getcwd(), env=dict(os.environ)))
-        send, receive = trio.open_memory_channel[list[ChildMessage]](0)
-        seen: list[ChildMessage] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.run, send)
-            while not any(isinstance(m, ChildExited) for m in seen):
-                seen += await receive.receive()
+        spec = SpawnSpec(argv=argv, cwd=os.getcwd(), env=dict(os.environ))
+        async with exited_child(spec) as (child, seen):
             assert child.signal_group(signal.SIGKILL) is True
             assert not child.group_released
-            async for batch in receive:
-                seen += batch
         assert signalled == [(child.pid, signal.SIGKILL)]
         assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
 
@@ -678,13 +689,8 @@ async def test_a_recycled_group_id_is_not_signalled_while_a_setsid_grandchild_ho
     holder_pid_file = tmp_path / "holder"
     script = f"setsid sh -c 'echo $$ > {holder_pid_file}; exec sleep 30' & exit 0"
     with trio.fail_after(10):
-        child = await spawn(SpawnSpec(argv=[SH, "-c", script], cwd=os.getcwd(), env={}))
-        send, receive = trio.open_memory_channel[list[ChildMessage]](0)
-        seen: list[ChildMessage] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.run, send)
-            while not any(isinstance(m, ChildExited) for m in seen):
-                seen += await receive.receive()
+        spec = SpawnSpec(argv=[SH, "-c", script], cwd=os.getcwd(), env={})
+        async with exited_child(spec) as (child, seen):
             await eventually(holder_pid_file.exists)
             await eventually(lambda: holder_pid_file.read_text().strip() != "")
             holder = int(holder_pid_file.read_text())
@@ -704,8 +710,6 @@ async def test_a_recycled_group_id_is_not_signalled_while_a_setsid_grandchild_ho
                 impostor.kill()
                 impostor.wait()
                 os.kill(holder, signal.SIGKILL)  # lets stdout reach EOF
-            async for batch in receive:
-                seen += batch
         assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
 
 
