@@ -375,6 +375,10 @@ class Connection:
         if message.method == "process/start":
             registered = functools.partial(self._order.acted, turn)
             handler = functools.partial(self._process_start, registered=registered)
+        elif message.method == "process/terminate":
+            # What waits on a terminate (a start of the same id) goes on once it acted,
+            # not once its reply is out (a full outbox could hold that).
+            handler = functools.partial(self._process_terminate, acted=turn)
         parent = parent_of(self.codec, message.trace)  # the span's: None for a root
         self._in_flight += 1
         nursery.start_soon(
@@ -558,10 +562,13 @@ class Connection:
         return wire.EmptyResult()
 
     async def _process_terminate(
-        self, params: wire.ProcessTerminateParams
+        self, params: wire.ProcessTerminateParams, acted: Turn | None = None
     ) -> wire.ProcessTerminateResult:
-        managed = self._attached_session().get(params.process_id)
-        running = managed.terminate() if managed is not None else False
+        try:
+            running = self._attached_session().terminate(params.process_id)
+        finally:
+            if acted is not None:
+                self._order.acted(acted)
         return wire.ProcessTerminateResult(running=running)
 
     async def _process_resize(self, params: wire.ProcessResizeParams) -> wire.EmptyResult:

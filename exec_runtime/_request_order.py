@@ -8,6 +8,9 @@ lets replies come in any order), but not where one request's effect decides anot
 - a request right behind a ``process/start`` for the same id must find the process
   (a ``process/terminate`` then cancels the start instead of answering "not running"
   while the process starts anyway);
+- a ``process/start`` right behind a ``process/terminate`` of the same id must come
+  after it (the terminate frees the id of a start it cancels, and the new start
+  must not be refused "already exists", nor be the one the terminate kills);
 - writes to one process must reach its stdin in the order they were sent (a
   ``closeStdin`` must not overtake the writes before it).
 
@@ -77,7 +80,10 @@ class RequestOrder:
         start = self._last.get(("start", process_id))
         if start is not None:  # every request waits for its process's start
             waits.append(start)
-        if method == "process/start":
+        if method in ("process/start", "process/terminate"):
+            # A terminate joins its start's lane: what follows it (a start of the same
+            # id above all) acts after it, so start, terminate, start in one pipeline
+            # cancels the first and starts the second.
             key = ("start", process_id)
         elif method == "process/write":
             key = ("write", process_id)

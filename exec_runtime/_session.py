@@ -162,6 +162,21 @@ class Session:
             raise RpcError.invalid_request(f"process id {process_id} is starting")
         return managed
 
+    def terminate(self, process_id: str) -> bool:
+        """``process/terminate``: whether the process was running or starting.
+
+        A start it cancels frees the id at once (the cancelled start winds down on
+        its own and kills its child if one was spawned): a start right behind the
+        terminate may take the id, and a later terminate finds nothing to end."""
+        managed = self.processes.get(process_id)
+        if managed is None:
+            return False
+        if managed.state is State.STARTING:
+            managed.cancel_start()
+            self._forget(managed)
+            return True  # PROTOCOL §4: a starting process counts as running
+        return managed.terminate()
+
     def __iter__(self) -> Iterator[ManagedProcess]:
         return iter(list(self.processes.values()))
 

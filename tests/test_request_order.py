@@ -12,11 +12,13 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 from conftest import output_of, start_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exec_runtime import ServerConfig
 from exec_runtime._request_order import RequestOrder
 from exec_runtime._websocket import TEXT, WebSocket
 from exec_runtime._websocket_handshake import handshake
@@ -89,6 +91,78 @@ async def test_a_terminate_right_behind_its_start_cancels_it(daemon: str) -> Non
             else:  # started first, then killed
                 events = await client.wait_closed(process_id)
                 assert events[0]["params"]["exitCode"] == 137
+        await client.ws.aclose()
+
+
+async def test_start_terminate_start_starts_the_second(daemon: str) -> None:
+    """One id, three requests in one write: the terminate cancels (or kills) the first
+    start and frees the id at once, so the second start runs (it was refused
+    "already exists" while the cancelled start still held the id), and a terminate
+    after that finds the second process running."""
+    with trio.fail_after(60):
+        client = await OneWriteClient.connect(daemon)
+        cancelled = 0
+        for i in range(50):
+            process_id = f"p{i}"
+            first, terminate, second = await client.batch(
+                [
+                    ("process/start", start_params(process_id, ["sleep", "30"])),
+                    ("process/terminate", {"processId": process_id}),
+                    ("process/start", start_params(process_id, ["sleep", "30"])),
+                ],
+            )
+            assert terminate["result"] == {"running": True}
+            if "result" in first:
+                # It started before the terminate acted, which then killed it: the id
+                # is taken until it closes (PROTOCOL §6). Legal, and rare.
+                assert second["error"]["message"] == f"process {process_id} already exists"
+                await client.wait_closed(process_id)
+                continue
+            # Cancelled while starting (PROTOCOL §4): the id was free at once.
+            assert first["error"]["message"] == f"process {process_id} start was cancelled"
+            cancelled += 1
+            assert second.get("result", {}).get("processId") == process_id, second
+            (terminate_again,) = await client.batch(
+                [("process/terminate", {"processId": process_id})]
+            )
+            assert terminate_again["result"] == {"running": True}
+            events = await client.wait_closed(process_id)
+            assert events[0]["params"]["exitCode"] == 137
+        assert cancelled > 0
+        await client.ws.aclose()
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.2)])
+async def test_a_cancelled_start_is_gone_at_once(daemon: str) -> None:
+    """Starts that take a while (a test hook): the terminate that cancels one answers
+    ``running: true`` (PROTOCOL §4: it was starting), and from then on the id is
+    unknown: a second terminate answers ``running: false`` and a read "unknown",
+    while the cancelled start is still winding down."""
+    with trio.fail_after(30):
+        client = await OneWriteClient.connect(daemon)
+        start, terminate, terminate_again, read = await client.batch(
+            [
+                ("process/start", start_params("p", ["sleep", "30"])),
+                ("process/terminate", {"processId": "p"}),
+                ("process/terminate", {"processId": "p"}),
+                ("process/read", {"processId": "p"}),
+            ],
+        )
+        assert start["error"] == {"code": -32600, "message": "process p start was cancelled"}
+        assert terminate["result"] == {"running": True}
+        assert terminate_again["result"] == {"running": False}
+        assert read["error"] == {"code": -32600, "message": "unknown process id p"}
+        first, terminate, second = await client.batch(
+            [
+                ("process/start", start_params("q", ["sleep", "30"])),
+                ("process/terminate", {"processId": "q"}),
+                ("process/start", start_params("q", ["sh", "-c", "echo second"])),
+            ],
+        )
+        assert first["error"] == {"code": -32600, "message": "process q start was cancelled"}
+        assert terminate["result"] == {"running": True}
+        assert second["result"]["processId"] == "q"
+        assert output_of(await client.wait_closed("q")) == b"second\n"
         await client.ws.aclose()
 
 
@@ -243,6 +317,9 @@ def test_request_order_keeps_the_rules_under_any_schedule(
         if method.startswith("process/"):
             for j in earlier_same(i, {"process/start"}):
                 assert acted_at[j] < acted_at[i]  # its process's start came first
+            if method == "process/start":
+                for j in earlier_same(i, {"process/terminate"}):
+                    assert acted_at[j] < acted_at[i]  # ... and a start, every terminate
             if method == "process/write":
                 for j in earlier_same(i, {"process/write"}):
                     assert acted_at[j] < acted_at[i]  # writes in the order sent
