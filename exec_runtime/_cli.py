@@ -17,7 +17,7 @@ from . import _config as defaults
 from ._config import DEFAULT_ACK_WINDOW_BYTES, ServerConfig
 from ._core.sequence import DEFAULT_RETAIN_BYTES
 from ._malloc import tune_malloc
-from ._server import StartupError, check_startup, serve
+from ._server import StartupError, check_startup, log_state, serve
 
 TOKEN_ENV = "EXEC_RUNTIME_TOKEN"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -274,9 +274,17 @@ def _serve_main(args: argparse.Namespace) -> int:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
     tune_malloc()
-    _unignore_for_children()
+    ignored = _unignore_for_children()
+    # Never lethal, from the start: SIGUSR1 asks for a state summary (once serving),
+    # SIGUSR2 means nothing. Handled, not ignored, so children start with the defaults.
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, _ignore_signal)
+    # SIGHUP and SIGQUIT stop the daemon as SIGTERM does, unless it was started
+    # ignoring them (``nohup``, a shell's background job): then it still shrugs them off.
+    stop_signals = [signal.SIGTERM, signal.SIGINT]
+    stop_signals += [s for s in (signal.SIGHUP, signal.SIGQUIT) if s not in ignored]
     try:
-        trio.run(_serve_until_signal, config)
+        trio.run(_serve_until_signal, config, stop_signals)
     except OSError as exc:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 1
@@ -287,8 +295,9 @@ def _ignore_signal(signum: int, frame: object) -> None:
     """The daemon's stand-in for SIG_IGN; see :func:`_unignore_for_children`."""
 
 
-def _unignore_for_children() -> None:
-    """Replace SIG_IGN with a handler that does nothing, for each of CHILD_SIGNALS.
+def _unignore_for_children() -> set[signal.Signals]:
+    """Replace SIG_IGN with a handler that does nothing, for each of CHILD_SIGNALS;
+    returns the signals that were ignored.
 
     An ignored signal stays ignored across exec, so a daemon started under ``nohup``
     (SIGHUP) or as a shell's background job (SIGINT, SIGQUIT) would hand that to every
@@ -298,9 +307,12 @@ def _unignore_for_children() -> None:
     every spawn its vfork.) SIGINT and SIGTERM are then taken over by the daemon's
     own stop handling in :func:`_serve_until_signal`, as before.
     """
+    ignored = set()
     for signum in CHILD_SIGNALS:
         if signal.getsignal(signum) is signal.SIG_IGN:
             signal.signal(signum, _ignore_signal)
+            ignored.add(signum)
+    return ignored
 
 
 def _read_token(token_file: str | None) -> str | None:
@@ -325,16 +337,20 @@ def _read_token(token_file: str | None) -> str | None:
     return None
 
 
-async def _serve_until_signal(config: ServerConfig) -> None:
-    """Serve until SIGTERM/SIGINT (or, for stdio, until stdin ends).
+async def _serve_until_signal(
+    config: ServerConfig, stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
+    """Serve until one of ``stop_signals`` (SIGTERM, SIGINT, and SIGHUP and SIGQUIT
+    unless the daemon was started ignoring them), or, for stdio, until stdin ends.
 
     The first signal shuts down gracefully (``serve``'s ``shutdown`` event: SIGTERM to
     every process group, SIGKILL after ``shutdown_grace``, close frames); a second
-    one stops at once (SIGKILL every group).
+    one stops at once (SIGKILL every group). SIGUSR1 logs a state summary; SIGUSR2
+    is ignored.
     """
     log = logging.getLogger("exec_runtime")
     shutdown = trio.Event()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*stop_signals, signal.SIGUSR1, signal.SIGUSR2) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_daemon(task_status: trio.TaskStatus[str]) -> None:
@@ -346,6 +362,12 @@ async def _serve_until_signal(config: ServerConfig) -> None:
                 print(url, flush=True)
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if signum == signal.SIGUSR1:
+                    log_state()
+                    continue
+                if signum == signal.SIGUSR2:
+                    log.debug("received SIGUSR2: ignored")
+                    continue
                 if not shutdown.is_set():
                     log.info("received %s: stopping", name)
                     shutdown.set()

@@ -119,6 +119,42 @@ class _Daemon:
     )
 
 
+_RUNNING: set[_Daemon] = set()
+"""The daemons ``serve`` runs in this process, for :func:`log_state`."""
+
+
+def log_state() -> None:
+    """Log one line per running daemon: what it holds (SIGUSR1). No ids in it."""
+    for daemon in list(_RUNNING):
+        log.info("state: %s", state_summary(daemon))
+
+
+def state_summary(daemon: _Daemon) -> str:
+    sessions = list(daemon.registry.sessions.values())
+    attached = sum(session.attached is not None for session in sessions)
+    starting = running = closed = retained = stdin = 0
+    for session in sessions:
+        for managed in session:
+            if managed.state is State.STARTING:
+                starting += 1
+            elif managed.closed:
+                closed += 1
+            else:
+                running += 1
+            if managed.sequencer is not None:
+                retained += managed.sequencer.sequence.retention.bytes
+            if managed.stdin is not None:
+                stdin += managed.stdin.pending_bytes
+    processes = f"{running} running" + (f", {starting} starting" if starting else "")
+    processes += f", {closed} closed"
+    return (
+        f"{len(sessions)} sessions ({attached} attached, {len(sessions) - attached} detached), "
+        f"{starting + running + closed} processes ({processes}), "
+        f"{len(daemon.connection_scopes)} WebSocket connections, "
+        f"{retained} bytes of output retained, {stdin} bytes queued for stdin"
+    )
+
+
 async def serve(
     config: ServerConfig,
     *,
@@ -137,6 +173,7 @@ async def serve(
     async with trio.open_nursery() as session_nursery:
         registry = SessionRegistry(session_nursery, config)
         daemon = _Daemon(config, registry)
+        _RUNNING.add(daemon)
         try:
             async with trio.open_nursery() as connections:
                 ended = trio.Event()
@@ -169,6 +206,7 @@ async def serve(
                     await _shut_down(daemon, accept_scope)
                 connections.cancel_scope.cancel()
         finally:
+            _RUNNING.discard(daemon)
             registry.close_all()
             session_nursery.cancel_scope.cancel()
 

@@ -37,6 +37,11 @@ class StdinWriter:
     def closed(self) -> bool:
         return self._closing
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted and not yet written to the child."""
+        return self._pending_bytes
+
     async def write(self, write_id: str, chunk: bytes, close: bool) -> WriteStatus:
         while self._pending_bytes > 0 and self._pending_bytes + len(chunk) > MAX_PENDING_BYTES:
             if self._closing:
