@@ -34,10 +34,13 @@ from ._errors import (
     ClientClosedError,
     ExecRuntimeError,
     ProtocolError,
+    SandboxDeniedError,
     SessionLostError,
     TransportError,
 )
 from ._paths import uri_for_remote
+from ._redact import redact
+from ._sandbox_intent import Sandbox, sandbox_intent
 from ._tracing import current_carrier
 from ._transport import CLIENT_MAX_MESSAGE_BYTES, MessageTooBig, MessageTransport, TransportClosed
 
@@ -276,6 +279,7 @@ class ExecClient:
         process_id: str | None = None,
         tty_size: tuple[int, int] | None = None,
         arg0: str | None = None,
+        sandbox: Sandbox | wire.SandboxIntent | Mapping[str, Any] | None = None,
     ) -> ProcessHandle:
         """Start a process and return its handle; its events are pushed from now on.
 
@@ -283,6 +287,10 @@ class ExecClient:
         environment minus names matching ``*KEY*``, ``*SECRET*``, ``*TOKEN*``,
         ``*PASSWORD*``. ``env`` alone is the exact environment; with ``env_policy`` it
         is an overlay.
+
+        ``sandbox`` (a :class:`Sandbox`, or the raw Codex dict) asks the daemon to
+        confine the command; it refuses (``ProtocolError`` -32602) rather than run it
+        unconfined. ``handle.sandbox_type`` says how it was confined.
         """
         if isinstance(argv, str | bytes):
             raise TypeError("argv must be a sequence of strings, not a string")
@@ -307,6 +315,8 @@ class ExecClient:
             params.arg0 = arg0
         if tty_size is not None:
             params.tty_size = wire.TtySize(rows=tty_size[0], cols=tty_size[1])
+        if (intent := sandbox_intent(sandbox)) is not None:
+            params.sandbox = intent
         # Register first: the process's events may arrive before the start response.
         stream = ProcessStream(process_id)
         self._streams[process_id] = stream
@@ -317,7 +327,9 @@ class ExecClient:
             sent = True
 
         try:
-            await self._call("process/start", params, wire.ProcessStartResult, on_send=on_send)
+            result = await self._call(
+                "process/start", params, wire.ProcessStartResult, on_send=on_send
+            )
         except BaseException as exc:
             self._streams.pop(process_id, None)
             if sent and (not isinstance(exc, ExecRuntimeError) or isinstance(exc, TransportError)):
@@ -334,7 +346,7 @@ class ExecClient:
             # Closed while the reply was on its way: aclose() killed the process.
             raise self._closed_error()
         stream.started = True
-        return ProcessHandle(self, stream)
+        return ProcessHandle(self, stream, result.sandbox_type)
 
     async def run(
         self,
@@ -347,12 +359,14 @@ class ExecClient:
         input: bytes | None = None,
         pipe_stdin: bool = False,
         check: bool = True,
+        sandbox: Sandbox | wire.SandboxIntent | Mapping[str, Any] | None = None,
         task_status: trio.TaskStatus[ProcessHandle] = trio.TASK_STATUS_IGNORED,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run to completion, like ``trio.run_process`` with captured output.
 
         Completes from pushed events alone. Cancelling it kills the process group.
-        ``check=True`` raises ``subprocess.CalledProcessError`` on a non-zero exit.
+        ``check=True`` raises ``subprocess.CalledProcessError`` on a non-zero exit
+        (:class:`SandboxDeniedError`, a subclass, when the sandbox stopped it).
         A PTY's output is returned as stdout.
 
         As with ``trio.run_process``, ``await nursery.start(client.run, argv)`` returns
@@ -369,11 +383,13 @@ class ExecClient:
             env_policy=env_policy,
             tty=tty,
             pipe_stdin=pipe_stdin or input is not None,
+            sandbox=sandbox,
         )
         proc._stream.owned_by_run = True  # aclose() kills it with the run in flight
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         failure: list[str] = []
+        denied = False
         feed_errors: list[ExecRuntimeError] = []
         try:
             task_status.started(proc)
@@ -385,6 +401,8 @@ class ExecClient:
                 async for event in proc.events():
                     if isinstance(event, Output):
                         (stderr if event.stream == "stderr" else stdout).append(event.data)
+                    elif isinstance(event, Exited):
+                        denied = event.sandbox_denied
                     elif isinstance(event, Failed):
                         failure.append(event.message)
                 nursery.cancel_scope.cancel()  # closed: its stdin is of no use now
@@ -413,7 +431,8 @@ class ExecClient:
         returncode = await proc.wait()
         out, err = b"".join(stdout), b"".join(stderr)
         if check and returncode != 0:
-            raise subprocess.CalledProcessError(returncode, list(argv), out, err)
+            error = SandboxDeniedError if denied else subprocess.CalledProcessError
+            raise error(returncode, list(argv), out, err)
         return subprocess.CompletedProcess(list(argv), returncode, out, err)
 
     async def environment_info(self) -> wire.EnvironmentInfo:
@@ -817,7 +836,8 @@ class ExecClient:
             self._set_state(ClientState.CONNECTED)
 
     def _fail_client(self, exc: ExecRuntimeError) -> None:
-        log.error("exec client failed: %s", exc)
+        # The error names the session for the caller; the log only by its fingerprint.
+        log.error("exec client failed: %s", redact(str(exc), self.session_id))
         self._failure = exc
         self._set_state(ClientState.FAILED)
         for stream in list(self._streams.values()):
@@ -922,7 +942,7 @@ class ExecClient:
                 except ProtocolError as exc:
                     raise SessionLostError(exc.code, exc.message) from None
                 except Exception as exc:  # refused, reset, timed out, handshake rejected
-                    log.info("reconnect failed (%s); retrying", exc)
+                    log.info("reconnect failed (%s); retrying", redact(str(exc), self.session_id))
                     await trio.sleep(self._retry_interval)
                     continue
                 try:
