@@ -6,6 +6,7 @@ Public API::
     async with exec_runtime.open_local() as client:                         # in-process
         result = await client.run(["echo", "hi"])
         proc = await client.start(["sh", "-c", "..."])
+        await client.run(["make"], sandbox=exec_runtime.Sandbox.workspace_write(["/src"]))
         async for event in proc.events(): ...
 
     url = await nursery.start(exec_runtime.serve, exec_runtime.ServerConfig())  # embed the daemon
@@ -22,11 +23,13 @@ from ._errors import (
     ExecRuntimeError,
     ProcessFailed,
     ProtocolError,
+    SandboxDeniedError,
     SessionLostError,
     TransportError,
 )
 from ._malloc import tune_malloc
 from ._open import open_client, open_local
+from ._sandbox_intent import Sandbox
 from ._server import serve
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "ProcessFailed",
     "ProcessHandle",
     "ProtocolError",
+    "Sandbox",
+    "SandboxDeniedError",
     "ServerConfig",
     "SessionLostError",
     "StdinClosedError",

@@ -256,10 +256,14 @@ class ProcessHandle:
     grandchild held the pipe, then ``Closed``; or a terminal ``Failed``.
     """
 
-    def __init__(self, client: ExecClient, stream: ProcessStream) -> None:
+    def __init__(
+        self, client: ExecClient, stream: ProcessStream, sandbox_type: str = "none"
+    ) -> None:
         self._client = client
         self._stream = stream
         self.process_id = stream.process_id
+        self.sandbox_type = sandbox_type
+        """``"linuxSeccomp"`` when the daemon confined the process, else ``"none"``."""
 
     def __repr__(self) -> str:
         return f"<ProcessHandle {self.process_id!r}>"

@@ -52,6 +52,25 @@ def _valid_token(instance: object, attribute: attrs.Attribute[Any], value: str |
         )
 
 
+SANDBOX_MECHANISMS: Final = ("bwrap", "landlock")
+DEFAULT_SANDBOX_PROFILES: Final = ("read-only", "workspace-write")
+
+
+def _known_mechanisms(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    unknown = [m for m in value if m not in SANDBOX_MECHANISMS]
+    if unknown:
+        raise ValueError(
+            f"unknown sandbox mechanism {unknown[0]!r}: choose from {', '.join(SANDBOX_MECHANISMS)}"
+        )
+
+
+def _known_profile(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and value not in DEFAULT_SANDBOX_PROFILES:
+        raise ValueError(
+            f"default_sandbox must be one of {', '.join(DEFAULT_SANDBOX_PROFILES)}, got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """Everything ``exec-runtime serve`` can be told. All times are seconds."""
@@ -141,6 +160,21 @@ class ServerConfig:
     provider, which records nothing until an SDK is configured."""
     start_delay: float = 0.0
     """Test hook: hold each process/start in the starting state this long."""
+
+    # --- sandbox (PROTOCOL §11) ---------------------------------------------------------
+    sandbox_mechanisms: tuple[str, ...] = attrs.field(
+        default=("bwrap", "landlock"), converter=tuple, validator=_known_mechanisms
+    )
+    """The mechanisms that may enforce a sandbox intent, in order of preference; empty
+    refuses every sandboxed request (fail closed)."""
+    bwrap_path: str | None = None
+    """bubblewrap's path; None: ``bwrap`` on PATH."""
+    require_sandbox: bool = False
+    """Refuse every process/start that asks for no confinement (no intent, or one
+    that confines nothing)."""
+    default_sandbox: str | None = attrs.field(default=None, validator=_known_profile)
+    """``read-only`` or ``workspace-write``: the profile for starts without an intent
+    (the workspace is the start's cwd)."""
 
     def __attrs_post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:

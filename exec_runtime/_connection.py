@@ -485,7 +485,7 @@ class Connection:
             session = await self.registry.create()
             session.attach(self, acking=params.process_ack)
         self.session = session
-        log.info("client %r attached to session %s", params.client_name, session.id)
+        log.info("client %r attached to session %s", params.client_name, session.fingerprint)
         return wire.InitializeResult(session_id=session.id, environment_info=environment_info())
 
     def _check_attached(self) -> None:
@@ -513,8 +513,8 @@ class Connection:
     async def _process_start(
         self, params: wire.ProcessStartParams, registered: Callable[[], None] | None = None
     ) -> wire.ProcessStartResult:
-        await self._attached_session().start_process(params, registered=registered)
-        return wire.ProcessStartResult(process_id=params.process_id)
+        sandbox_type = await self._attached_session().start_process(params, registered=registered)
+        return wire.ProcessStartResult(process_id=params.process_id, sandbox_type=sandbox_type)
 
     async def _process_read(self, params: wire.ProcessReadParams) -> wire.ProcessReadResult:
         session = self._attached_session()

@@ -7,11 +7,14 @@ Public hierarchy (exported from ``exec_runtime``)::
     │   └── SessionLostError the session could not be resumed
     ├── TransportError       the connection failed or dropped with the outcome unknown
     ├── ProcessFailed        a process's event stream could not be completed
+    ├── SandboxDeniedError   run(check=True): the sandbox stopped the command (also a
+    │                        subprocess.CalledProcessError)
     └── ClientClosedError    the client was used after it closed
 """
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from protocol_schema import errors as codes
@@ -71,3 +74,12 @@ class ProcessFailed(ExecRuntimeError):
 
 class ClientClosedError(ExecRuntimeError):
     """The client was used after it was closed or after recovery failed for good."""
+
+
+class SandboxDeniedError(subprocess.CalledProcessError, ExecRuntimeError):
+    """``run(check=True)`` of a sandboxed command that failed because of its sandbox
+    (the daemon's ``sandboxDenied``, PROTOCOL §11). A host may ask its user and run
+    the command again without the sandbox, as Codex does."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} The sandbox denied it (sandboxDenied)."

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._core.events import SeqEvent
+from ._core.sandbox_denial import DenialScanner
 from ._core.sequence import ProcessSequence, RetentionLimits
 from ._errors import RpcError
 from ._process import Child, ChildMessage, SpawnSpec, spawn
@@ -94,20 +95,23 @@ class ManagedProcess:
                 await child.aclose()
             raise RpcError.invalid_request(f"process {self.process_id} start was cancelled")
         try:
-            await self._supervise(child, task_status)
+            await self._supervise(child, task_status, sandboxed=spec.sandboxed)
         finally:
             with trio.CancelScope(shield=True):
                 await child.aclose()
         with self._closed_ttl_scope:
             await trio.sleep(closed_ttl)
 
-    async def _supervise(self, child: Child, task_status: trio.TaskStatus[None]) -> None:
+    async def _supervise(
+        self, child: Child, task_status: trio.TaskStatus[None], *, sandboxed: bool
+    ) -> None:
         self.child = child
         self.sequencer = Sequencer(
             ProcessSequence(child.streams, self._limits),
             lambda events: self._publish(self.process_id, events),
             self._flow_controlled,
             self._ack_window,
+            DenialScanner() if sandboxed else None,
         )
         self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
         send, receive = trio.open_memory_channel[list[ChildMessage]](CHANNEL_CAPACITY)

@@ -15,8 +15,9 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import trio
@@ -25,11 +26,20 @@ from ._core.events import StreamName
 from ._orphans import WATCHDOG
 from ._reaper import kill_session, session_members
 
+if TYPE_CHECKING:
+    from ._sandbox import LaunchPieces
+
 READ_SIZE: Final = 256 * 1024
 PIPE_SIZE: Final = 256 * 1024
 """Output pipes are grown from Linux's 64 KiB so a fast child fills bigger chunks:
 4x fewer messages per MB (measured: the per-message cost dominates throughput)."""
 DEFAULT_TTY_SIZE: Final = (24, 80)
+
+
+class Launcher(Protocol):
+    """Confines a spawn (``_sandbox.BoundLaunch``): pieces to add, valid while open."""
+
+    def pieces(self, argv0: str, cwd: str) -> AbstractContextManager[LaunchPieces]: ...
 
 
 @attrs.frozen
@@ -43,6 +53,15 @@ class SpawnSpec:
     tty_size: tuple[int, int] = DEFAULT_TTY_SIZE
     watch_orphans: bool = True
     """Register the group with the orphan watchdog (``_orphans.py``)."""
+    launcher: Launcher | None = None
+    """The sandbox that confines the command (PROTOCOL §11), or None."""
+    exit_grace: float = 0.0
+    """After the exit, wait this long for output still in flight before reporting it
+    (a sandboxed command's verdict needs its last words, PROTOCOL §11)."""
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.launcher is not None
 
 
 @attrs.frozen
@@ -98,8 +117,10 @@ class Child:
         outputs: list[tuple[StreamName, trio.lowlevel.FdStream]],
         stdin: trio.abc.SendStream | None,
         pty_master: int | None,
+        exit_grace: float = 0.0,
     ) -> None:
         self.process = process
+        self.exit_grace = exit_grace
         self.pid = process.pid
         self.outputs = outputs
         self.stdin = stdin
@@ -292,6 +313,8 @@ class Child:
                             break
                         drained += _bytes_in(more) + 1
                         batch += more
+                    if self.exit_grace and open_fds:
+                        batch = await self._await_last_output(send, open_fds, batch, wakeup)
                     assert self.process.returncode is not None
                     self.returncode = self.process.returncode
                     batch.append(ChildExited(exit_code_of(self.returncode)))
@@ -300,6 +323,25 @@ class Child:
                     await send.send(batch)
                 if not progressed:
                     await wakeup.wait([fd for _, fd in open_fds], watch_exit=not exited)
+
+    async def _await_last_output(
+        self,
+        send: trio.MemorySendChannel[list[ChildMessage]],
+        open_fds: list[tuple[StreamName, int]],
+        batch: list[ChildMessage],
+        wakeup: _Wakeup,
+    ) -> list[ChildMessage]:
+        """Up to ``exit_grace``, read what still arrives before the exit is reported."""
+        deadline = trio.current_time() + self.exit_grace
+        while open_fds and trio.current_time() < deadline:
+            with trio.move_on_at(deadline):
+                await wakeup.wait([fd for _, fd in open_fds], watch_exit=False)
+            if _bytes_in(batch) >= ROUND_BYTES:
+                await send.send(batch)
+                batch = []
+            batch += _read_round(open_fds, ROUND_BYTES)
+            self._outputs_done |= not open_fds
+        return batch
 
     async def kill_and_reap(self) -> None:
         self.kill()
@@ -470,14 +512,31 @@ async def spawn(spec: SpawnSpec) -> Child:
     # PROTOCOL §4: argv[0] is resolved on the daemon's PATH, not on the child's env.
     executable = resolve_executable(spec.argv[0], os.environ.get("PATH", os.defpath))
     args = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
-    child = await (_spawn_pty if spec.tty else _spawn_pipes)(spec, executable, args)
+    spawner = _spawn_pty if spec.tty else _spawn_pipes
+    if spec.launcher is None:
+        child = await spawner(spec, executable, args, (), None)
+    else:
+        with spec.launcher.pieces(args[0], spec.cwd) as pieces:
+            if pieces.prefix:  # the launcher (bwrap) runs the command by its path
+                args = [*pieces.prefix, executable, *args[1:]]
+                executable = pieces.prefix[0]
+            child = await spawner(spec, executable, args, pieces.pass_fds, pieces.preexec)
     if spec.watch_orphans:
         WATCHDOG.register(child.pid, child.tty)
         child.watched = True
     return child
 
 
-async def _spawn_pipes(spec: SpawnSpec, executable: str, args: list[str]) -> Child:
+PreExec = Callable[[], None] | None
+
+
+async def _spawn_pipes(
+    spec: SpawnSpec,
+    executable: str,
+    args: list[str],
+    pass_fds: tuple[int, ...],
+    preexec: PreExec,
+) -> Child:
     process = await trio.lowlevel.open_process(
         args,
         executable=executable,
@@ -487,6 +546,8 @@ async def _spawn_pipes(spec: SpawnSpec, executable: str, args: list[str]) -> Chi
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        pass_fds=pass_fds,
+        preexec_fn=preexec,
     )
     assert isinstance(process.stdout, trio.lowlevel.FdStream)
     assert isinstance(process.stderr, trio.lowlevel.FdStream)
@@ -496,7 +557,7 @@ async def _spawn_pipes(spec: SpawnSpec, executable: str, args: list[str]) -> Chi
         ("stdout", process.stdout),
         ("stderr", process.stderr),
     ]
-    return Child(process, outputs, process.stdin, None)
+    return Child(process, outputs, process.stdin, None, spec.exit_grace)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -506,7 +567,18 @@ def _grow_pipe(fd: int) -> None:
         pass  # over /proc/sys/fs/pipe-max-size for this user, or not Linux: keep 64 KiB
 
 
-async def _spawn_pty(spec: SpawnSpec, executable: str, args: list[str]) -> Child:
+async def _spawn_pty(
+    spec: SpawnSpec,
+    executable: str,
+    args: list[str],
+    pass_fds: tuple[int, ...],
+    preexec: PreExec,
+) -> Child:
+    def in_child() -> None:  # pragma: no cover - runs in the child
+        _become_terminal_leader()
+        if preexec is not None:
+            preexec()
+
     master, slave = os.openpty()
     try:
         set_winsize(master, *spec.tty_size)
@@ -519,7 +591,8 @@ async def _spawn_pty(spec: SpawnSpec, executable: str, args: list[str]) -> Child
             stdout=slave,
             stderr=slave,
             start_new_session=True,
-            preexec_fn=_become_terminal_leader,
+            pass_fds=pass_fds,
+            preexec_fn=in_child,
         )
     except BaseException:
         os.close(master)
@@ -530,4 +603,4 @@ async def _spawn_pty(spec: SpawnSpec, executable: str, args: list[str]) -> Child
     reader = trio.lowlevel.FdStream(os.dup(master))
     writer = trio.lowlevel.FdStream(os.dup(master))
     os.set_blocking(master, False)
-    return Child(process, [("pty", reader)], writer, master)
+    return Child(process, [("pty", reader)], writer, master, spec.exit_grace)

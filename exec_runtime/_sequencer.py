@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._core.events import SeqEvent
+from ._core.sandbox_denial import DenialScanner
 from ._core.sequence import ProcessSequence, RetentionLimits
 from ._process import ChildExited, ChildMessage, ChunkRead, StreamEnded
 
@@ -35,8 +36,12 @@ class Sequencer:
         publish: Publish,
         flow_controlled: Callable[[], bool] = lambda: False,
         ack_window: RetentionLimits | None = None,
+        denial_scanner: DenialScanner | None = None,
     ) -> None:
         self.sequence = sequence
+        self._denial_scanner = denial_scanner
+        """For a sandboxed process: sees every chunk, so ``sandboxDenied`` is decided
+        when the exit is recorded, before it is published (PROTOCOL §11)."""
         self._publish = publish
         self._flow_controlled = flow_controlled
         self._ack_window = ack_window or RetentionLimits()
@@ -104,12 +109,16 @@ class Sequencer:
 
     def _record(self, message: ChildMessage) -> list[SeqEvent]:
         if isinstance(message, ChunkRead):
+            if self._denial_scanner is not None:
+                self._denial_scanner.feed(message.stream, message.data)
             keep_after = self.acked_seq if self._flow_controlled() else None
             return [self.sequence.record_output(message.stream, message.data, keep_after)]
         if isinstance(message, StreamEnded):
             return self.sequence.record_eof(message.stream)
         assert isinstance(message, ChildExited)
-        return self.sequence.record_exit(message.exit_code)
+        scanner = self._denial_scanner
+        denied = scanner is not None and scanner.denied(message.exit_code)
+        return self.sequence.record_exit(message.exit_code, denied)
 
     async def wait_readable(
         self, after_seq: int, deadline: float, check: Callable[[], None]

@@ -14,6 +14,7 @@ import protocol_schema as wire
 
 from ._config import ServerConfig
 from ._core.events import Closed, SeqEvent
+from ._core.sandbox_denial import EXIT_GRACE_SECONDS
 from ._core.sequence import RetentionLimits
 from ._daemon_env import DaemonEnvironment
 from ._errors import RpcError
@@ -21,6 +22,9 @@ from ._managed import ManagedProcess, State
 from ._orphans import WATCHDOG
 from ._paths import path_from_file_uri
 from ._process import DEFAULT_TTY_SIZE, SpawnSpec
+from ._redact import fingerprint
+from ._sandbox import SandboxEnforcer
+from ._sandbox_intent import Sandbox
 
 log = logging.getLogger("exec_runtime.session")
 
@@ -66,6 +70,12 @@ class Session:
         ``max_closed_processes_per_session`` the oldest is forgotten early."""
         self.detached_at: float | None = None
         self.on_detached: Callable[[], None] | None = None
+        self.sandbox = SandboxEnforcer(config.sandbox_mechanisms, config.bwrap_path)
+
+    @property
+    def fingerprint(self) -> str:
+        """What logs call this session: never its id, the resume credential."""
+        return fingerprint(self.id)
 
     # --- lifetime -------------------------------------------------------------------
 
@@ -76,7 +86,11 @@ class Session:
             task_status.started()
             try:
                 await self._until_expired()
-                log.info("session %s expired after %gs detached", self.id, self.config.detached_ttl)
+                log.info(
+                    "session %s expired after %gs detached",
+                    self.fingerprint,
+                    self.config.detached_ttl,
+                )
             finally:
                 # Expired, closed, or cancelled from outside (or a process task failed):
                 # the session ends before its processes are killed and reaped, which
@@ -182,9 +196,12 @@ class Session:
 
     async def start_process(
         self, params: wire.ProcessStartParams, registered: Callable[[], None] | None = None
-    ) -> None:
-        """Spawn; return once it runs. ``registered`` is called as soon as the process is
-        known (starting), so requests sent right behind the start can find it."""
+    ) -> wire.SandboxType:
+        """Spawn; return once it runs, with how it is confined. ``registered`` is called
+        as soon as the process is known (starting), so requests sent right behind the
+        start can find it."""
+        if self._intent_of(params) is not None:
+            await self.sandbox.prepare()  # probes once per daemon, off the event loop
         spec = self._spawn_spec(params)
         if self._nursery is None or self._closed:
             raise self._ended()
@@ -224,6 +241,7 @@ class Session:
             # cancelled nursery, which kills it before it can report an exit or close.
             self._forget(managed)
             raise self._ended()
+        return "linuxSeccomp" if spec.sandboxed else "none"
 
     def _ended(self) -> RpcError:
         return RpcError.invalid_request(f"session {self.id} has ended")
@@ -263,7 +281,7 @@ class Session:
                 "session %s (--max-closed-processes-per-session)",
                 oldest.process_id,
                 limit,
-                self.id,
+                self.fingerprint,
             )
             self._forget(oldest)
             oldest.forget()  # ends its closed TTL now
@@ -302,6 +320,21 @@ class Session:
                     "env names must not contain '=' or NUL, nor values NUL"
                 )
         env = _DAEMON_ENVIRONMENT.child_env(params.env, policy)
+        launcher = None
+        if (intent := self._intent_of(params)) is not None:
+            confinement = self.sandbox.confinement_for(
+                intent,
+                request_cwd=cwd,
+                env=env,
+                managed_network=params.managed_network_value,
+                argv0=params.arg0_value,
+            )
+            launcher = None if confinement is None else self.sandbox.bind(confinement)
+        if launcher is None and self.config.require_sandbox:
+            raise RpcError.invalid_params(
+                "this daemon runs only sandboxed commands (--require-sandbox): "
+                "process/start must carry a sandbox intent that confines the command"
+            )
         return SpawnSpec(
             argv=list(params.argv),
             cwd=cwd,
@@ -311,7 +344,22 @@ class Session:
             arg0=params.arg0_value,
             tty_size=tty_size,
             watch_orphans=self.config.orphan_watchdog,
+            launcher=launcher,
+            exit_grace=EXIT_GRACE_SECONDS if launcher is not None else 0.0,
         )
+
+    def _intent_of(self, params: wire.ProcessStartParams) -> wire.SandboxIntent | None:
+        """The host's intent; else the operator's ``--default-sandbox``; else, for a
+        host that asks only for a managed network, that network rule alone."""
+        if (intent := params.sandbox_value) is not None:
+            return intent
+        if self.config.default_sandbox == "read-only":
+            return Sandbox.read_only().intent
+        if self.config.default_sandbox == "workspace-write":
+            return Sandbox.workspace_write().intent
+        if params.managed_network_value is not None:
+            return wire.SandboxIntent(permissions=wire.ProfileExternal(network="restricted"))
+        return None
 
 
 class SessionRegistry:
@@ -376,7 +424,7 @@ class SessionRegistry:
         for session in detached[: len(detached) - limit]:
             log.info(
                 "ending session %s: more than %d detached sessions (--max-detached-sessions)",
-                session.id,
+                session.fingerprint,
                 limit,
             )
             session.close()

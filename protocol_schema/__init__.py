@@ -50,6 +50,8 @@ from .process import (
     TtySize,
     WriteStatus,
 )
+from .sandbox import *  # noqa: F403
+from .sandbox import __all__ as _sandbox_all
 from .schema import json_schema, json_schema_text
 from .session import (
     EmptyParams,
@@ -73,5 +75,5 @@ __all__ = [
     "ProcessWriteParams", "ProcessWriteResult", "ReadChunk", "SignalName", "StreamName",
     "TtySize", "WriteStatus", "json_schema", "json_schema_text", "EmptyParams", "EmptyResult",
     "EnvironmentInfo", "EnvironmentStatusResult", "InitializeParams", "InitializeResult",
-    "ShellInfo", *_fs_all,
+    "ShellInfo", *_fs_all, *_sandbox_all,
 ]

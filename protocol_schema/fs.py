@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from ._base import WireStruct
+from .sandbox import SandboxIntent
 
 __all__ = [
     "FsCanonicalizeParams",
@@ -17,6 +20,7 @@ __all__ = [
     "FsMetadata",
     "FsOpenParams",
     "FsOpenResult",
+    "FsParams",
     "FsReadBlockParams",
     "FsReadBlockResult",
     "FsReadDirectoryParams",
@@ -34,7 +38,18 @@ __all__ = [
 ]
 
 
-class FsReadFileParams(WireStruct):
+class FsParams(WireStruct):
+    """Every ``fs/*`` request may carry a sandbox intent (PROTOCOL §8, §11): the
+    operation must then stay within what that sandbox grants."""
+
+    sandbox: SandboxIntent | msgspec.UnsetType | None = msgspec.UNSET
+
+    @property
+    def sandbox_value(self) -> SandboxIntent | None:
+        return self.sandbox if isinstance(self.sandbox, SandboxIntent) else None
+
+
+class FsReadFileParams(FsParams, kw_only=True):
     path: str
     follow_symlinks: bool = True
 
@@ -43,18 +58,18 @@ class FsReadFileResult(WireStruct, omit_defaults=False):
     data_base64: str
 
 
-class FsWriteFileParams(WireStruct):
+class FsWriteFileParams(FsParams, kw_only=True):
     path: str
     data_base64: str
     follow_symlinks: bool = True
 
 
-class FsCreateDirectoryParams(WireStruct):
+class FsCreateDirectoryParams(FsParams, kw_only=True):
     path: str
     recursive: bool = True
 
 
-class FsGetMetadataParams(WireStruct):
+class FsGetMetadataParams(FsParams, kw_only=True):
     path: str
     follow_symlinks: bool = True
 
@@ -68,7 +83,7 @@ class FsMetadata(WireStruct, omit_defaults=False):
     modified_at_ms: int
 
 
-class FsCanonicalizeParams(WireStruct):
+class FsCanonicalizeParams(FsParams, kw_only=True):
     path: str
 
 
@@ -76,7 +91,7 @@ class FsCanonicalizeResult(WireStruct, omit_defaults=False):
     path: str
 
 
-class FsReadDirectoryParams(WireStruct):
+class FsReadDirectoryParams(FsParams, kw_only=True):
     path: str
 
 
@@ -100,7 +115,7 @@ class FsWalkOptions(WireStruct, omit_defaults=False):
     prune_hidden_directories: bool = False
 
 
-class FsWalkParams(WireStruct):
+class FsWalkParams(FsParams, kw_only=True):
     path: str
     options: FsWalkOptions
 
@@ -124,13 +139,13 @@ class FsWalkResult(WireStruct, omit_defaults=False):
     truncated: bool
 
 
-class FsRemoveParams(WireStruct):
+class FsRemoveParams(FsParams, kw_only=True):
     path: str
     recursive: bool = True
     force: bool = True
 
 
-class FsCopyParams(WireStruct, omit_defaults=False):
+class FsCopyParams(FsParams, omit_defaults=False, kw_only=True):
     """``recursive`` is required by the protocol, so it is always sent."""
 
     source_path: str
@@ -138,7 +153,7 @@ class FsCopyParams(WireStruct, omit_defaults=False):
     recursive: bool = False
 
 
-class FsOpenParams(WireStruct):
+class FsOpenParams(FsParams, kw_only=True):
     handle_id: str
     path: str
 
@@ -147,7 +162,7 @@ class FsOpenResult(WireStruct, omit_defaults=False):
     handle_id: str
 
 
-class FsReadBlockParams(WireStruct):
+class FsReadBlockParams(FsParams, kw_only=True):
     handle_id: str
     offset: int
     len: int
@@ -158,5 +173,5 @@ class FsReadBlockResult(WireStruct, omit_defaults=False):
     eof: bool
 
 
-class FsCloseParams(WireStruct):
+class FsCloseParams(FsParams, kw_only=True):
     handle_id: str

@@ -7,6 +7,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from ._base import WireStruct
+from .sandbox import ManagedNetwork, SandboxIntent, SandboxType
 
 StreamName = Literal["stdout", "stderr", "pty"]
 SignalName = Literal["interrupt", "terminate", "kill", "hangup"]
@@ -50,6 +51,22 @@ class ProcessStartParams(WireStruct, omit_defaults=False):
     pipe_stdin: bool | msgspec.UnsetType | None = msgspec.UNSET
     arg0: str | msgspec.UnsetType | None = msgspec.UNSET
     tty_size: TtySize | msgspec.UnsetType | None = msgspec.UNSET
+    sandbox: SandboxIntent | msgspec.UnsetType | None = msgspec.UNSET
+    enforce_managed_network: bool | msgspec.UnsetType | None = msgspec.UNSET
+    managed_network: ManagedNetwork | msgspec.UnsetType | None = msgspec.UNSET
+
+    @property
+    def sandbox_value(self) -> SandboxIntent | None:
+        return self.sandbox if isinstance(self.sandbox, SandboxIntent) else None
+
+    @property
+    def managed_network_value(self) -> ManagedNetwork | None:
+        """The managed network, only when ``enforceManagedNetwork`` asks for it."""
+        if self.enforce_managed_network is not True:
+            return None
+        if isinstance(self.managed_network, ManagedNetwork):
+            return self.managed_network
+        return ManagedNetwork()
 
     @property
     def env_policy_value(self) -> EnvPolicy | None:
@@ -70,7 +87,7 @@ class ProcessStartParams(WireStruct, omit_defaults=False):
 
 class ProcessStartResult(WireStruct, omit_defaults=False):
     process_id: str
-    sandbox_type: Literal["none"] = "none"
+    sandbox_type: SandboxType = "none"
 
 
 class ProcessReadParams(WireStruct):

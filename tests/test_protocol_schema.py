@@ -492,9 +492,11 @@ def test_schema_covers_every_method_and_notification() -> None:
     for ref in refs:
         assert ref["$ref"].startswith(prefix)
         assert ref["$ref"][len(prefix) :] in defs
+    # The permission profile inside a sandbox intent is snake_case, as Codex sends it.
+    snake_case = {("ProfileManaged", "file_system")}
     for name, definition in defs.items():
         for key in definition.get("properties", {}):
-            assert "_" not in key, f"{name}.{key}"
+            assert "_" not in key or (name, key) in snake_case, f"{name}.{key}"
     assert schema["methods"]["process/read"]["params"] == {"$ref": "#/$defs/ProcessReadParams"}
     assert defs["ProcessReadParams"]["required"] == ["processId"]
     assert defs["ReadChunk"]["properties"]["chunk"]["contentEncoding"] == "base64"
