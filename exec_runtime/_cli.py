@@ -199,6 +199,29 @@ def _build_parser() -> argparse.ArgumentParser:
         "default %(default)s",
     )
 
+    sandbox = p_serve.add_argument_group("sandbox (PROTOCOL §11)")
+    sandbox.add_argument(
+        "--require-sandbox",
+        action="store_true",
+        help="refuse every process/start that asks for no confinement",
+    )
+    sandbox.add_argument(
+        "--default-sandbox",
+        choices=defaults.DEFAULT_SANDBOX_PROFILES,
+        help="confine starts that carry no sandbox intent with this profile "
+        "(the workspace is the start's cwd)",
+    )
+    sandbox.add_argument(
+        "--sandbox-mechanisms",
+        default=",".join(defaults.SANDBOX_MECHANISMS),
+        metavar="LIST",
+        help="mechanisms that may enforce a sandbox, in order of preference "
+        "(bwrap, landlock); 'none' refuses every sandboxed request; default %(default)s",
+    )
+    sandbox.add_argument(
+        "--bwrap-path", metavar="PATH", help="bubblewrap's path (default: bwrap on PATH)"
+    )
+
     p_schema = sub.add_parser("schema", help="write the protocol's JSON Schema")
     p_schema.add_argument("out", nargs="?", default="-", help="file to write (default stdout)")
 
@@ -265,6 +288,10 @@ def _serve_main(args: argparse.Namespace) -> int:
             resume_probe_timeout=args.resume_probe_timeout,
             shutdown_grace=args.shutdown_grace,
             orphan_watchdog=args.orphan_watchdog,
+            require_sandbox=args.require_sandbox,
+            default_sandbox=args.default_sandbox,
+            sandbox_mechanisms=_mechanisms(args.sandbox_mechanisms),
+            bwrap_path=args.bwrap_path,
         )
         check_startup(config)
     except (ValueError, StartupError) as exc:
@@ -285,10 +312,19 @@ def _serve_main(args: argparse.Namespace) -> int:
     stop_signals += [s for s in (signal.SIGHUP, signal.SIGQUIT) if s not in ignored]
     try:
         trio.run(_serve_until_signal, config, stop_signals)
+    except StartupError as exc:
+        print(f"exec-runtime: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _mechanisms(text: str) -> tuple[str, ...]:
+    if text.strip() == "none":
+        return ()
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _ignore_signal(signum: int, frame: object) -> None:

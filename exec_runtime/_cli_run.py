@@ -40,6 +40,7 @@ from ._core.events import Closed, Exited, Failed, Output
 from ._errors import ExecRuntimeError
 from ._malloc import tune_malloc
 from ._open import _unwrap_lone_exception, open_client, open_local
+from ._sandbox_intent import Sandbox
 
 RUNTIME_FAILURE = 255  # like ssh: the runtime, not the command, failed
 USAGE = 2
@@ -70,6 +71,21 @@ def add_run_parser(sub: Any) -> None:
     p_run.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="set a variable (repeatable)"
     )
+    p_run.add_argument(
+        "--sandbox",
+        choices=("read-only", "workspace-write"),
+        help="confine the command (the daemon refuses if it cannot)",
+    )
+    p_run.add_argument(
+        "--writable",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --sandbox workspace-write: a workspace root (repeatable; default the cwd)",
+    )
+    p_run.add_argument(
+        "--network", action="store_true", help="with --sandbox: allow network access"
+    )
     p_run.add_argument("argv", nargs=argparse.REMAINDER, help="-- command and arguments")
 
 
@@ -92,6 +108,12 @@ def run_main(args: argparse.Namespace) -> int:
             f"exec-runtime run: --url must be ws://HOST:PORT or wss://HOST:PORT, got {args.url!r}",
             file=sys.stderr,
         )
+        return USAGE
+    if (args.writable or args.network) and args.sandbox is None:
+        print("exec-runtime run: --writable and --network need --sandbox", file=sys.stderr)
+        return USAGE
+    if args.writable and args.sandbox != "workspace-write":
+        print("exec-runtime run: --writable needs --sandbox workspace-write", file=sys.stderr)
         return USAGE
     # A relative --cwd means the one under our current directory, not the daemon's.
     cwd = os.path.abspath(args.cwd) if args.cwd else None
@@ -222,6 +244,7 @@ class _CliRun:
                             tty=self.tty,
                             pipe_stdin=forward_stdin and not self.tty,
                             tty_size=(size.lines, size.columns) if size else None,
+                            sandbox=self._sandbox(),
                         )
                     finally:
                         self.starting = False
@@ -241,6 +264,14 @@ class _CliRun:
         assert self.leave_code is not None  # only a cancel of `work` gets here
         return self.leave_code
 
+    def _sandbox(self) -> Sandbox | None:
+        if self.args.sandbox == "read-only":
+            return Sandbox.read_only(network=self.args.network)
+        if self.args.sandbox == "workspace-write":
+            roots = [os.path.abspath(root) for root in self.args.writable]
+            return Sandbox.workspace_write(roots, network=self.args.network)
+        return None
+
     async def _stream_output(self, proc: ProcessHandle) -> int:
         stdout = trio.wrap_file(sys.stdout.buffer)
         stderr = trio.wrap_file(sys.stderr.buffer)
@@ -255,6 +286,11 @@ class _CliRun:
                     return _output_failed(out.wrapped, exc)
             elif isinstance(event, Exited):
                 code = event.exit_code
+                if event.sandbox_denied:
+                    print(
+                        "exec-runtime run: the sandbox denied this command (sandboxDenied)",
+                        file=sys.stderr,
+                    )
             elif isinstance(event, Closed):
                 self.closed = True
             elif isinstance(event, Failed):

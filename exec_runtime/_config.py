@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
@@ -54,6 +55,10 @@ def _valid_token(instance: object, attribute: attrs.Attribute[Any], value: str |
 
 SANDBOX_MECHANISMS: Final = ("bwrap", "landlock")
 DEFAULT_SANDBOX_PROFILES: Final = ("read-only", "workspace-write")
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 def _known_mechanisms(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -163,7 +168,7 @@ class ServerConfig:
 
     # --- sandbox (PROTOCOL §11) ---------------------------------------------------------
     sandbox_mechanisms: tuple[str, ...] = attrs.field(
-        default=("bwrap", "landlock"), converter=tuple, validator=_known_mechanisms
+        default=("bwrap", "landlock"), converter=_str_tuple, validator=_known_mechanisms
     )
     """The mechanisms that may enforce a sandbox intent, in order of preference; empty
     refuses every sandboxed request (fail closed)."""

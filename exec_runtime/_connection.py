@@ -26,7 +26,9 @@ from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
 from ._fs import FsService
+from ._fs_sandbox import guarded
 from ._request_order import RequestOrder, Turn
+from ._sandbox import SandboxEnforcer
 from ._session import Session, SessionRegistry
 from ._tracing import parent_of, request_span
 from ._transport import (
@@ -135,6 +137,7 @@ class Connection:
         self.session: Session | None = None
         self.initialized = False
         self.fs = FsService()
+        self._sandbox = SandboxEnforcer(self.config.sandbox_mechanisms, self.config.bwrap_path)
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[Frame](
             registry.config.outbox_frames
         )
@@ -176,6 +179,9 @@ class Connection:
             "fs/readBlock": self.fs.read_block,
             "fs/close": self.fs.close,
         }
+        for method, handler in list(self._handlers.items()):
+            if method.startswith("fs/"):
+                self._handlers[method] = guarded(method, handler, self._sandbox)
 
     async def serve(self) -> None:
         """Serve until the peer goes away; then detach the session and close handles."""
@@ -486,7 +492,10 @@ class Connection:
             session.attach(self, acking=params.process_ack)
         self.session = session
         log.info("client %r attached to session %s", params.client_name, session.fingerprint)
-        return wire.InitializeResult(session_id=session.id, environment_info=environment_info())
+        await self._sandbox.prepare()
+        return wire.InitializeResult(
+            session_id=session.id, environment_info=environment_info(self._sandbox.mechanisms())
+        )
 
     def _check_attached(self) -> None:
         self._attached_session()
@@ -501,7 +510,8 @@ class Connection:
     # --- environment ----------------------------------------------------------------
 
     async def _environment_info(self, params: wire.EmptyParams) -> wire.EnvironmentInfo:
-        return environment_info()
+        await self._sandbox.prepare()
+        return environment_info(self._sandbox.mechanisms())
 
     async def _environment_status(self, params: wire.EmptyParams) -> dict[str, str]:
         # Not EnvironmentStatusResult(): its only field holds its default, and wire

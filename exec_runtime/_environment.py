@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from importlib import metadata
 
 import protocol_schema as wire
@@ -18,7 +19,8 @@ def executor_version() -> str:
         return "0.0.0+local"
 
 
-def environment_info() -> wire.EnvironmentInfo:
+def environment_info(sandbox_mechanisms: Sequence[str] = ()) -> wire.EnvironmentInfo:
+    """``sandbox_mechanisms``: what can enforce a sandbox intent now (PROTOCOL §11)."""
     shell_path = os.environ.get("SHELL") or shutil.which("sh") or "/bin/sh"
     return wire.EnvironmentInfo(
         shell=wire.ShellInfo(name=os.path.basename(shell_path), path=shell_path),
@@ -36,5 +38,9 @@ def environment_info() -> wire.EnvironmentInfo:
             "earliestRetainedSeq": True,
             "msgpack": True,
             "processAck": True,
+            # Codex's members: a sandbox can be enforced now; proxy ports are not bridged.
+            "capabilityDiscoverySandbox": bool(sandbox_mechanisms),
+            "networkProxyLaunch": False,
+            "sandbox": list(sandbox_mechanisms),
         },
     )

@@ -31,6 +31,7 @@ from ._connection import Connection
 from ._http import BadRequest, bearer_refusal, read_request_head, response
 from ._listeners import HandshakeSlots, ThrottledListener
 from ._managed import State
+from ._sandbox import probe as sandbox_probe
 from ._session import SessionRegistry
 from ._streams import WrappedStream
 from ._transport import StreamLineTransport, TransportClosed
@@ -75,6 +76,21 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def _check_sandbox_policy(config: ServerConfig) -> None:
+    """An operator policy that needs a sandbox, on a host that has none, would refuse
+    every start: refuse to serve instead (the probe runs once per process)."""
+    if not (config.require_sandbox or config.default_sandbox):
+        return
+    available = sandbox_probe(config.bwrap_path)
+    if not available.mechanisms(config.sandbox_mechanisms):
+        reasons = "; ".join(f"{name}: {why}" for name, why in available.reasons.items())
+        raise StartupError(
+            "--require-sandbox and --default-sandbox need a sandbox mechanism, and none "
+            f"of --sandbox-mechanisms ({', '.join(config.sandbox_mechanisms) or 'none'}) "
+            f"is available{f' ({reasons})' if reasons else ''}"
+        )
+
+
 def check_startup(config: ServerConfig) -> ssl.SSLContext | None:
     """Refuse what must not be served; build the TLS context. Raises StartupError
     (or OSError / ssl.SSLError for an unreadable certificate)."""
@@ -82,6 +98,7 @@ def check_startup(config: ServerConfig) -> ssl.SSLContext | None:
         scheme, host, _port = parse_listen(config.listen)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+    _check_sandbox_policy(config)
     if scheme == "stdio":
         if config.tls_cert is not None:
             raise StartupError("--tls-cert needs a ws:// listen address, not stdio")
@@ -170,6 +187,9 @@ async def serve(
     """
     ssl_context = check_startup(config)
     scheme, host, port = parse_listen(config.listen)
+    if config.sandbox_mechanisms:
+        # Probe now (it logs what can enforce a sandbox), not at the first request.
+        await trio.to_thread.run_sync(sandbox_probe, config.bwrap_path)
     async with trio.open_nursery() as session_nursery:
         registry = SessionRegistry(session_nursery, config)
         daemon = _Daemon(config, registry)

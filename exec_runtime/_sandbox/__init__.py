@@ -171,6 +171,29 @@ class SandboxEnforcer:
             return []
         return self.availability().mechanisms(self.allowed)
 
+    def plan_for(
+        self,
+        intent: wire.SandboxIntent,
+        *,
+        request_cwd: str,
+        env: Mapping[str, str],
+        managed_network: wire.ManagedNetwork | None = None,
+    ) -> ConfinementPlan | None:
+        """The compiled plan (None: the intent confines nothing). Raises
+        :class:`RpcError` -32602 for a malformed or unenforceable intent."""
+        try:
+            return compile_plan(
+                intent,
+                request_cwd=request_cwd,
+                env=env,
+                facts=self._facts,
+                managed_network=managed_network,
+            )
+        except PolicyError as exc:
+            raise RpcError.invalid_params(str(exc)) from None
+        except Unenforceable as exc:
+            raise RpcError.invalid_params(UNENFORCEABLE + str(exc)) from None
+
     def confinement_for(
         self,
         intent: wire.SandboxIntent,
@@ -180,18 +203,14 @@ class SandboxEnforcer:
         managed_network: wire.ManagedNetwork | None = None,
         argv0: str | None = None,
     ) -> Confinement | None:
-        """The confinement for a request, None when the intent asks for none. Raises
-        :class:`RpcError` -32602 for a malformed or unenforceable intent."""
+        """How to confine a process (None: the intent confines nothing), choosing the
+        mechanism; raises :class:`RpcError` -32602 when none can enforce the plan."""
+        plan = self.plan_for(
+            intent, request_cwd=request_cwd, env=env, managed_network=managed_network
+        )
+        if plan is None:
+            return None
         try:
-            plan = compile_plan(
-                intent,
-                request_cwd=request_cwd,
-                env=env,
-                facts=self._facts,
-                managed_network=managed_network,
-            )
-            if plan is None:
-                return None
             return Confinement(self._choose(plan, intent, argv0, request_cwd), plan)
         except PolicyError as exc:
             raise RpcError.invalid_params(str(exc)) from None
