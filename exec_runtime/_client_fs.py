@@ -35,8 +35,9 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, TypeVar
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import trio
@@ -54,6 +55,7 @@ from protocol_schema.fs import (
     FsMetadata,
     FsOpenParams,
     FsOpenResult,
+    FsParams,
     FsReadBlockParams,
     FsReadBlockResult,
     FsReadDirectoryParams,
@@ -66,8 +68,10 @@ from protocol_schema.fs import (
     FsWalkResult,
     FsWriteFileParams,
 )
+from protocol_schema.sandbox import SandboxIntent
 
 from ._errors import ExecRuntimeError, ProtocolError
+from ._sandbox_intent import Sandbox, sandbox_intent
 
 if TYPE_CHECKING:
     from ._client import ExecClient
@@ -112,11 +116,25 @@ def _from_uri(uri: str, method: str) -> str:
     return path
 
 
+SandboxArg = Sandbox | SandboxIntent | Mapping[str, Any] | None
+P = TypeVar("P", bound=FsParams)
+
+
+def _sandboxed(params: P, sandbox: SandboxArg) -> P:
+    if (intent := sandbox_intent(sandbox)) is not None:
+        params.sandbox = intent
+    return params
+
+
 class FsClient:
     """The filesystem of the daemon's host. Reach it as ``client.fs``.
 
     Results are the wire structs of :mod:`protocol_schema.fs` (``msgspec`` structs with
     snake_case attributes), except where a method says otherwise.
+
+    Every path method takes ``sandbox=`` (a :class:`~exec_runtime.Sandbox` or the raw
+    Codex dict): the daemon then does only what that sandbox allows (-32600
+    otherwise). Streaming reads (:meth:`open_read`) cannot be sandboxed.
     """
 
     def __init__(self, client: ExecClient) -> None:
@@ -124,14 +142,16 @@ class FsClient:
 
     # -- whole files -----------------------------------------------------------------
 
-    async def read_file(self, path: StrPath) -> bytes:
+    async def read_file(self, path: StrPath, *, sandbox: SandboxArg = None) -> bytes:
         """The whole content of a regular file (symlinks followed).
 
         A non-regular file (directory, FIFO, device) is -32600 ``path <p> is not a
         file``; the daemon refuses files above 32 MiB (-32600): use :meth:`open_read`.
         """
         result = await self._client._call(
-            "fs/readFile", FsReadFileParams(path=_to_uri(path)), FsReadFileResult
+            "fs/readFile",
+            _sandboxed(FsReadFileParams(path=_to_uri(path)), sandbox),
+            FsReadFileResult,
         )
         try:
             return base64.b64decode(result.data_base64, validate=True)
@@ -140,23 +160,25 @@ class FsClient:
                 codes.INTERNAL_ERROR, "bad fs/readFile result from the daemon: invalid base64"
             ) from None
 
-    async def write_file(self, path: StrPath, data: bytes) -> None:
+    async def write_file(self, path: StrPath, data: bytes, *, sandbox: SandboxArg = None) -> None:
         """Create or truncate the file and write ``data``, in place (not atomic: a
         concurrent read can see a short file). A missing parent is -32004."""
         params = FsWriteFileParams(
             path=_to_uri(path), data_base64=base64.b64encode(data).decode("ascii")
         )
-        await self._client._call("fs/writeFile", params, EmptyResult)
+        await self._client._call("fs/writeFile", _sandboxed(params, sandbox), EmptyResult)
 
     # -- paths and directories -------------------------------------------------------
 
-    async def create_directory(self, path: StrPath, recursive: bool = True) -> None:
+    async def create_directory(
+        self, path: StrPath, recursive: bool = True, *, sandbox: SandboxArg = None
+    ) -> None:
         """``mkdir -p`` by default (an existing directory is fine). With
         ``recursive=False``: a missing parent is -32004, an existing path -32600."""
         params = FsCreateDirectoryParams(path=_to_uri(path), recursive=recursive)
-        await self._client._call("fs/createDirectory", params, EmptyResult)
+        await self._client._call("fs/createDirectory", _sandboxed(params, sandbox), EmptyResult)
 
-    async def get_metadata(self, path: StrPath) -> FsMetadata:
+    async def get_metadata(self, path: StrPath, *, sandbox: SandboxArg = None) -> FsMetadata:
         """The wire :class:`~protocol_schema.fs.FsMetadata` struct.
 
         Fields: ``is_directory``, ``is_file``, ``is_symlink``, ``size``,
@@ -166,22 +188,30 @@ class FsClient:
         host has one, else the inode change time.
         """
         return await self._client._call(
-            "fs/getMetadata", FsGetMetadataParams(path=_to_uri(path)), FsMetadata
+            "fs/getMetadata",
+            _sandboxed(FsGetMetadataParams(path=_to_uri(path)), sandbox),
+            FsMetadata,
         )
 
-    async def canonicalize(self, path: StrPath) -> str:
+    async def canonicalize(self, path: StrPath, *, sandbox: SandboxArg = None) -> str:
         """The absolute native path with every symlink resolved; it must exist (-32004)."""
         result = await self._client._call(
-            "fs/canonicalize", FsCanonicalizeParams(path=_to_uri(path)), FsCanonicalizeResult
+            "fs/canonicalize",
+            _sandboxed(FsCanonicalizeParams(path=_to_uri(path)), sandbox),
+            FsCanonicalizeResult,
         )
         return _from_uri(result.path, "fs/canonicalize")
 
-    async def read_directory(self, path: StrPath) -> list[FsDirectoryEntry]:
+    async def read_directory(
+        self, path: StrPath, *, sandbox: SandboxArg = None
+    ) -> list[FsDirectoryEntry]:
         """The directory's entries sorted by name (at most 50,000), each a wire
         :class:`~protocol_schema.fs.FsDirectoryEntry` (``file_name``, ``is_directory``,
         ``is_file``; symlinks followed)."""
         result = await self._client._call(
-            "fs/readDirectory", FsReadDirectoryParams(path=_to_uri(path)), FsReadDirectoryResult
+            "fs/readDirectory",
+            _sandboxed(FsReadDirectoryParams(path=_to_uri(path)), sandbox),
+            FsReadDirectoryResult,
         )
         return result.entries
 
@@ -194,6 +224,7 @@ class FsClient:
         max_entries: int,
         follow_directory_symlinks: bool = False,
         prune_hidden_directories: bool = False,
+        sandbox: SandboxArg = None,
     ) -> FsWalkResult:
         """A breadth-first listing of the tree under ``path`` (PROTOCOL.md §8).
 
@@ -213,10 +244,19 @@ class FsClient:
             prune_hidden_directories=prune_hidden_directories,
         )
         return await self._client._call(
-            "fs/walk", FsWalkParams(path=_to_uri(path), options=options), FsWalkResult
+            "fs/walk",
+            _sandboxed(FsWalkParams(path=_to_uri(path), options=options), sandbox),
+            FsWalkResult,
         )
 
-    async def remove(self, path: StrPath, recursive: bool = True, force: bool = True) -> None:
+    async def remove(
+        self,
+        path: StrPath,
+        recursive: bool = True,
+        force: bool = True,
+        *,
+        sandbox: SandboxArg = None,
+    ) -> None:
         """Remove a file, a symlink (not its target) or a directory. A path whose last
         part is ``.`` or ``..`` is refused (-32600), as ``rm`` does, and so is ``/``.
 
@@ -224,9 +264,11 @@ class FsClient:
         a missing path a success (else -32004).
         """
         params = FsRemoveParams(path=_to_uri(path), recursive=recursive, force=force)
-        await self._client._call("fs/remove", params, EmptyResult)
+        await self._client._call("fs/remove", _sandboxed(params, sandbox), EmptyResult)
 
-    async def copy(self, src: StrPath, dst: StrPath, recursive: bool = False) -> None:
+    async def copy(
+        self, src: StrPath, dst: StrPath, recursive: bool = False, *, sandbox: SandboxArg = None
+    ) -> None:
         """Copy a file (content and mode) to ``dst``, or with ``recursive`` a directory
         tree (symlinks copied as links; ``dst`` must not exist). A directory without
         ``recursive`` is -32600; so is a FIFO, socket or device as ``src`` or ``dst``
@@ -235,7 +277,7 @@ class FsClient:
         params = FsCopyParams(
             source_path=_to_uri(src), destination_path=_to_uri(dst), recursive=recursive
         )
-        await self._client._call("fs/copy", params, EmptyResult)
+        await self._client._call("fs/copy", _sandboxed(params, sandbox), EmptyResult)
 
     # -- streaming reads ---------------------------------------------------------------
 
