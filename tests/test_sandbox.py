@@ -8,19 +8,23 @@ with the sandbox untested.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 import exec_runtime
 from exec_runtime import ExecClient, ProtocolError, Sandbox, SandboxDeniedError, ServerConfig
-from exec_runtime._sandbox import probe
+from exec_runtime._sandbox import SandboxEnforcer, probe
+from exec_runtime._sandbox._seccomp import program_fd
 from exec_runtime._sandbox_intent import sandbox_intent
 from tests.conftest import output_of
 from tests.daemon_process import eventually, proc_state
@@ -718,3 +722,54 @@ def test_cli_run_sandbox(workspace: Path) -> None:
         [*base, "--writable", "/tmp", "--", "true"], capture_output=True, timeout=60, check=False
     )
     assert usage.returncode == 2
+
+
+# --- an unprivileged daemon ------------------------------------------------------------
+
+
+DROP_TO_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def test_bwrap_plan_confines_for_an_unprivileged_user() -> None:
+    """What a daemon run by an ordinary user hands bwrap (a user namespace instead of
+    root's privileges), run as ``nobody``: the same plan, the same confinement."""
+    need("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: every other test here runs that way")
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to drop privileges")
+    available = probe(None)
+    assert available.bwrap is not None and available.seccomp is not None
+    bwrap = attrs.evolve(available.bwrap, unprivileged=True)
+    root = Path(tempfile.mkdtemp(prefix="exec-runtime-nobody-"))
+    try:
+        workspace = root / "ws"
+        (workspace / ".git").mkdir(parents=True)
+        for path in (root, workspace):
+            path.chmod(0o777)
+        plan = SandboxEnforcer(("bwrap",)).plan_for(
+            Sandbox.workspace_write([workspace], writable_tmp=False).intent,
+            request_cwd=str(workspace),
+            env={},
+        )
+        assert plan is not None
+        fd = program_fd(available.seccomp.no_network)
+        try:
+            args = bwrap.arguments(plan, fd, "sh", str(workspace))
+            script = "id -u; echo ok > in; echo no > .git/x; echo no > /etc/exec-runtime-x"
+            result = subprocess.run(
+                [*DROP_TO_NOBODY, *args, "/bin/sh", "-c", script],
+                pass_fds=(fd,),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(fd)
+        assert result.stdout == b"65534\n", result.stderr
+        assert (workspace / "in").read_text() == "ok\n"
+        assert not (workspace / ".git" / "x").exists()
+        assert b"Read-only file system" in result.stderr
+        assert result.returncode != 0
+    finally:
+        shutil.rmtree(root)
