@@ -16,6 +16,7 @@ import trio
 from . import _config as defaults
 from ._config import DEFAULT_ACK_WINDOW_BYTES, ServerConfig
 from ._core.sequence import DEFAULT_RETAIN_BYTES
+from ._fds import DEFAULT_FD_RESERVE, raise_nofile_limit
 from ._malloc import tune_malloc
 from ._server import StartupError, check_startup, log_state, serve
 
@@ -153,6 +154,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="per connection; further requests wait their turn; default %(default)s",
     )
     limits.add_argument(
+        "--fd-reserve",
+        type=int,
+        default=DEFAULT_FD_RESERVE,
+        metavar="N",
+        help="file descriptors kept free for accepting connections and the watchdog "
+        "(at most an eighth of the limit): starts and fs/open that would take them are "
+        "refused; default %(default)s",
+    )
+    limits.add_argument(
         "--handshake-timeout",
         type=_timeout,
         default=defaults.DEFAULT_HANDSHAKE_TIMEOUT,
@@ -288,6 +298,7 @@ def _serve_main(args: argparse.Namespace) -> int:
             resume_probe_timeout=args.resume_probe_timeout,
             shutdown_grace=args.shutdown_grace,
             orphan_watchdog=args.orphan_watchdog,
+            fd_reserve=args.fd_reserve,
             require_sandbox=args.require_sandbox,
             default_sandbox=args.default_sandbox,
             sandbox_mechanisms=_mechanisms(args.sandbox_mechanisms),
@@ -301,6 +312,7 @@ def _serve_main(args: argparse.Namespace) -> int:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
     tune_malloc()
+    raise_nofile_limit()
     ignored = _unignore_for_children()
     # Never lethal, from the start: SIGUSR1 asks for a state summary (once serving),
     # SIGUSR2 means nothing. Handled, not ignored, so children start with the defaults.

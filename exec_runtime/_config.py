@@ -10,6 +10,7 @@ import attrs
 from opentelemetry.trace import TracerProvider
 
 from ._core.sequence import DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_CHUNKS
+from ._fds import DEFAULT_FD_RESERVE
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_MAX_JSON_VALUES: Final = 262_144
@@ -137,6 +138,10 @@ class ServerConfig:
     checked). At the limit the daemon stops accepting, and new connections wait in the
     listen backlog until one finishes. With ``handshake_timeout`` it bounds what
     unauthenticated sockets can hold here (file descriptors, memory)."""
+    fd_reserve: int = attrs.field(default=DEFAULT_FD_RESERVE, validator=_not_negative)
+    """File descriptors kept free for accepting connections, logging and the orphan
+    watchdog (at most an eighth of the limit): a process start or ``fs/open`` that
+    would take them is refused with -32600 (``_fds.py``)."""
     ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_not_negative)
     """Seconds between WebSocket pings; 0 disables keepalive."""
     ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_positive)

@@ -61,6 +61,7 @@ from protocol_schema.fs import (
 
 from ._core.walk import InvalidWalkOptions, ListedEntry, WalkState, validate_options
 from ._errors import RpcError
+from ._fds import FD_BUDGET
 from ._paths import file_uri, path_from_file_uri
 
 __all__ = [
@@ -675,7 +676,8 @@ class FsService:
             )
         self._opening.add(handle_id)
         try:
-            fd = await self._run(_open_regular, path, os.O_RDONLY)
+            async with FD_BUDGET.claim(1, "fs/open"):  # not the daemon's reserve
+                fd = await self._run(_open_regular, path, os.O_RDONLY)
         finally:
             self._opening.discard(handle_id)
             closed_early = handle_id in self._closed_while_opening

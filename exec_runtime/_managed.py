@@ -13,6 +13,7 @@ from ._core.events import SeqEvent
 from ._core.sandbox_denial import DenialScanner
 from ._core.sequence import ProcessSequence, RetentionLimits
 from ._errors import RpcError
+from ._fds import FD_BUDGET, START_FDS
 from ._process import Child, ChildMessage, SpawnSpec, spawn
 from ._sequencer import Sequencer
 from ._stdin import StdinWriter
@@ -87,7 +88,11 @@ class ManagedProcess:
             if start_delay:
                 await trio.sleep(start_delay)  # a test hook that widens the starting window
             try:
-                child = await spawn(spec)
+                # Refused before anything is taken if it would eat into the daemon's
+                # reserve of descriptors; any OS error while taking them (EMFILE) is
+                # answered -32603 with everything released (``spawn``).
+                async with FD_BUDGET.claim(START_FDS, "process/start"):
+                    child = await spawn(spec)
             except OSError as exc:
                 raise RpcError.internal(str(exc)) from None
         if child is None or self._start_cancelled:

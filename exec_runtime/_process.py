@@ -130,6 +130,8 @@ class Child:
         self.returncode: int | None = None
         self.watched = False
         """Registered with the orphan watchdog until released."""
+        self.wakeup: _Wakeup | None = None
+        """Its descriptors are taken by ``spawn``, so running out fails the start."""
         self._closed = False
         self._outputs_done = False
         """Every output reached EOF (the pump saw it) or we closed our ends (aclose)."""
@@ -294,7 +296,7 @@ class Child:
         """
         open_fds = [(name, stream.fileno()) for name, stream in self.outputs]
         exited = False
-        with _Wakeup(self.process) as wakeup:
+        with self.wakeup or _Wakeup(self.process) as wakeup:
             while open_fds or not exited:
                 batch = _read_round(open_fds, ROUND_BYTES)
                 self._outputs_done |= not open_fds
@@ -370,6 +372,8 @@ class Child:
         if self.pty_master is not None:
             os.close(self.pty_master)
             self.pty_master = None
+        if self.wakeup is not None:
+            self.wakeup.close()
 
 
 ROUND_BYTES: Final = 4 * READ_SIZE
@@ -459,17 +463,28 @@ class _Wakeup:
         if hasattr(select, "epoll") and hasattr(os, "pidfd_open"):
             try:
                 self._pidfd = os.pidfd_open(process.pid)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    raise  # the start fails (-32603), not the pump later
                 return  # e.g. an old kernel: the portable way
-            self._epoll = select.epoll()
+            try:
+                self._epoll = select.epoll()
+            except BaseException:
+                os.close(self._pidfd)
+                raise
 
     def __enter__(self) -> _Wakeup:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the epoll and the pidfd; idempotent."""
         if self._epoll is not None:
             trio.lowlevel.notify_closing(self._epoll.fileno())
             self._epoll.close()
+            self._epoll = None
             os.close(self._pidfd)
 
     async def wait(self, fds: list[int], *, watch_exit: bool) -> None:
@@ -521,6 +536,13 @@ async def spawn(spec: SpawnSpec) -> Child:
                 args = [*pieces.prefix, executable, *args[1:]]
                 executable = pieces.prefix[0]
             child = await spawner(spec, executable, args, pieces.pass_fds, pieces.preexec)
+    try:
+        child.wakeup = _Wakeup(child.process)
+    except BaseException:
+        # Out of descriptors (EMFILE) with the child running: kill and reap it, and
+        # close what it holds, so the start fails and leaves nothing behind.
+        await child.aclose()
+        raise
     if spec.watch_orphans:
         WATCHDOG.register(child.pid, child.tty)
         child.watched = True
@@ -528,6 +550,18 @@ async def spawn(spec: SpawnSpec) -> Child:
 
 
 PreExec = Callable[[], None] | None
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+
+async def _discard(process: trio.Process) -> None:
+    """SIGKILL a child spawned for a start that then failed (its group: it leads a new
+    session), and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    with trio.CancelScope(shield=True):
+        await process.wait()
 
 
 async def _spawn_pipes(
@@ -600,7 +634,17 @@ async def _spawn_pty(
     finally:
         os.close(slave)
     # One fd for both directions: FdStream dups it, so each side closes its own copy.
-    reader = trio.lowlevel.FdStream(os.dup(master))
-    writer = trio.lowlevel.FdStream(os.dup(master))
+    streams: list[trio.lowlevel.FdStream] = []
+    try:
+        for _ in range(2):
+            streams.append(trio.lowlevel.FdStream(os.dup(master)))
+    except BaseException:
+        # Out of descriptors with the child running: it must not run on unseen.
+        for stream in streams:
+            stream.close()
+        os.close(master)
+        await _discard(process)
+        raise
+    reader, writer = streams
     os.set_blocking(master, False)
     return Child(process, [("pty", reader)], writer, master, spec.exit_grace)

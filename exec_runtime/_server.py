@@ -28,6 +28,7 @@ import protocol_schema as wire
 
 from ._config import ServerConfig
 from ._connection import Connection
+from ._fds import FD_BUDGET
 from ._http import BadRequest, bearer_refusal, read_request_head, response
 from ._listeners import HandshakeSlots, ThrottledListener
 from ._managed import State
@@ -194,6 +195,7 @@ async def serve(
         registry = SessionRegistry(session_nursery, config)
         daemon = _Daemon(config, registry)
         _RUNNING.add(daemon)
+        FD_BUDGET.keep(config.fd_reserve)
         try:
             async with trio.open_nursery() as connections:
                 ended = trio.Event()
@@ -227,6 +229,7 @@ async def serve(
                 connections.cancel_scope.cancel()
         finally:
             _RUNNING.discard(daemon)
+            FD_BUDGET.release(config.fd_reserve)
             registry.close_all()
             session_nursery.cancel_scope.cancel()
 

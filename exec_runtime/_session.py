@@ -260,6 +260,12 @@ class Session:
                 self.config.start_delay,
                 task_status=task_status,
             )
+        except Exception:
+            if managed.state is State.STARTING:
+                raise  # the start request answers it
+            # A bug, or an OS failure nothing handled: it ends this process (its
+            # group was killed on the way out), never the session or the daemon.
+            log.exception("process %s of session %s failed", managed.process_id, self.fingerprint)
         finally:
             self._forget(managed)
 
@@ -394,6 +400,10 @@ class SessionRegistry:
     ) -> None:
         try:
             await session.run(task_status=task_status)
+        except Exception:
+            # Its processes were killed as its nursery unwound: one session's failure
+            # must not end the others (the nursery they share) nor the daemon.
+            log.exception("session %s failed", session.fingerprint)
         finally:
             self.sessions.pop(session.id, None)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -129,9 +130,16 @@ async def spawn_daemon(
     *args: str,
     env: dict[str, str] | None = None,
     wait_for_url: bool = True,
+    nofile: tuple[int, int] | None = None,
 ) -> Daemon:
     """``python -m exec_runtime serve ARGS`` with stdout/stderr collected. With
-    ``wait_for_url``, returns once the URL line is out (or fails with stderr)."""
+    ``wait_for_url``, returns once the URL line is out (or fails with stderr).
+    ``nofile``: the daemon's (soft, hard) RLIMIT_NOFILE."""
+
+    def limit_fds() -> None:  # pragma: no cover - runs in the child
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "exec_runtime", "serve", *args],
         stdin=subprocess.DEVNULL,
@@ -139,6 +147,7 @@ async def spawn_daemon(
         stderr=subprocess.PIPE,
         cwd=ROOT,
         env=env,
+        preexec_fn=limit_fds if nofile is not None else None,
     )
     daemon = Daemon(process)
     assert process.stdout is not None and process.stderr is not None
