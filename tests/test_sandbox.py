@@ -773,3 +773,33 @@ def test_bwrap_plan_confines_for_an_unprivileged_user() -> None:
         assert result.returncode != 0
     finally:
         shutil.rmtree(root)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+async def test_a_dying_daemon_takes_its_sandboxed_trees_along(
+    daemons: Any, connect: Any, workspace: Path, how: str
+) -> None:
+    """SIGKILL: the orphan watchdog kills bwrap's group, and the PID namespace takes the
+    rest (a setsid'd process too); SIGTERM: the graceful shutdown does."""
+    need("bwrap")
+    marker = f"{uuid.uuid4().int % 10_000}.{uuid.uuid4().int % 1000}19"
+    script = f"sleep {marker} & setsid sleep {marker} & wait"
+    with trio.fail_after(30):
+        daemon = await daemons()
+        client = await connect(url=daemon.url)
+        for tty in (False, True):
+            await client.start(
+                f"p{tty}",
+                ["sh", "-c", script],
+                cwd=workspace.as_uri(),
+                tty=tty,
+                sandbox=Sandbox.read_only().to_dict(),
+            )
+        await eventually(lambda: len(processes_with(f"sleep\0{marker}")) == 4)
+        if how == "SIGKILL":
+            daemon.process.kill()
+            await daemon.process.wait()
+        else:
+            daemon.process.terminate()
+            assert await daemon.wait() == 0
+        await eventually(lambda: not processes_with(marker))
