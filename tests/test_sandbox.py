@@ -803,3 +803,22 @@ async def test_a_dying_daemon_takes_its_sandboxed_trees_along(
             daemon.process.terminate()
             assert await daemon.wait() == 0
         await eventually(lambda: not processes_with(marker))
+
+
+async def test_sandbox_denied_survives_a_recovery(workspace: Path) -> None:
+    """The exit is missed while the link is down: the client learns it from the read it
+    makes after resuming, and the flag is the one the daemon decided at the exit."""
+    need("bwrap")
+    from exec_runtime.testing import FaultPlan, open_faulty_local
+
+    plan = FaultPlan(drop_at_method="process/exited")
+    async with open_faulty_local(plan) as (client, _faults):
+        with trio.fail_after(30):
+            proc = await client.start(
+                ["sh", "-c", f"echo x > {workspace}/f"], sandbox=Sandbox.read_only(), cwd=workspace
+            )
+            events = [event async for event in proc.events()]
+    exited = [e for e in events if isinstance(e, exec_runtime.Exited)]
+    assert len(exited) == 1
+    assert exited[0].sandbox_denied is True
+    assert client.statistics().recoveries >= 1
