@@ -822,3 +822,70 @@ async def test_sandbox_denied_survives_a_recovery(workspace: Path) -> None:
     assert len(exited) == 1
     assert exited[0].sandbox_denied is True
     assert client.statistics().recoveries >= 1
+
+
+def entry(path: Path | str, access: str) -> dict[str, Any]:
+    uri = path.as_uri() if isinstance(path, Path) else path
+    return {"path": {"type": "path", "path": uri}, "access": access}
+
+
+async def test_a_writable_root_inside_a_denied_directory(
+    sandbox_client: ExecClient, tmp_path: Path
+) -> None:
+    """The deeper grant wins, and bwrap can still make its mount point inside the mask
+    (the mask turns read-only only once everything is mounted)."""
+    need("bwrap")
+    home = tmp_path / "home"
+    (home / "u" / "ws").mkdir(parents=True)
+    (home / "u" / "secret").mkdir()
+    (home / "u" / "secret" / "key").write_text("k")
+    intent = Sandbox.read_only().to_dict()
+    intent["permissions"]["file_system"]["entries"] += [
+        entry(home, "deny"),
+        entry(home / "u" / "ws", "write"),
+    ]
+    result = await run(
+        sandbox_client,
+        f"echo hi > {home}/u/ws/f && cat {home}/u/ws/f; cat {home}/u/secret/key; touch {home}/new",
+        sandbox=intent,
+        cwd=home / "u" / "ws",
+    )
+    assert result.stdout == b"hi\n"
+    assert b"No such file" in result.stderr
+    assert b"Read-only file system" in result.stderr
+    assert not (home / "new").exists()
+
+
+async def test_a_restricted_profile_without_root_sees_only_its_grants(
+    sandbox_client: ExecClient, tmp_path: Path
+) -> None:
+    need("bwrap")
+    workspace = tmp_path / "w"
+    workspace.mkdir()
+    (tmp_path / "elsewhere").write_text("hidden")
+    intent = {
+        "permissions": {
+            "type": "managed",
+            "network": "restricted",
+            "file_system": {
+                "type": "restricted",
+                "entries": [
+                    {"path": {"type": "special", "value": {"kind": "minimal"}}, "access": "read"},
+                    {
+                        "path": {"type": "special", "value": {"kind": "project_roots"}},
+                        "access": "write",
+                    },
+                ],
+            },
+        },
+        "windowsSandboxLevel": "disabled",
+    }
+    result = await run(
+        sandbox_client,
+        f"echo x > /newfile; cat {tmp_path}/elsewhere; echo ok > out && cat out",
+        sandbox=intent,
+        cwd=workspace,
+    )
+    assert result.stdout == b"ok\n"
+    assert b"/newfile: Read-only file system" in result.stderr  # the root is no scratch space
+    assert b"elsewhere: No such file" in result.stderr

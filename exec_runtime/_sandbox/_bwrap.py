@@ -32,8 +32,17 @@ class Bwrap:
         if plan.network != "enabled":
             args.append("--unshare-net")
         if plan.confines_files:
+            read_only_after: list[str] = []
             for mount in plan.mounts():
                 args += _mount_arguments(mount)
+                if mount.kind == "mask" and mount.is_dir:
+                    read_only_after.append(mount.path)
+            if not any(g.path == "/" for g in plan.grants):
+                read_only_after.append("/")  # bwrap's own root is a writable tmpfs
+            # Last: a binding below a masked directory must be able to create its mount
+            # point first. --remount-ro is not recursive, so those bindings keep theirs.
+            for path in reversed(read_only_after):
+                args += ["--remount-ro", path]
         else:
             args += ["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--chdir", cwd, "--seccomp", str(seccomp_fd)]
@@ -53,8 +62,8 @@ def _mount_arguments(mount: Mount) -> list[str]:
         return ["--bind", mount.path, mount.path]
     if mount.kind == "ro-bind":
         return ["--ro-bind", mount.path, mount.path]
-    if mount.is_dir:  # mask: an empty directory nobody can write
-        return ["--perms", "0555", "--tmpfs", mount.path, "--remount-ro", mount.path]
+    if mount.is_dir:  # mask: an empty directory, made read-only once all is mounted
+        return ["--perms", "0555", "--tmpfs", mount.path]
     return ["--ro-bind", "/dev/null", mount.path]
 
 
