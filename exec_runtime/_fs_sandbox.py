@@ -54,7 +54,8 @@ def guarded(
             raise RpcError.invalid_request("fs/open is not supported under a sandbox")
         # No cwd travels with fs/*: project_roots default to the daemon's cwd (what
         # environment/info reports) unless the intent names its cwd or roots.
-        plan = enforcer.plan_for(intent, request_cwd=os.getcwd(), env=os.environ)
+        facts = await enforcer.facts_for(intent)
+        plan = enforcer.plan_for(intent, request_cwd=os.getcwd(), env=os.environ, facts=facts)
         if plan is None or not plan.confines_files:
             return await handler(params)
         for field, need in _PATHS.get(method, []):
@@ -91,8 +92,7 @@ def _check(plan: ConfinementPlan, path: str, need: Need, follow: bool) -> None:
         # A write over a tree (recursive remove, copy into it) must not reach a
         # path below that is less than writable (.git, a masked directory).
         allowed = not any(
-            g.path != real and is_within(g.path, real) and g.access != "write"
-            for g in plan.grants
+            g.path != real and is_within(g.path, real) and g.access != "write" for g in plan.grants
         )
     if not allowed:
         what = "readable" if need == "read" else "writable"

@@ -23,7 +23,7 @@ from ._orphans import WATCHDOG
 from ._paths import path_from_file_uri
 from ._process import DEFAULT_TTY_SIZE, SpawnSpec
 from ._redact import fingerprint
-from ._sandbox import SandboxEnforcer
+from ._sandbox import HostFilesystem, SandboxEnforcer
 from ._sandbox_intent import Sandbox
 
 log = logging.getLogger("exec_runtime.session")
@@ -200,9 +200,11 @@ class Session:
         """Spawn; return once it runs, with how it is confined. ``registered`` is called
         as soon as the process is known (starting), so requests sent right behind the
         start can find it."""
-        if self._intent_of(params) is not None:
+        facts = None
+        if (intent := self._intent_of(params)) is not None:
             await self.sandbox.prepare()  # probes once per daemon, off the event loop
-        spec = self._spawn_spec(params)
+            facts = await self.sandbox.facts_for(intent)  # globs, off the event loop
+        spec = self._spawn_spec(params, facts)
         if self._nursery is None or self._closed:
             raise self._ended()
         if self.refusing_starts is not None:
@@ -299,7 +301,9 @@ class Session:
         if self._retired.get(managed.process_id) is managed:
             del self._retired[managed.process_id]
 
-    def _spawn_spec(self, params: wire.ProcessStartParams) -> SpawnSpec:
+    def _spawn_spec(
+        self, params: wire.ProcessStartParams, facts: HostFilesystem | None = None
+    ) -> SpawnSpec:
         if not params.argv:
             raise RpcError.invalid_params("argv must not be empty")
         if not params.process_id:
@@ -334,6 +338,7 @@ class Session:
                 env=env,
                 managed_network=params.managed_network_value,
                 argv0=params.arg0_value,
+                facts=facts,
             )
             launcher = None if confinement is None else self.sandbox.bind(confinement)
         if launcher is None and self.config.require_sandbox:

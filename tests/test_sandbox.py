@@ -889,3 +889,30 @@ async def test_a_restricted_profile_without_root_sees_only_its_grants(
     assert result.stdout == b"ok\n"
     assert b"/newfile: Read-only file system" in result.stderr  # the root is no scratch space
     assert b"elsewhere: No such file" in result.stderr
+
+
+async def test_glob_entries_are_expanded_and_bounded(
+    sandbox_client: ExecClient, workspace: Path, tmp_path: Path
+) -> None:
+    need("bwrap")
+    for name in ("a.env", "b.env"):
+        (workspace / name).write_text("SECRET=1")
+    intent = Sandbox.workspace_write([workspace], writable_tmp=False).to_dict()
+    intent["permissions"]["file_system"]["entries"].append(
+        {"path": {"type": "glob_pattern", "pattern": f"{workspace}/*.env"}, "access": "deny"}
+    )
+    result = await run(
+        sandbox_client, "cat a.env b.env; cat src.txt", sandbox=intent, cwd=workspace
+    )
+    assert result.stdout == b"source\n"
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(4097):
+        (many / str(i)).touch()
+    intent["permissions"]["file_system"]["entries"].append(
+        {"path": {"type": "glob_pattern", "pattern": f"{many}/*"}, "access": "deny"}
+    )
+    with trio.fail_after(30), pytest.raises(ProtocolError) as caught:
+        await sandbox_client.run(["true"], sandbox=intent, cwd=workspace)
+    assert caught.value.code == -32602
+    assert "matches more than 4096 paths" in caught.value.message

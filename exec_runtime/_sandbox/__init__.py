@@ -11,6 +11,7 @@ PTYs, signals and the orphan watchdog are the ordinary ones (``_process.py``).
 from __future__ import annotations
 
 import glob as globbing
+import itertools
 import logging
 import os
 import threading
@@ -40,8 +41,42 @@ MECHANISMS: Final[tuple[Mechanism, ...]] = ("bwrap", "landlock")
 UNENFORCEABLE: Final = "sandbox intent cannot be enforced on this executor: "
 
 
+MAX_GLOB_MATCHES: Final = 4096
+"""A glob entry matching more paths is refused (a mask that covers only some of them
+would fail open, and each match is a mount)."""
+MAX_ENTRIES: Final = 1024
+
+
+def restricted_entries(intent: wire.SandboxIntent) -> list[wire.FileSystemEntry]:
+    profile = intent.permissions
+    if isinstance(profile, wire.ProfileManaged) and isinstance(
+        profile.file_system, wire.FileSystemRestricted
+    ):
+        return profile.file_system.entries
+    return []
+
+
+def glob_patterns(intent: wire.SandboxIntent) -> list[str]:
+    entries = restricted_entries(intent)
+    return [e.path.pattern for e in entries if isinstance(e.path, wire.FileSystemGlob)]
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """Every existing path ``pattern`` matches; blocking (a worker thread runs it)."""
+    matches = list(itertools.islice(globbing.iglob(pattern, recursive=True), MAX_GLOB_MATCHES + 1))
+    if len(matches) > MAX_GLOB_MATCHES:
+        raise Unenforceable(f"the glob {pattern!r} matches more than {MAX_GLOB_MATCHES} paths")
+    return sorted(matches)
+
+
 class HostFilesystem:
-    """The compiler's :class:`~exec_runtime._core.sandbox_policy.HostFacts`, for real."""
+    """The compiler's :class:`~exec_runtime._core.sandbox_policy.HostFacts`, for real.
+
+    Globs come expanded beforehand (``SandboxEnforcer.facts_for``, in a worker thread):
+    a pattern can walk a whole tree, which must not stall the event loop."""
+
+    def __init__(self, globs: Mapping[str, list[str]] | None = None) -> None:
+        self._globs = dict(globs or {})
 
     def path_from_uri(self, uri: str, field: str) -> str:
         try:
@@ -72,7 +107,9 @@ class HostFilesystem:
         return os.path.normpath(os.path.join(os.path.dirname(path), target))
 
     def glob(self, pattern: str) -> list[str]:
-        return sorted(globbing.glob(pattern, recursive=True))[:4096]
+        if pattern in self._globs:
+            return self._globs[pattern]
+        return expand_glob(pattern)
 
 
 @attrs.frozen
@@ -171,6 +208,20 @@ class SandboxEnforcer:
             return []
         return self.availability().mechanisms(self.allowed)
 
+    async def facts_for(self, intent: wire.SandboxIntent) -> HostFilesystem:
+        """The filesystem facts for ``intent``, its globs expanded in a worker thread."""
+        patterns = glob_patterns(intent)[:MAX_ENTRIES]  # more entries: plan_for refuses
+        if not patterns:
+            return self._facts
+
+        def expand() -> dict[str, list[str]]:
+            return {pattern: expand_glob(pattern) for pattern in patterns}
+
+        try:
+            return HostFilesystem(await trio.to_thread.run_sync(expand))
+        except Unenforceable as exc:
+            raise RpcError.invalid_params(UNENFORCEABLE + str(exc)) from None
+
     def plan_for(
         self,
         intent: wire.SandboxIntent,
@@ -178,15 +229,20 @@ class SandboxEnforcer:
         request_cwd: str,
         env: Mapping[str, str],
         managed_network: wire.ManagedNetwork | None = None,
+        facts: HostFilesystem | None = None,
     ) -> ConfinementPlan | None:
         """The compiled plan (None: the intent confines nothing). Raises
         :class:`RpcError` -32602 for a malformed or unenforceable intent."""
+        if len(restricted_entries(intent)) > MAX_ENTRIES:
+            raise RpcError.invalid_params(
+                f"sandbox.permissions.file_system.entries: at most {MAX_ENTRIES} entries"
+            )
         try:
             return compile_plan(
                 intent,
                 request_cwd=request_cwd,
                 env=env,
-                facts=self._facts,
+                facts=facts or self._facts,
                 managed_network=managed_network,
             )
         except PolicyError as exc:
@@ -202,11 +258,16 @@ class SandboxEnforcer:
         env: Mapping[str, str],
         managed_network: wire.ManagedNetwork | None = None,
         argv0: str | None = None,
+        facts: HostFilesystem | None = None,
     ) -> Confinement | None:
         """How to confine a process (None: the intent confines nothing), choosing the
         mechanism; raises :class:`RpcError` -32602 when none can enforce the plan."""
         plan = self.plan_for(
-            intent, request_cwd=request_cwd, env=env, managed_network=managed_network
+            intent,
+            request_cwd=request_cwd,
+            env=env,
+            managed_network=managed_network,
+            facts=facts,
         )
         if plan is None:
             return None
