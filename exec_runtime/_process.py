@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import select
 import shutil
@@ -15,8 +16,9 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
@@ -24,9 +26,13 @@ import trio
 
 from ._core.events import StreamName
 from ._orphans import WATCHDOG
-from ._reaper import kill_session, session_members
+from ._reaper import kill_sessions, session_members
+
+log = logging.getLogger("exec_runtime.process")
 
 if TYPE_CHECKING:
+    import outcome
+
     from ._sandbox import LaunchPieces
 
 READ_SIZE: Final = 256 * 1024
@@ -131,6 +137,8 @@ class Child:
         self.watched = False
         """Registered with the orphan watchdog until released."""
         self.wakeup: _Wakeup | None = None
+        self._swept: trio.Event | None = None
+        """Set once the last sweep of a tty's session asked for by ``kill`` is done."""
         """Its descriptors are taken by ``spawn``, so running out fails the start."""
         self._closed = False
         self._outputs_done = False
@@ -215,19 +223,25 @@ class Child:
         A tty child is a session leader, and an interactive shell in it puts each job
         in a group of its own: a background job would survive a kill of the leader's
         group, keep the PTY open (so the process never closes) and outlive the session.
-        Its processes are found by their session id (the child's pid) in /proc.
+        Its processes are found by their session id (the child's pid) in /proc, by a
+        worker thread (``_SessionSweeper``): the scan reads every process on the host,
+        which must not stall the event loop. The exit is reported (so the process
+        closes) only once that sweep is done, and ``aclose`` waits for it too.
 
         Nothing is sent once the group is released (``group_released``) or its id
         recycled (``id_recycled``). Before, the leader is unreaped (its pid is taken)
         or an output is open: the PTY's holder is a process of the session (which
         keeps the session id from being reused) unless it left the session itself,
-        and then a recycled id shows. False if nothing was sent.
+        and then a recycled id shows. The sweep follows within one scan of /proc: for
+        the session id to be recycled by then, every process of the session would have
+        to die and the host to go through all its pids (``pid_max``) meanwhile.
+        False if nothing was sent to the leader's group.
         """
         if not self._group_ours:
             return False
         killed = self._killpg(signal.SIGKILL)
         if self.tty:
-            killed |= kill_session(self.pid)
+            self._swept = _sweeper().request(self.pid)
         return killed
 
     def _foreground_group(self) -> int | None:
@@ -319,6 +333,8 @@ class Child:
                         batch = await self._await_last_output(send, open_fds, batch, wakeup)
                     assert self.process.returncode is not None
                     self.returncode = self.process.returncode
+                    if self._swept is not None:
+                        await self._swept.wait()  # killed: its whole session first
                     batch.append(ChildExited(exit_code_of(self.returncode)))
                     exited = progressed = True
                 if batch:
@@ -358,6 +374,9 @@ class Child:
         """
         if self.process.returncode is None:
             await self.kill_and_reap()
+        if self._swept is not None:
+            with trio.CancelScope(shield=True):
+                await self._swept.wait()  # nothing of the session outlives the close
         if self._closed:
             return
         self._closed = True
@@ -547,6 +566,63 @@ async def spawn(spec: SpawnSpec) -> Child:
         WATCHDOG.register(child.pid, child.tty)
         child.watched = True
     return child
+
+
+class _SessionSweeper:
+    """Kills the processes of tty sessions off the event loop, in a worker thread.
+
+    Finding them scans /proc, one read per process on the host: done on the event loop
+    for each kill, terminating a thousand tty processes stalled every connection for
+    seconds. Sessions asked for while a sweep runs wait for the next one, which takes
+    them all in one scan (``kill_sessions``). One per Trio run.
+    """
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._pending: dict[int, trio.Event] = {}
+        self._sweeping: dict[int, trio.Event] | None = None
+
+    def request(self, session: int) -> trio.Event:
+        """Sweep ``session`` (again, if a sweep of it is under way: it may have forked
+        since); the event is set once that is done."""
+        done = self._pending.setdefault(session, trio.Event())
+        if self._sweeping is None:
+            self._start()
+        return done
+
+    def _start(self) -> None:
+        self._sweeping, self._pending = self._pending, {}
+        sweep = partial(kill_sessions, set(self._sweeping))
+        trio.lowlevel.start_thread_soon(sweep, self._deliver)
+
+    def _deliver(self, result: outcome.Outcome[Collection[int]]) -> None:  # the worker
+        try:
+            self._token.run_sync_soon(self._finished, result)
+        except trio.RunFinishedError:
+            pass  # the run ended: nobody waits any more
+
+    def _finished(self, result: outcome.Outcome[Collection[int]]) -> None:
+        try:
+            result.unwrap()
+        except Exception:
+            log.exception("killing tty sessions failed")
+        batch, self._sweeping = self._sweeping or {}, None
+        for done in batch.values():
+            done.set()
+        if self._pending:
+            self._start()
+
+
+_SWEEPER: Final = trio.lowlevel.RunVar[_SessionSweeper]("sweeper")
+
+
+def _sweeper() -> _SessionSweeper:
+    try:
+        return _SWEEPER.get()
+    except LookupError:
+        sweeper = _SessionSweeper()
+        _SWEEPER.set(sweeper)
+        return sweeper
 
 
 PreExec = Callable[[], None] | None

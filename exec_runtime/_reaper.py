@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Final
 
 KILL_SWEEPS: Final = 3
@@ -51,8 +51,14 @@ def session_members(session: int) -> list[tuple[int, int]]:
     where measured), so it runs on a kill or a rare signal, never per output.
     Empty where there is no /proc.
     """
+    return [(pid, pgrp) for pid, pgrp, _ in _members_of({session})]
+
+
+def _members_of(sessions: Collection[int]) -> list[tuple[int, int, int]]:
+    """``(pid, pgrp, session)`` of each live process in one of ``sessions`` but us:
+    one pass over /proc, however many sessions."""
     own = os.getpid()
-    members: list[tuple[int, int]] = []
+    members: list[tuple[int, int, int]] = []
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -61,22 +67,31 @@ def session_members(session: int) -> list[tuple[int, int]]:
         if not name.isdigit() or int(name) == own:
             continue
         stat = read_stat(int(name))
-        if stat is not None and stat[2] == session and stat[0] != b"Z":
-            members.append((int(name), stat[1]))
+        if stat is not None and stat[2] in sessions and stat[0] != b"Z":
+            members.append((int(name), stat[1], stat[2]))
     return members
 
 
 def kill_session(session: int) -> bool:
     """SIGKILL every process of ``session``. True if any was."""
+    return bool(kill_sessions({session}))
+
+
+def kill_sessions(sessions: Collection[int]) -> set[int]:
+    """SIGKILL every process of each of ``sessions``, with one /proc scan per sweep
+    for all of them (killing a thousand tty sessions costs three scans, not three
+    thousand). The sessions of which a process was killed."""
     killed: set[int] = set()
+    hit: set[int] = set()
     for _ in range(KILL_SWEEPS):
-        new = [pid for pid, _ in session_members(session) if pid not in killed]
+        new = [(pid, sid) for pid, _, sid in _members_of(sessions) if pid not in killed]
         if not new:
             break
-        for pid in new:
-            if _kill_member(pid, session):
+        for pid, sid in new:
+            if _kill_member(pid, sid):
                 killed.add(pid)
-    return bool(killed)
+                hit.add(sid)
+    return hit
 
 
 def _kill_member(pid: int, session: int) -> bool:
@@ -124,9 +139,8 @@ def registered_at_eof(lines: Iterable[bytes]) -> dict[int, bool]:
 
 
 def kill_leftovers(running: dict[int, bool]) -> None:
-    for pgid, tty in running.items():
-        if tty:
-            kill_session(pgid)
+    kill_sessions({pgid for pgid, tty in running.items() if tty})
+    for pgid in running:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except OSError:

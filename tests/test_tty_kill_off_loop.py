@@ -1,0 +1,85 @@
+"""Killing tty processes never stalls the event loop: finding a tty session's
+processes scans /proc (one read per process on the host), and that scan runs in a
+worker thread, for all the sessions killed meanwhile at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+from conftest import RawClient, output_of
+from daemon_process import eventually, process_gone
+
+import exec_runtime._reaper as reaper
+
+TTYS = 20
+
+
+class ScanSpy:
+    """Wraps ``read_stat`` (what a /proc scan calls for every process): records the
+    thread of each call and holds the worker-thread calls until ``release``, so the
+    test can do a round trip on another connection while a sweep is under way."""
+
+    def __init__(self) -> None:
+        self.on_loop = 0
+        self.in_workers = 0
+        self.gate = threading.Event()
+        self._original = reaper.read_stat
+
+    def __call__(self, pid: int) -> tuple[bytes, int, int] | None:
+        if threading.current_thread() is threading.main_thread():
+            self.on_loop += 1  # never held: that would freeze the test itself
+        else:
+            self.in_workers += 1
+            self.gate.wait(30)
+        return self._original(pid)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScanSpy]:
+    spy = ScanSpy()
+    monkeypatch.setattr(reaper, "read_stat", spy)
+    yield spy
+    spy.gate.set()
+
+
+async def test_terminating_tty_processes_scans_off_the_event_loop(
+    connect: Any, spy: ScanSpy
+) -> None:
+    with trio.fail_after(60):
+        client: RawClient = await connect()
+        other: RawClient = await connect()
+        # Each leaves a background job in its own group, which only the session
+        # sweep reaches (it holds the PTY: the process cannot close before it dies).
+        script = "sleep 1000 & echo $!; exec sleep 1000"
+        jobs = []
+        for n in range(TTYS):
+            await client.start(f"t{n}", ["sh", "-c", script], tty=True)
+        for n in range(TTYS):
+            await eventually(lambda n=n: b"\n" in output_of(client.notifications[f"t{n}"], "pty"))
+            jobs.append(int(output_of(client.notifications[f"t{n}"], "pty").split()[0]))
+        spy.on_loop = spy.in_workers = 0
+
+        for n in range(TTYS):
+            assert await client.call("process/terminate", {"processId": f"t{n}"}) == {
+                "running": True
+            }
+        await eventually(lambda: spy.in_workers > 0 or spy.on_loop > 0)
+        assert spy.on_loop == 0, "the /proc scan ran on the event loop"
+        # A sweep is held in its worker thread now.
+        # The event loop is free meanwhile: another connection is served at once.
+        assert await other.call("environment/status") == {"status": "ready"}
+        assert not any(
+            m["method"] == "process/closed"
+            for n in range(TTYS)
+            for m in client.notifications[f"t{n}"]
+        )  # nobody closed before their session was swept
+        spy.gate.set()
+        for n in range(TTYS):
+            events = await client.wait_closed(f"t{n}")
+            assert events[-2]["params"]["exitCode"] == 137
+        assert all(process_gone(pid) for pid in jobs)
+        assert spy.on_loop == 0, spy.on_loop
