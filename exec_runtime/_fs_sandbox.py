@@ -60,7 +60,8 @@ def guarded(
             return await handler(params)
         for field, need in _PATHS.get(method, []):
             uri = getattr(params, field)
-            _check(plan, path_from_file_uri(uri, _camel(field)), need, _follows(params))
+            follows = method != "fs/remove" and _follows(params)
+            _check(plan, path_from_file_uri(uri, _camel(field)), need, follows)
         result = await handler(params)
         if isinstance(result, wire.FsWalkResult):
             _drop_masked(plan, path_from_file_uri(params.path), result)  # type: ignore[attr-defined]
@@ -86,7 +87,10 @@ def _real(path: str, follow: bool) -> str:
 
 
 def _check(plan: ConfinementPlan, path: str, need: Need, follow: bool) -> None:
-    real = _real(path, follow and need == "read")
+    """``follow``: the operation follows a symlink in the last part (a write through a
+    link writes where it points, so that is what must be writable); ``fs/remove``
+    removes the link itself."""
+    real = _real(path, follow)
     allowed = _RANK[plan.access_of(real)] >= _RANK[need]
     if allowed and need == "write":
         # A write over a tree (recursive remove, copy into it) must not reach a

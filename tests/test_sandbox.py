@@ -916,3 +916,35 @@ async def test_glob_entries_are_expanded_and_bounded(
         await sandbox_client.run(["true"], sandbox=intent, cwd=workspace)
     assert caught.value.code == -32602
     assert "matches more than 4096 paths" in caught.value.message
+
+
+async def test_fs_writes_through_a_symlink_are_checked_where_they_land(
+    sandbox_client: ExecClient, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "w"
+    workspace.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "existing").write_text("keep")
+    (workspace / "to-existing").symlink_to(outside / "existing")
+    (workspace / "to-new").symlink_to(outside / "new")  # dangling
+    (workspace / "to-dir").symlink_to(outside)
+    writable = Sandbox.workspace_write([workspace], writable_tmp=False)
+    fs = sandbox_client.fs
+    (workspace / "src").write_text("data")
+    with trio.fail_after(30):
+        for call in (
+            fs.write_file(workspace / "to-existing", b"pwned", sandbox=writable),
+            fs.write_file(workspace / "to-new", b"pwned", sandbox=writable),
+            fs.write_file(workspace / "to-dir" / "x", b"pwned", sandbox=writable),
+            fs.copy(workspace / "src", workspace / "to-new", sandbox=writable),
+            fs.create_directory(workspace / "to-dir" / "d", sandbox=writable),
+        ):
+            with pytest.raises(ProtocolError) as caught:
+                await call
+            assert caught.value.code == -32600
+        # Removing the link removes the link, which lives in the workspace.
+        await fs.remove(workspace / "to-existing", sandbox=writable)
+    assert (outside / "existing").read_text() == "keep"
+    assert sorted(p.name for p in outside.iterdir()) == ["existing"]
+    assert not (workspace / "to-existing").is_symlink()
