@@ -223,10 +223,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument(
         "--sandbox-mechanisms",
-        default=",".join(defaults.SANDBOX_MECHANISMS),
+        type=_mechanisms,
+        default=defaults.SANDBOX_MECHANISMS,
         metavar="LIST",
         help="mechanisms that may enforce a sandbox, in order of preference "
-        "(bwrap, landlock); 'none' refuses every sandboxed request; default %(default)s",
+        "(bwrap, landlock); 'none' refuses every sandboxed request; default bwrap,landlock",
     )
     sandbox.add_argument(
         "--bwrap-path", metavar="PATH", help="bubblewrap's path (default: bwrap on PATH)"
@@ -301,7 +302,7 @@ def _serve_main(args: argparse.Namespace) -> int:
             fd_reserve=args.fd_reserve,
             require_sandbox=args.require_sandbox,
             default_sandbox=args.default_sandbox,
-            sandbox_mechanisms=_mechanisms(args.sandbox_mechanisms),
+            sandbox_mechanisms=args.sandbox_mechanisms,
             bwrap_path=args.bwrap_path,
         )
         check_startup(config)
