@@ -14,17 +14,28 @@ Public API::
     exec_runtime.tune_malloc()  # opt in, once, in a host that streams a lot of output (glibc)
 """
 
-from ._client import ClientState, ClientStatistics, ExecClient
+from ._client import ClientState, ClientStatistics, CompletedProcess, ExecClient
+from ._client_args import EnvPolicy
 from ._client_process import ProcessHandle, StdinClosedError
 from ._config import ServerConfig
 from ._core.events import Closed, Event, Exited, Failed, Output
 from ._errors import (
+    CalledProcessError,
     ClientClosedError,
+    ConnectError,
+    ConnectionRejectedError,
     ExecRuntimeError,
     ProcessFailed,
     ProtocolError,
+    RemoteFileExistsError,
+    RemoteFileNotFoundError,
+    RemoteIsADirectoryError,
+    RemoteNotADirectoryError,
+    RemoteOSError,
+    RemotePermissionError,
     SandboxDeniedError,
     SessionLostError,
+    TimeoutExpired,
     TransportError,
 )
 from ._malloc import tune_malloc
@@ -33,10 +44,15 @@ from ._sandbox_intent import Sandbox
 from ._server import serve
 
 __all__ = [
+    "CalledProcessError",
     "ClientClosedError",
     "ClientState",
     "ClientStatistics",
     "Closed",
+    "CompletedProcess",
+    "ConnectError",
+    "ConnectionRejectedError",
+    "EnvPolicy",
     "Event",
     "ExecClient",
     "ExecRuntimeError",
@@ -46,11 +62,18 @@ __all__ = [
     "ProcessFailed",
     "ProcessHandle",
     "ProtocolError",
+    "RemoteFileExistsError",
+    "RemoteFileNotFoundError",
+    "RemoteIsADirectoryError",
+    "RemoteNotADirectoryError",
+    "RemoteOSError",
+    "RemotePermissionError",
     "Sandbox",
     "SandboxDeniedError",
     "ServerConfig",
     "SessionLostError",
     "StdinClosedError",
+    "TimeoutExpired",
     "TransportError",
     "open_client",
     "open_local",

@@ -2,7 +2,8 @@
 
 Streams the child's stdout and stderr live, forwards Ctrl-C as an interrupt (in a
 PTY, the terminal's own Ctrl-C byte), forwards piped stdin, and exits with the child's
-exit code (128+N for signal N; 255 if the runtime failed; 2 for a usage error). Without
+exit code (128+N for signal N; 127 if the command was not found, 126 if it cannot be
+executed, as a shell says; 255 if the runtime failed; 2 for a usage error). Without
 ``--url`` it runs in-process. A relative --cwd is taken relative to the current
 directory.
 
@@ -30,19 +31,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
 
 import protocol_schema as wire
 
 from ._client import ExecClient
 from ._client_process import ProcessHandle
 from ._core.events import Closed, Exited, Failed, Output
-from ._errors import ExecRuntimeError
+from ._errors import ConnectError, ConnectionRejectedError, ExecRuntimeError, RemoteOSError
 from ._malloc import tune_malloc
 from ._open import _unwrap_lone_exception, open_client, open_local
 from ._sandbox_intent import Sandbox
 
 RUNTIME_FAILURE = 255  # like ssh: the runtime, not the command, failed
+COMMAND_NOT_FOUND = 127  # as a shell says
+CANNOT_EXECUTE = 126
 USAGE = 2
 SIGPIPE_EXIT = 128 + signal.SIGPIPE  # our reader went away, as for a shell pipeline
 TERMINATE_TIMEOUT = 5.0  # seconds to kill the process on the way out
@@ -58,11 +60,15 @@ def add_run_parser(sub: Any) -> None:
     p_run.add_argument(
         "--url", help="daemon URL (ws:// or wss://HOST:PORT); default: in-process"
     )
-    p_run.add_argument(
+    token = p_run.add_mutually_exclusive_group()
+    token.add_argument(
         "--token",
         default=os.environ.get("EXEC_RUNTIME_TOKEN"),
         help="bearer token (default: $EXEC_RUNTIME_TOKEN, which unlike argv is not "
         "visible to other users)",
+    )
+    token.add_argument(
+        "--token-file", metavar="PATH", help="read the bearer token from this file"
     )
     p_run.add_argument("--tty", action="store_true", help="run in a pseudo-terminal")
     p_run.add_argument(
@@ -196,15 +202,17 @@ class _CliRun:
         url = self.args.url
         try:
             return await self._session()
-        except trio_websocket.ConnectionRejected as exc:
+        except ConnectionRejectedError as exc:
             hint = (
-                " (missing or wrong --token / $EXEC_RUNTIME_TOKEN)"
+                " (missing or wrong --token / --token-file / $EXEC_RUNTIME_TOKEN)"
                 if exc.status_code == 401
                 else ""
             )
             return _fail(f"the daemon refused the connection: HTTP {exc.status_code}{hint}")
-        except trio_websocket.HandshakeError as exc:
-            return _fail(f"cannot connect to {url} (is it an exec-runtime daemon?): {exc}")
+        except ConnectError as exc:
+            return _fail(str(exc))
+        except RemoteOSError as exc:
+            return self._start_failed(exc)
         except ExecRuntimeError as exc:
             return _fail(str(exc))
         except OSError as exc:
@@ -214,11 +222,27 @@ class _CliRun:
         except ValueError as exc:  # a --url without a host or with a bad port, say
             return _fail(f"--url {url}: {exc}" if not self.connected else str(exc))
 
+    def _start_failed(self, exc: RemoteOSError) -> int:
+        """The start failed with an OS error: 127 for a command not found, 126 for
+        one that cannot be executed (as a shell); a bad --cwd is the runtime's 255."""
+        if self.cwd is not None and exc.filename == self.cwd:
+            return _fail(f"--cwd {self.cwd} is not a directory: {exc.strerror}")
+        name = self.argv[0]
+        print(f"exec-runtime run: {name}: {exc.strerror}", file=sys.stderr)
+        if isinstance(exc, FileNotFoundError | NotADirectoryError):
+            return COMMAND_NOT_FOUND
+        if isinstance(exc, PermissionError | IsADirectoryError) or exc.errno == errno.ENOEXEC:
+            return CANNOT_EXECUTE
+        return RUNTIME_FAILURE
+
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[ExecClient]:
         if self.args.url:
             async with open_client(
-                self.args.url, token=self.args.token, client_name="exec-runtime run"
+                self.args.url,
+                token=self.args.token if self.args.token_file is None else None,
+                token_file=self.args.token_file,
+                client_name="exec-runtime run",
             ) as client:
                 self.connected = True
                 yield client
@@ -356,7 +380,7 @@ async def _terminate(proc: ProcessHandle) -> None:
         trio.move_on_after(TERMINATE_TIMEOUT),
         contextlib.suppress(ExecRuntimeError, OSError),
     ):
-        await proc.terminate()
+        await proc.kill()
 
 
 async def _quietly(call: Callable[..., Awaitable[None]], *args: Any) -> None:

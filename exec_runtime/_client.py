@@ -13,7 +13,9 @@ import contextlib
 import enum
 import itertools
 import logging
+import math
 import os
+import signal
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -25,18 +27,28 @@ import trio
 
 import protocol_schema as wire
 
+from ._client_args import (
+    EnvPolicy,
+    check_bool,
+    check_bytes,
+    check_timeout,
+    start_fields,
+)
 from ._client_fs import FsClient
 from ._client_process import ProcessHandle, ProcessStream, StdinClosedError
 from ._core.events import Closed, Exited, Failed, Output, SeqEvent
 from ._core.recovery import GapLost, ReadSnapshot, events_after
 from ._core.reorder import ReorderOverflow
 from ._errors import (
+    CalledProcessError,
     ClientClosedError,
     ExecRuntimeError,
     ProtocolError,
     SandboxDeniedError,
     SessionLostError,
+    TimeoutExpired,
     TransportError,
+    os_error_from,
 )
 from ._paths import uri_for_remote
 from ._redact import redact
@@ -84,6 +96,26 @@ RUN_KILL_WAIT = 1.0
 """How long a cancelled or failed ``run()`` waits for its process's kill to be
 answered before it leaves the kill to a background task (a stalled link)."""
 """How long ``aclose()`` waits for the kills of the processes only it can stop."""
+
+
+class CompletedProcess(subprocess.CompletedProcess[bytes]):
+    """What ``run()`` returns: a ``subprocess.CompletedProcess`` whose ``returncode``
+    follows subprocess (``-N`` for a death by signal N), plus ``exit_code``, the code
+    as the wire reported it (128+N for signal N)."""
+
+    def __init__(
+        self, args: list[str], returncode: int, stdout: bytes, stderr: bytes, *, exit_code: int
+    ) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.exit_code = exit_code
+
+
+def subprocess_returncode(exit_code: int) -> int:
+    """The wire's 128+N (N a signal number) as subprocess reports a death by signal
+    N: ``-N``. The wire cannot tell it from ``exit(128+N)``; other codes unchanged."""
+    if 128 < exit_code < 128 + signal.NSIG:
+        return 128 - exit_code
+    return exit_code
 
 
 class ClientState(enum.Enum):
@@ -273,7 +305,7 @@ class ExecClient:
         *,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
-        env_policy: wire.EnvPolicy | Mapping[str, Any] | None = None,
+        env_policy: EnvPolicy | wire.EnvPolicy | Mapping[str, Any] | None = None,
         tty: bool = False,
         pipe_stdin: bool = False,
         process_id: str | None = None,
@@ -291,9 +323,26 @@ class ExecClient:
         ``sandbox`` (a :class:`Sandbox`, or the raw Codex dict) asks the daemon to
         confine the command; it refuses (``ProtocolError`` -32602) rather than run it
         unconfined. ``handle.sandbox_type`` says how it was confined.
+
+        Every argument is checked first: a mistake is a ``TypeError`` or ``ValueError``
+        and nothing is sent (``env_policy`` is an :class:`EnvPolicy` or a dict of its
+        fields, snake_case or camelCase; ``tty_size`` needs ``tty=True``). A command
+        that is missing or cannot be executed, or a bad ``cwd``, raises the matching
+        ``OSError`` (:class:`RemoteFileNotFoundError`, ... also ``ProtocolError``).
         """
-        if isinstance(argv, str | bytes):
-            raise TypeError("argv must be a sequence of strings, not a string")
+        # Every argument is checked before anything is sent: TypeError / ValueError.
+        fields = start_fields(
+            argv,
+            cwd=cwd,
+            env=env,
+            env_policy=env_policy,
+            tty=tty,
+            pipe_stdin=pipe_stdin,
+            process_id=process_id,
+            tty_size=tty_size,
+            arg0=arg0,
+        )
+        intent = sandbox_intent(sandbox)
         if self._state in (ClientState.FAILED, ClientState.CLOSED):
             raise self._closed_error()
         process_id = process_id or os.urandom(16).hex()  # as unique as uuid4, cheaper
@@ -301,21 +350,21 @@ class ExecClient:
             raise ValueError(f"process id {process_id!r} is already in use by this client")
         params = wire.ProcessStartParams(
             process_id=process_id,
-            argv=[os.fspath(a) for a in argv],
-            cwd=self._cwd_uri(cwd),
-            env=dict(env) if env is not None else {},
+            argv=fields.argv,
+            cwd=self._cwd_uri(fields.cwd),
+            env=fields.env if fields.env is not None else {},
             tty=tty,
         )
-        policy = _env_policy(env, env_policy)
-        if policy is not None:
-            params.env_policy = policy
+        if fields.env_policy is not None:
+            params.env_policy = fields.env_policy
         if pipe_stdin:
             params.pipe_stdin = True
         if arg0 is not None:
             params.arg0 = arg0
-        if tty_size is not None:
-            params.tty_size = wire.TtySize(rows=tty_size[0], cols=tty_size[1])
-        if (intent := sandbox_intent(sandbox)) is not None:
+        if fields.tty_size is not None:
+            rows, cols = fields.tty_size
+            params.tty_size = wire.TtySize(rows=rows, cols=cols)
+        if intent is not None:
             params.sandbox = intent
         # Register first: the process's events may arrive before the start response.
         stream = ProcessStream(process_id)
@@ -341,12 +390,17 @@ class ExecClient:
                 self._nursery.start_soon(self._terminate_quietly, process_id)
             if isinstance(exc, ExecRuntimeError) and self._is_closed():
                 raise self._closed_error() from None  # aclose() cancelled the start
+            if isinstance(exc, ProtocolError) and (mapped := os_error_from(exc)) is not exc:
+                # A missing command, a bad cwd: FileNotFoundError & co., as subprocess.
+                raise mapped from None
             raise
         if self._is_closed():
             # Closed while the reply was on its way: aclose() killed the process.
             raise self._closed_error()
         stream.started = True
-        return ProcessHandle(self, stream, result.sandbox_type)
+        return ProcessHandle(
+            self, stream, result.sandbox_type, stdin_open=pipe_stdin or tty
+        )
 
     async def run(
         self,
@@ -354,37 +408,59 @@ class ExecClient:
         *,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
-        env_policy: wire.EnvPolicy | Mapping[str, Any] | None = None,
+        env_policy: EnvPolicy | wire.EnvPolicy | Mapping[str, Any] | None = None,
         tty: bool = False,
-        input: bytes | None = None,
+        input: bytes | bytearray | memoryview | None = None,
         pipe_stdin: bool = False,
         check: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 (as subprocess.run)
+        tty_size: tuple[int, int] | None = None,
+        arg0: str | None = None,
         sandbox: Sandbox | wire.SandboxIntent | Mapping[str, Any] | None = None,
         task_status: trio.TaskStatus[ProcessHandle] = trio.TASK_STATUS_IGNORED,
-    ) -> subprocess.CompletedProcess[bytes]:
+    ) -> CompletedProcess:
         """Run to completion, like ``trio.run_process`` with captured output.
 
         Completes from pushed events alone. Cancelling it kills the process group.
-        ``check=True`` raises ``subprocess.CalledProcessError`` on a non-zero exit
+        ``check=True`` raises :class:`CalledProcessError` (a
+        ``subprocess.CalledProcessError``) on a non-zero exit
         (:class:`SandboxDeniedError`, a subclass, when the sandbox stopped it).
-        A PTY's output is returned as stdout.
+        A PTY's output is returned as stdout. As in subprocess, ``returncode`` is
+        ``-N`` for a death by signal N (the wire's 128+N is ``exit_code``; the wire
+        cannot tell it from ``exit(128+N)``, so codes 129 to 128+NSIG read as signals).
+
+        ``timeout`` (seconds, from the call): past it the process group is killed
+        and :class:`TimeoutExpired` is raised (a ``subprocess.TimeoutExpired`` and a
+        ``TimeoutError``, with the output so far), whatever ``check`` says.
+        ``input`` must be bytes. Every argument is checked before anything is sent.
 
         As with ``trio.run_process``, ``await nursery.start(client.run, argv)`` returns
         the :class:`ProcessHandle` once the process runs, to signal, resize or (with
         ``pipe_stdin=True``) write to it, while the process lives no longer than the
         nursery. Its events are this call's to consume.
         """
-        if input is not None and pipe_stdin:
+        data = None if input is None else check_bytes(input, "input")
+        check_bool(check, "check")
+        limit = check_timeout(timeout)
+        if data is not None and pipe_stdin:
             raise ValueError("input and pipe_stdin exclude each other: input closes stdin")
-        proc = await self.start(
-            argv,
-            cwd=cwd,
-            env=env,
-            env_policy=env_policy,
-            tty=tty,
-            pipe_stdin=pipe_stdin or input is not None,
-            sandbox=sandbox,
-        )
+        deadline = math.inf if limit is None else trio.current_time() + limit
+        with trio.CancelScope(deadline=deadline) as start_scope:
+            # start() checks the other arguments, and kills a start it gave up on.
+            proc = await self.start(
+                argv,
+                cwd=cwd,
+                env=env,
+                env_policy=env_policy,
+                tty=tty,
+                pipe_stdin=pipe_stdin or data is not None,
+                tty_size=tty_size,
+                arg0=arg0,
+                sandbox=sandbox,
+            )
+        if start_scope.cancelled_caught:
+            assert limit is not None
+            raise TimeoutExpired(list(argv), limit)
         proc._stream.owned_by_run = True  # aclose() kills it with the run in flight
         stdout: list[bytes] = []
         stderr: list[bytes] = []
@@ -393,19 +469,23 @@ class ExecClient:
         feed_errors: list[ExecRuntimeError] = []
         try:
             task_status.started(proc)
-            async with trio.open_nursery() as nursery:
-                if input is not None:
-                    # Fed while the output is consumed (as subprocess's communicate
-                    # does): a child that echoes its input never waits on us.
-                    nursery.start_soon(_feed_stdin, proc, input, feed_errors, nursery)
-                async for event in proc.events():
-                    if isinstance(event, Output):
-                        (stderr if event.stream == "stderr" else stdout).append(event.data)
-                    elif isinstance(event, Exited):
-                        denied = event.sandbox_denied
-                    elif isinstance(event, Failed):
-                        failure.append(event.message)
-                nursery.cancel_scope.cancel()  # closed: its stdin is of no use now
+            with trio.CancelScope(deadline=deadline) as scope:
+                async with trio.open_nursery() as nursery:
+                    if data is not None:
+                        # Fed while the output is consumed (as subprocess's communicate
+                        # does): a child that echoes its input never waits on us.
+                        nursery.start_soon(_feed_stdin, proc, data, feed_errors, nursery)
+                    async for event in proc.events():
+                        if isinstance(event, Output):
+                            (stderr if event.stream == "stderr" else stdout).append(event.data)
+                        elif isinstance(event, Exited):
+                            denied = event.sandbox_denied
+                        elif isinstance(event, Failed):
+                            failure.append(event.message)
+                    nursery.cancel_scope.cancel()  # closed: its stdin is of no use now
+            if scope.cancelled_caught:  # the process is killed on the way out
+                assert limit is not None
+                raise TimeoutExpired(list(argv), limit, b"".join(stdout), b"".join(stderr))
             if feed_errors:
                 raise feed_errors[0]
             if failure:
@@ -414,7 +494,7 @@ class ExecClient:
             confirmed = False
             with trio.CancelScope(shield=True), trio.move_on_after(RUN_KILL_WAIT):
                 try:
-                    await proc.terminate()
+                    await proc.kill()
                     confirmed = True
                 except ClientClosedError:
                     confirmed = True  # aclose() kills a run's process itself
@@ -428,12 +508,13 @@ class ExecClient:
             raise
         if self._final_read:
             await self._read(proc.process_id, 0, wait_ms=0)
-        returncode = await proc.wait()
+        exit_code = await proc.wait()
+        returncode = subprocess_returncode(exit_code)
         out, err = b"".join(stdout), b"".join(stderr)
-        if check and returncode != 0:
-            error = SandboxDeniedError if denied else subprocess.CalledProcessError
-            raise error(returncode, list(argv), out, err)
-        return subprocess.CompletedProcess(list(argv), returncode, out, err)
+        if check and exit_code != 0:
+            error = SandboxDeniedError if denied else CalledProcessError
+            raise error(returncode, list(argv), out, err, exit_code=exit_code)
+        return CompletedProcess(list(argv), returncode, out, err, exit_code=exit_code)
 
     async def environment_info(self) -> wire.EnvironmentInfo:
         return await self._call("environment/info", wire.EmptyParams(), wire.EnvironmentInfo)
@@ -976,15 +1057,3 @@ def _snapshot(result: wire.ProcessReadResult) -> ReadSnapshot:
         closed=result.closed,
         sandbox_denied=result.sandbox_denied,
     )
-
-
-def _env_policy(
-    env: Mapping[str, str] | None, policy: wire.EnvPolicy | Mapping[str, Any] | None
-) -> wire.EnvPolicy | None:
-    if isinstance(policy, wire.EnvPolicy):
-        return policy
-    if policy is not None:
-        return msgspec.convert(dict(policy), wire.EnvPolicy)
-    if env is None:
-        return wire.EnvPolicy(inherit="all")  # no env given: inherit, minus secrets
-    return None

@@ -70,7 +70,7 @@ from protocol_schema.fs import (
 )
 from protocol_schema.sandbox import SandboxIntent
 
-from ._errors import ExecRuntimeError, ProtocolError
+from ._errors import ExecRuntimeError, ProtocolError, os_error_from
 from ._sandbox_intent import Sandbox, sandbox_intent
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ def _from_uri(uri: str, method: str) -> str:
 
 SandboxArg = Sandbox | SandboxIntent | Mapping[str, Any] | None
 P = TypeVar("P", bound=FsParams)
+T = TypeVar("T")
 
 
 def _sandboxed(params: P, sandbox: SandboxArg) -> P:
@@ -140,6 +141,17 @@ class FsClient:
     def __init__(self, client: ExecClient) -> None:
         self._client = client
 
+    async def _call(self, method: str, params: Any, result_type: type[T]) -> T:
+        """A call whose OS errors are raised as such (``RemoteFileNotFoundError``, a
+        ``FileNotFoundError`` and a ``ProtocolError``, ...)."""
+        try:
+            return await self._client._call(method, params, result_type)
+        except ProtocolError as exc:
+            mapped = os_error_from(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+
     # -- whole files -----------------------------------------------------------------
 
     async def read_file(self, path: StrPath, *, sandbox: SandboxArg = None) -> bytes:
@@ -148,7 +160,7 @@ class FsClient:
         A non-regular file (directory, FIFO, device) is -32600 ``path <p> is not a
         file``; the daemon refuses files above 32 MiB (-32600): use :meth:`open_read`.
         """
-        result = await self._client._call(
+        result = await self._call(
             "fs/readFile",
             _sandboxed(FsReadFileParams(path=_to_uri(path)), sandbox),
             FsReadFileResult,
@@ -166,7 +178,7 @@ class FsClient:
         params = FsWriteFileParams(
             path=_to_uri(path), data_base64=base64.b64encode(data).decode("ascii")
         )
-        await self._client._call("fs/writeFile", _sandboxed(params, sandbox), EmptyResult)
+        await self._call("fs/writeFile", _sandboxed(params, sandbox), EmptyResult)
 
     # -- paths and directories -------------------------------------------------------
 
@@ -176,7 +188,7 @@ class FsClient:
         """``mkdir -p`` by default (an existing directory is fine). With
         ``recursive=False``: a missing parent is -32004, an existing path -32600."""
         params = FsCreateDirectoryParams(path=_to_uri(path), recursive=recursive)
-        await self._client._call("fs/createDirectory", _sandboxed(params, sandbox), EmptyResult)
+        await self._call("fs/createDirectory", _sandboxed(params, sandbox), EmptyResult)
 
     async def get_metadata(self, path: StrPath, *, sandbox: SandboxArg = None) -> FsMetadata:
         """The wire :class:`~protocol_schema.fs.FsMetadata` struct.
@@ -187,7 +199,7 @@ class FsClient:
         target (a broken link is -32004). ``created_at_ms`` is the birth time where the
         host has one, else the inode change time.
         """
-        return await self._client._call(
+        return await self._call(
             "fs/getMetadata",
             _sandboxed(FsGetMetadataParams(path=_to_uri(path)), sandbox),
             FsMetadata,
@@ -195,7 +207,7 @@ class FsClient:
 
     async def canonicalize(self, path: StrPath, *, sandbox: SandboxArg = None) -> str:
         """The absolute native path with every symlink resolved; it must exist (-32004)."""
-        result = await self._client._call(
+        result = await self._call(
             "fs/canonicalize",
             _sandboxed(FsCanonicalizeParams(path=_to_uri(path)), sandbox),
             FsCanonicalizeResult,
@@ -208,7 +220,7 @@ class FsClient:
         """The directory's entries sorted by name (at most 50,000), each a wire
         :class:`~protocol_schema.fs.FsDirectoryEntry` (``file_name``, ``is_directory``,
         ``is_file``; symlinks followed)."""
-        result = await self._client._call(
+        result = await self._call(
             "fs/readDirectory",
             _sandboxed(FsReadDirectoryParams(path=_to_uri(path)), sandbox),
             FsReadDirectoryResult,
@@ -243,7 +255,7 @@ class FsClient:
             follow_directory_symlinks=follow_directory_symlinks,
             prune_hidden_directories=prune_hidden_directories,
         )
-        return await self._client._call(
+        return await self._call(
             "fs/walk",
             _sandboxed(FsWalkParams(path=_to_uri(path), options=options), sandbox),
             FsWalkResult,
@@ -264,7 +276,7 @@ class FsClient:
         a missing path a success (else -32004).
         """
         params = FsRemoveParams(path=_to_uri(path), recursive=recursive, force=force)
-        await self._client._call("fs/remove", _sandboxed(params, sandbox), EmptyResult)
+        await self._call("fs/remove", _sandboxed(params, sandbox), EmptyResult)
 
     async def copy(
         self, src: StrPath, dst: StrPath, recursive: bool = False, *, sandbox: SandboxArg = None
@@ -277,7 +289,7 @@ class FsClient:
         params = FsCopyParams(
             source_path=_to_uri(src), destination_path=_to_uri(dst), recursive=recursive
         )
-        await self._client._call("fs/copy", _sandboxed(params, sandbox), EmptyResult)
+        await self._call("fs/copy", _sandboxed(params, sandbox), EmptyResult)
 
     # -- streaming reads ---------------------------------------------------------------
 
@@ -344,8 +356,10 @@ class BlockReader:
         params = FsOpenParams(handle_id=self.handle_id, path=self._uri)
         try:
             await self._client._call("fs/open", params, FsOpenResult)
-        except ProtocolError:
+        except ProtocolError as exc:
             self._closed = True  # the daemon refused: there is no handle
+            if (mapped := os_error_from(exc)) is not exc:
+                raise mapped from None  # FileNotFoundError & co.
             raise
         except BaseException:
             # Cancelled, or the link dropped: the daemon may have opened the handle

@@ -8,6 +8,7 @@ and the consumer itself catches up with ``process/read`` from ``queued_seq``.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Self
 
 import trio
 
+from ._client_args import check_bytes, check_tty_size, signal_name
 from ._core.events import Closed, Event, Exited, Failed, Output, SeqEvent
 from ._core.recovery import GapLost, events_after
 from ._core.reorder import ReorderBuffer, ReorderOverflow
@@ -257,10 +259,16 @@ class ProcessHandle:
     """
 
     def __init__(
-        self, client: ExecClient, stream: ProcessStream, sandbox_type: str = "none"
+        self,
+        client: ExecClient,
+        stream: ProcessStream,
+        sandbox_type: str = "none",
+        *,
+        stdin_open: bool = True,
     ) -> None:
         self._client = client
         self._stream = stream
+        self._stdin_open = stdin_open  # started with pipe_stdin=True, or in a tty
         self.process_id = stream.process_id
         self.sandbox_type = sandbox_type
         """``"linuxSeccomp"`` when the daemon confined the process, else ``"none"``."""
@@ -304,7 +312,9 @@ class ProcessHandle:
         self._client._ack_consumed(stream)  # the daemon may be paused, waiting for it
 
     async def wait(self) -> int:
-        """The exit code (128+N for signal N), once the process is closed."""
+        """The exit code as the wire reports it (128+N for a death by signal N, as a
+        shell's ``$?``), once the process is closed. ``run()`` reports such a death as
+        subprocess does (``-N``)."""
         await self._stream.done.wait()
         if self._stream.failure is not None:
             raise self._stream.failure_error()
@@ -316,28 +326,54 @@ class ProcessHandle:
         event = self._stream.exit_event
         return None if event is None else event.exit_code
 
-    async def write(self, data: bytes) -> None:
-        await self._write(data, close=False)
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write to the process's stdin (``TypeError`` for a ``str``: encode it).
+        :class:`StdinClosedError` if stdin is closed, or was never a pipe (started
+        without ``pipe_stdin=True`` nor ``tty=True``)."""
+        await self._write(check_bytes(data, "data"), close=False)
 
     async def close_stdin(self) -> None:
         await self._write(b"", close=True)
 
     async def _write(self, data: bytes, close: bool) -> None:
+        if not self._stdin_open:
+            raise StdinClosedError(
+                f"process {self.process_id} has no stdin to write to: it was started "
+                "without pipe_stdin=True (or tty=True)"
+            )
         status = await self._client._write(self.process_id, data, uuid.uuid4().hex, close)
         if status == "stdinClosed":
             raise StdinClosedError(f"stdin of process {self.process_id} is closed")
         if status != "accepted":
             raise ExecRuntimeError(f"write to process {self.process_id}: {status}")
 
-    async def signal(self, signal: str) -> None:
-        """``interrupt``, ``terminate``, ``kill`` or ``hangup``, sent to the process group."""
-        await self._client._signal(self.process_id, signal)
+    async def send_signal(self, sig: signal.Signals | int | str) -> None:
+        """Send ``sig`` to the process group (a tty's foreground job too), as
+        ``Popen.send_signal``: a ``signal.Signals``, an int, or a name (``"SIGTERM"``,
+        ``"TERM"``, or the wire's ``"terminate"``). The protocol carries SIGINT,
+        SIGTERM, SIGKILL and SIGHUP; any other is a ``ValueError`` listing them, raised
+        before anything is sent. A no-op once the process exited."""
+        await self._client._signal(self.process_id, signal_name(sig))
 
-    async def terminate(self) -> bool:
-        """SIGKILL the process group. Returns whether it was still running."""
+    async def signal(self, signal: signal.Signals | int | str) -> None:
+        """The same as :meth:`send_signal` (kept for the wire's names: ``"interrupt"``,
+        ``"terminate"``, ``"kill"``, ``"hangup"``)."""
+        await self.send_signal(signal)
+
+    async def terminate(self) -> None:
+        """SIGTERM the process group, as ``Popen.terminate``: the process may catch it.
+        Use :meth:`kill` to be sure it ends."""
+        await self.send_signal(signal.SIGTERM)
+
+    async def kill(self) -> bool:
+        """SIGKILL the process group (a tty's whole session), as ``Popen.kill``; wire
+        ``process/terminate``. Returns whether the process was still running."""
         return await self._client._terminate(self.process_id)
 
     async def resize(self, rows: int, cols: int) -> None:
+        """Set a tty process's window size (each 1-65535; ``ProtocolError`` -32600 for
+        a process without a tty)."""
+        check_tty_size((rows, cols))
         await self._client._resize(self.process_id, rows, cols)
 
 

@@ -134,11 +134,12 @@ def _os_error(exc: OSError, path: str) -> RpcError:
         return RpcError.internal(f"{path}: {len(problems)} paths failed to copy{first}")
     where = exc.filename if isinstance(exc.filename, str) and exc.filename else path
     message = f"{where}: {exc.strerror or exc}"
+    # data: the errno, for the client to raise the matching OSError (an extension).
     if exc.errno in _NOT_FOUND_ERRNOS:
-        return RpcError.not_found(message)
+        return RpcError.not_found(message).with_os_error(exc, where)
     if exc.errno in _INVALID_ERRNOS:
-        return RpcError.invalid_request(message)
-    return RpcError.internal(message)
+        return RpcError.invalid_request(message).with_os_error(exc, where)
+    return RpcError.internal(message).with_os_error(exc, where)
 
 
 def _not_a_file(path: str) -> RpcError:

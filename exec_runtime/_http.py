@@ -39,10 +39,14 @@ class HeadTooLong(BadRequest):
     pass
 
 
-async def read_head(stream: trio.abc.ReceiveStream, max_bytes: int = MAX_HEAD_BYTES) -> bytes:
+async def read_head(
+    stream: trio.abc.ReceiveStream, max_bytes: int = MAX_HEAD_BYTES, *, reject_tls: bool = False
+) -> bytes:
     """An HTTP head (request or response) up to its blank line, and whatever followed it.
 
-    Raises HeadTooLong past ``max_bytes``, EOFError if the stream ends first.
+    Raises HeadTooLong past ``max_bytes``, EOFError if the stream ends first; with
+    ``reject_tls``, BadRequest at once for a TLS ClientHello (a ``wss://`` client of a
+    plain listener), which otherwise waits for a blank line that never comes.
     """
     buffer = bytearray()
     searched = 0  # the blank line cannot end before this
@@ -59,11 +63,13 @@ async def read_head(stream: trio.abc.ReceiveStream, max_bytes: int = MAX_HEAD_BY
         if not data:
             raise EOFError
         buffer += data
+        if reject_tls and buffer.startswith(b"\x16\x03"):  # a TLS handshake record
+            raise BadRequest("a TLS handshake on a plain ws:// listener")
 
 
 async def read_request_head(stream: trio.abc.ReceiveStream) -> RequestHead:
     try:
-        raw = await read_head(stream)
+        raw = await read_head(stream, reject_tls=True)
     except HeadTooLong:
         raise BadRequest("request head too large") from None
     except EOFError:

@@ -185,7 +185,7 @@ async def test_a_write_cancelled_mid_frame_costs_a_reconnect_not_the_session(
             assert info.platform_os
             assert client.statistics().recoveries == 1
             assert client.state is ClientState.CONNECTED
-            assert await proc.terminate() is True
+            assert await proc.kill() is True
             events = [event async for event in proc.events()]
             assert assert_complete(events).exit_code == 137
 
@@ -420,7 +420,7 @@ async def test_a_half_open_old_connection_is_probed_and_closed(
                 await proxy.drop(hold_upstream=True)
                 await until(lambda: client.statistics().recoveries == 1)
                 assert client.state is ClientState.CONNECTED
-                assert await proc.terminate() is True
+                assert await proc.kill() is True
             assert_complete(collector.events)
             assert client.statistics().failed_processes == 0
 
@@ -521,7 +521,7 @@ async def test_a_reorder_buffer_overflow(ack_output: bool) -> None:
                 assert proc._stream.failure is None
                 assert proc._stream.reorder.pending_count == 0
                 await until(lambda: faults.reads >= 1)  # it reads back from the gap
-                assert await proc.terminate() is True
+                assert await proc.kill() is True
                 events = [event async for event in proc.events()]
                 assert isinstance(events[-1], Closed)
             else:
@@ -532,7 +532,7 @@ async def test_a_reorder_buffer_overflow(ack_output: bool) -> None:
 
 
 MUTATIONS: dict[str, Callable[[ExecClient, ProcessHandle, Path], Any]] = {
-    "process/terminate": lambda client, proc, tmp: proc.terminate(),
+    "process/terminate": lambda client, proc, tmp: proc.kill(),
     "process/signal": lambda client, proc, tmp: proc.signal("hangup"),
     "process/resize": lambda client, proc, tmp: proc.resize(30, 100),
     "fs/writeFile": lambda client, proc, tmp: client.fs.write_file(tmp / "f", b"data"),
@@ -553,7 +553,7 @@ async def test_a_mutating_call_cut_in_flight_is_not_replayed(method: str, tmp_pa
                 await MUTATIONS[method](client, proc, tmp_path)
             await until(lambda: client.statistics().recoveries == 1)
             assert faults.counts[method] == 1  # the one that was cut, never re-sent
-            assert await proc.terminate() is True  # the process and the session live on
+            assert await proc.kill() is True  # the process and the session live on
             assert isinstance([e async for e in proc.events()][-1], Closed)
 
 

@@ -644,7 +644,7 @@ class Runner:
             proc.control_log.append((command.signal, outcome))
         elif isinstance(command, Terminate):
             try:
-                outcome = str(await handle.terminate())
+                outcome = str(await handle.kill())  # process/terminate
             except TransportError:
                 outcome = "ambiguous"
             proc.terminates.append(outcome)

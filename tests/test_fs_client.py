@@ -881,5 +881,5 @@ async def test_names_that_are_not_utf8_are_listed_lossily_and_nothing_breaks(
             ("dir\ufffd/bad\ufffd", "file"),
         ]
         assert client.statistics().reconnects == 0
-        assert await proc.terminate() is True
+        assert await proc.kill() is True
         assert await proc.wait() == 137

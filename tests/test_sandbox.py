@@ -538,7 +538,7 @@ async def test_terminate_leaves_nothing_of_a_sandboxed_tree(
             tty=tty,
         )
         await eventually(lambda: len(processes_with(f"sleep\0{marker}")) == 3)
-        await proc.terminate()
+        await proc.kill()
         assert await proc.wait() == 128 + 9
         # Nothing of the tree is left (the setsid one included), nor bwrap itself.
         await eventually(lambda: not processes_with(f"sleep\0{marker}"))
