@@ -4,6 +4,7 @@ Public API::
 
     async with exec_runtime.open_client("ws://127.0.0.1:PORT") as client:   # remote
     async with exec_runtime.open_local() as client:                         # in-process
+    async with exec_runtime.open_pool(["ws://svc.ns:8765"]) as pool:      # many daemons
         result = await client.run(["echo", "hi"])
         proc = await client.start(["sh", "-c", "..."])
         await client.run(["make"], sandbox=exec_runtime.Sandbox.workspace_write(["/src"]))
@@ -40,6 +41,7 @@ from ._errors import (
 )
 from ._malloc import tune_malloc
 from ._open import open_client, open_local
+from ._pool import ExecPool, NoEndpointError, PoolProcessHandle, PoolStatistics, open_pool
 from ._sandbox_intent import Sandbox
 from ._server import serve
 
@@ -55,10 +57,14 @@ __all__ = [
     "EnvPolicy",
     "Event",
     "ExecClient",
+    "ExecPool",
     "ExecRuntimeError",
     "Exited",
     "Failed",
+    "NoEndpointError",
     "Output",
+    "PoolProcessHandle",
+    "PoolStatistics",
     "ProcessFailed",
     "ProcessHandle",
     "ProtocolError",
@@ -77,6 +83,7 @@ __all__ = [
     "TransportError",
     "open_client",
     "open_local",
+    "open_pool",
     "serve",
     "tune_malloc",
 ]

@@ -96,9 +96,7 @@ def test_an_affinity_key_stays_on_its_endpoint_and_waits_while_it_is_down(
     assert pinned is not None and policy.pinned("agent-1") == pinned
     for healthy, load in steps:
         # The pinned endpoint goes up and down and gets busier; others stay as they are.
-        views = [
-            EndpointView(v.name, healthy, load) if v.name == pinned else v for v in views
-        ]
+        views = [EndpointView(v.name, healthy, load) if v.name == pinned else v for v in views]
         placement = policy.place(views, affinity="agent-1")
         if healthy:
             assert placement.endpoint == pinned
