@@ -536,8 +536,9 @@ class ExecPool:
                             log.info("endpoint %s connected (session %d)", ep.url, ep.sessions)
                             self._notify()
                             await self._until_down(client)
-                            ep.last_error = f"its client {client.state.value}"
-                            log.warning("endpoint %s: the client %s", ep.url, client.state.value)
+                            if not self._closed:
+                                ep.last_error = f"its client {client.state.value}"
+                                log.warning("endpoint %s: %s", ep.url, ep.last_error)
                     except ExecRuntimeError as exc:  # ConnectError and its kind
                         ep.last_error = str(exc)
                         log.info("endpoint %s: %s", ep.url, exc)
