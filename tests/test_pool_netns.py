@@ -9,10 +9,10 @@ root and runs them.
 from __future__ import annotations
 
 import sys
-from functools import partial
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any
 
 import pytest
