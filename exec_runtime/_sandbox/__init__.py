@@ -32,84 +32,22 @@ from .._core.sandbox_policy import (
 )
 from .._errors import RpcError
 from .._paths import path_from_file_uri
-from . import _bwrap, _landlock, _seccomp
+from . import _landlock, _seccomp
+from ._facts import MAX_ENTRIES, HostFilesystem, expand_glob, glob_patterns, restricted_entries
+from ._probe import MECHANISMS, Availability, Mechanism, probe
 
-log = logging.getLogger("exec_runtime.sandbox")
+__all__ = [
+    "MECHANISMS",
+    "Availability",
+    "BoundLaunch",
+    "Confinement",
+    "HostFilesystem",
+    "LaunchPieces",
+    "SandboxEnforcer",
+    "probe",
+]
 
-Mechanism = Literal["bwrap", "landlock"]
-MECHANISMS: Final[tuple[Mechanism, ...]] = ("bwrap", "landlock")
 UNENFORCEABLE: Final = "sandbox intent cannot be enforced on this executor: "
-
-
-MAX_GLOB_MATCHES: Final = 4096
-"""A glob entry matching more paths is refused (a mask that covers only some of them
-would fail open, and each match is a mount)."""
-MAX_ENTRIES: Final = 1024
-
-
-def restricted_entries(intent: wire.SandboxIntent) -> list[wire.FileSystemEntry]:
-    profile = intent.permissions
-    if isinstance(profile, wire.ProfileManaged) and isinstance(
-        profile.file_system, wire.FileSystemRestricted
-    ):
-        return profile.file_system.entries
-    return []
-
-
-def glob_patterns(intent: wire.SandboxIntent) -> list[str]:
-    entries = restricted_entries(intent)
-    return [e.path.pattern for e in entries if isinstance(e.path, wire.FileSystemGlob)]
-
-
-def expand_glob(pattern: str) -> list[str]:
-    """Every existing path ``pattern`` matches; blocking (a worker thread runs it)."""
-    matches = list(itertools.islice(globbing.iglob(pattern, recursive=True), MAX_GLOB_MATCHES + 1))
-    if len(matches) > MAX_GLOB_MATCHES:
-        raise Unenforceable(f"the glob {pattern!r} matches more than {MAX_GLOB_MATCHES} paths")
-    return sorted(matches)
-
-
-class HostFilesystem:
-    """The compiler's :class:`~exec_runtime._core.sandbox_policy.HostFacts`, for real.
-
-    Globs come expanded beforehand (``SandboxEnforcer.facts_for``, in a worker thread):
-    a pattern can walk a whole tree, which must not stall the event loop."""
-
-    def __init__(self, globs: Mapping[str, list[str]] | None = None) -> None:
-        self._globs = dict(globs or {})
-
-    def path_from_uri(self, uri: str, field: str) -> str:
-        try:
-            return path_from_file_uri(uri, field)
-        except RpcError as exc:
-            raise PolicyError(exc.message) from None
-
-    def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
-
-    def is_dir(self, path: str) -> bool:
-        return os.path.isdir(path)
-
-    def realpath(self, path: str) -> str:
-        return os.path.realpath(path)
-
-    def gitdir_of(self, path: str) -> str | None:
-        if not os.path.isfile(path):
-            return None
-        try:
-            with open(path, encoding="utf-8", errors="replace") as file:
-                first = file.readline(4096).strip()
-        except OSError:
-            return None
-        if not first.startswith("gitdir:"):
-            return None
-        target = first.removeprefix("gitdir:").strip()
-        return os.path.normpath(os.path.join(os.path.dirname(path), target))
-
-    def glob(self, pattern: str) -> list[str]:
-        if pattern in self._globs:
-            return self._globs[pattern]
-        return expand_glob(pattern)
 
 
 @attrs.frozen
@@ -128,59 +66,6 @@ class LaunchPieces:
     """Put before the command (bwrap and its arguments), or empty."""
     pass_fds: tuple[int, ...]
     preexec: Callable[[], None] | None
-
-
-@attrs.frozen
-class Availability:
-    bwrap: _bwrap.Bwrap | None
-    landlock_abi: int
-    seccomp: _seccomp.SeccompPrograms | None
-    reasons: dict[str, str]
-    """Why each unavailable mechanism is unavailable."""
-
-    def mechanisms(self, allowed: Sequence[str]) -> list[Mechanism]:
-        usable: list[Mechanism] = []
-        if self.seccomp is None:
-            return usable  # both mechanisms rely on the seccomp program
-        if "bwrap" in allowed and self.bwrap is not None:
-            usable.append("bwrap")
-        if "landlock" in allowed and self.landlock_abi > 0:
-            usable.append("landlock")
-        return usable
-
-
-_PROBED: dict[str | None, Availability] = {}
-_PROBE_LOCK = threading.Lock()
-
-
-def probe(bwrap_path: str | None) -> Availability:
-    """Probe once per process (and bwrap path): a few milliseconds, run in a thread."""
-    with _PROBE_LOCK:
-        if bwrap_path not in _PROBED:
-            _PROBED[bwrap_path] = _probe(bwrap_path)
-        return _PROBED[bwrap_path]
-
-
-def _probe(bwrap_path: str | None) -> Availability:
-    reasons: dict[str, str] = {}
-    try:
-        programs: _seccomp.SeccompPrograms | None = _seccomp.compile_programs()
-    except (ImportError, OSError, RuntimeError) as exc:
-        programs = None
-        reasons["seccomp"] = f"libseccomp is unavailable ({exc})"
-    bwrap, why = _bwrap.probe(bwrap_path)
-    if bwrap is None:
-        reasons["bwrap"] = why
-    abi = _landlock.abi_version()
-    if abi == 0:
-        reasons["landlock"] = "Landlock is not enabled in this kernel"
-    available = Availability(bwrap, abi, programs, reasons)
-    log.info(
-        "sandbox mechanisms: %s%s",
-        ", ".join(available.mechanisms(MECHANISMS)) or "none",
-        "".join(f"; {name}: {why}" for name, why in reasons.items()),
-    )
-    return available
 
 
 class SandboxEnforcer:
