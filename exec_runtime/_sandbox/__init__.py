@@ -10,14 +10,10 @@ PTYs, signals and the orphan watchdog are the ordinary ones (``_process.py``).
 
 from __future__ import annotations
 
-import glob as globbing
-import itertools
-import logging
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 import trio
@@ -31,7 +27,6 @@ from .._core.sandbox_policy import (
     compile_plan,
 )
 from .._errors import RpcError
-from .._paths import path_from_file_uri
 from . import _landlock, _seccomp
 from ._facts import MAX_ENTRIES, HostFilesystem, expand_glob, glob_patterns, restricted_entries
 from ._probe import MECHANISMS, Availability, Mechanism, probe
