@@ -52,6 +52,9 @@ log = logging.getLogger("exec_runtime.pool")
 
 T = TypeVar("T")
 
+RESOLVE_TIMEOUT = 10.0
+"""Seconds one resolution may take; past it, it counts as failed (the endpoints stay)."""
+
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """``(host, port)`` -> every address behind ``host`` (IP literals, as strings)."""
 
@@ -477,11 +480,12 @@ class ExecPool:
                 addresses = [source.host]
             else:
                 try:
-                    addresses = list(await self._resolver(source.host, source.port))
-                except (OSError, ValueError) as exc:  # socket.gaierror is an OSError
+                    with trio.fail_after(RESOLVE_TIMEOUT):
+                        addresses = list(await self._resolver(source.host, source.port))
+                except (OSError, ValueError, trio.TooSlowError) as exc:  # gaierror: OSError
                     # Keep what it resolved to last time: a DNS hiccup removes nothing.
                     self._resolution_errors += 1
-                    errors.append(f"{source.host}: {exc}")
+                    errors.append(f"{source.host}: {exc or 'no answer in time'}")
                     log.warning("cannot resolve %s: %s", source.host, exc)
                     continue
             source.urls = [_endpoint_url(source, address) for address in addresses]
@@ -539,7 +543,7 @@ class ExecPool:
                             if not self._closed:
                                 ep.last_error = f"its client {client.state.value}"
                                 log.warning("endpoint %s: %s", ep.url, ep.last_error)
-                    except ExecRuntimeError as exc:  # ConnectError and its kind
+                    except (ExecRuntimeError, OSError) as exc:  # ConnectError and its kind
                         ep.last_error = str(exc)
                         log.info("endpoint %s: %s", ep.url, exc)
                     finally:

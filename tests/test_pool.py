@@ -236,3 +236,23 @@ async def test_bad_arguments_fail_at_once() -> None:
     with pytest.raises(ValueError, match="probe_interval"):
         async with exec_runtime.open_pool(["ws://x:1"], probe_interval=0):
             pass
+
+
+async def test_a_failed_resolution_keeps_the_endpoints(nursery: trio.Nursery) -> None:
+    with trio.fail_after(30):
+        url = await nursery.start(exec_runtime.serve, ServerConfig(listen="ws://127.0.0.2:0"))
+        port = int(url.rsplit(":", 1)[1])
+        failing = False
+
+        async def resolver(host: str, port: int) -> list[str]:
+            await trio.lowlevel.checkpoint()
+            if failing:
+                raise OSError("temporary failure in name resolution")
+            return ["127.0.0.2"]
+
+        async with fast_pool(f"ws://daemons.test:{port}", resolver=resolver) as pool:
+            failing = True
+            errors = pool.statistics().resolution_errors
+            await eventually(lambda: pool.statistics().resolution_errors > errors + 1)
+            assert pool.statistics().healthy == [url]
+            assert (await pool.run(["sh", "-c", "printf still"])).stdout == b"still"
