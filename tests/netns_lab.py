@@ -1,5 +1,7 @@
 """Several "hosts" on one machine: network namespaces joined by a bridge, for tests that
-kill, partition or slow one daemon independently of the others.
+kill or partition one daemon independently of the others (to slow one, put
+``benchmarks.delay_proxy.DelayProxy`` in front of it in the hub: this kernel may lack
+``sch_netem``).
 
 Topology (every address from 198.18.0.0/15, the range reserved for network benchmark
 tests; every interface lives in a namespace this module made, so no packet reaches
@@ -189,11 +191,6 @@ class Lab:
 
     def heal(self, host: Host) -> None:
         _ip("-n", self.hub, "link", "set", host.hub_link, "up")
-
-    def slow(self, host: Host, delay_ms: int) -> None:
-        """Delay what the host sends (tc netem on its eth0); needs sch_netem."""
-        _ip("netns", "exec", host.namespace, "tc", "qdisc", "replace", "dev", "eth0",
-            "root", "netem", "delay", f"{delay_ms}ms")  # fmt: skip
 
     # --- the client side ------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from daemon_process import eventually
 from netns_lab import TOKEN, Host, Lab, LabUnavailable, check_available, open_lab
 
 import exec_runtime
+from benchmarks.delay_proxy import DelayProxy
 from exec_runtime import (
     Closed,
     Event,
@@ -279,3 +280,39 @@ async def test_re_resolution_picks_up_a_new_host(lab: Lab) -> None:
                 for handle in handles:
                     await handle.close_stdin()
                     assert await handle.wait() == 0
+
+
+async def test_a_slowed_host_keeps_its_work_and_takes_none_while_too_slow(lab: Lab) -> None:
+    """One host behind a delay proxy (in the hub): its processes complete byte-exact;
+    once its round trip exceeds the probe timeout it takes no new work, and it takes
+    work again when it is fast again. (No tc netem needed.)"""
+    with trio.fail_after(90):
+        urls = await start_daemons(lab, 3)
+        slow_host = lab.hosts[2]
+        with lab.in_hub():
+            async with trio.open_nursery() as nursery:
+                proxy = await nursery.start(DelayProxy(slow_host.address, lab.port, delay=0.05).run)
+                endpoints = [*urls[:2], proxy.url]
+                async with pool_over(lab, endpoints, probe_timeout=0.5) as pool:
+                    assert len(pool.statistics().healthy) == 3
+                    handles = [await pool.start(streamer(f"s{i}", 50, 0.01)) for i in range(6)]
+                    assert Counter(h.endpoint for h in handles)[proxy.url] == 2
+                    for i, handle in enumerate(handles):
+                        collector = Collector(handle)
+                        await collector.run()
+                        assert collector.stdout == expected(f"s{i}", 50)
+
+                    proxy.delay = 0.4  # a round trip of 0.8 s: past the probe timeout
+                    with trio.fail_after(10):
+                        await eventually(lambda: proxy.url not in pool.statistics().healthy)
+                    placed = [await pool.start(["true"]) for _ in range(4)]
+                    assert proxy.url not in {h.endpoint for h in placed}
+                    for handle in placed:
+                        assert await handle.wait() == 0
+
+                    proxy.delay = 0.0
+                    with trio.fail_after(20):
+                        await eventually(lambda: proxy.url in pool.statistics().healthy)
+                    result = await pool.run(["true"], affinity="slow-again")
+                    assert result.returncode == 0
+                nursery.cancel_scope.cancel()
