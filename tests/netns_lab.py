@@ -1,7 +1,6 @@
 """Several "hosts" on one machine: network namespaces joined by a bridge, for tests that
-kill or partition one daemon independently of the others (to slow one, put
-``benchmarks.delay_proxy.DelayProxy`` in front of it in the hub: this kernel may lack
-``sch_netem``).
+kill, partition or slow one daemon independently of the others (to slow one, a
+:class:`HubDelayProxy` in the hub stands in front of it: no ``sch_netem`` needed).
 
 Topology (every address from 198.18.0.0/15, the range reserved for network benchmark
 tests; every interface lives in a namespace this module made, so no packet reaches
@@ -35,6 +34,8 @@ from typing import Final
 import attrs
 import trio
 from daemon_process import ROOT, Daemon, eventually
+
+from benchmarks.delay_proxy import DelayProxy
 
 NETWORK: Final = ipaddress.ip_network("198.18.0.0/24")
 HUB_ADDRESS: Final = "198.18.0.1"
@@ -223,6 +224,23 @@ class Lab:
                         os.kill(pid, signal.SIGKILL)
                 _ip("netns", "del", name, check=False)
             self._namespaces.clear()
+
+
+class HubDelayProxy(DelayProxy):
+    """``benchmarks.delay_proxy.DelayProxy`` listening on the hub's bridge address (run
+    it in the hub namespace): a host reached through it is slowed by ``delay`` each way."""
+
+    @property
+    def url(self) -> str:
+        return f"ws://{HUB_ADDRESS}:{self.port}"
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[DelayProxy] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host=HUB_ADDRESS)
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self)
+        await trio.serve_listeners(self._handle, listeners)
 
 
 async def _drain(stream: trio.abc.ReceiveStream, into: bytearray, done: trio.Event) -> None:

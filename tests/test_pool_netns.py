@@ -19,10 +19,17 @@ from typing import Any
 import pytest
 import trio
 from daemon_process import eventually
-from netns_lab import TOKEN, Host, Lab, LabUnavailable, check_available, open_lab
+from netns_lab import (
+    TOKEN,
+    Host,
+    HubDelayProxy,
+    Lab,
+    LabUnavailable,
+    check_available,
+    open_lab,
+)
 
 import exec_runtime
-from benchmarks.delay_proxy import DelayProxy
 from exec_runtime import (
     Closed,
     Event,
@@ -283,7 +290,7 @@ async def test_re_resolution_picks_up_a_new_host(lab: Lab) -> None:
 
 
 async def test_a_slowed_host_keeps_its_work_and_takes_none_while_too_slow(lab: Lab) -> None:
-    """One host behind a delay proxy (in the hub): its processes complete byte-exact;
+    """One host behind a delay proxy (on the hub's address): its processes complete byte-exact;
     once its round trip exceeds the probe timeout it takes no new work, and it takes
     work again when it is fast again. (No tc netem needed.)"""
     with trio.fail_after(90):
@@ -291,7 +298,9 @@ async def test_a_slowed_host_keeps_its_work_and_takes_none_while_too_slow(lab: L
         slow_host = lab.hosts[2]
         with lab.in_hub():
             async with trio.open_nursery() as nursery:
-                proxy = await nursery.start(DelayProxy(slow_host.address, lab.port, delay=0.05).run)
+                proxy = await nursery.start(
+                    HubDelayProxy(slow_host.address, lab.port, delay=0.05).run
+                )
                 endpoints = [*urls[:2], proxy.url]
                 async with pool_over(lab, endpoints, probe_timeout=0.5) as pool:
                     assert len(pool.statistics().healthy) == 3
