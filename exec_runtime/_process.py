@@ -550,9 +550,10 @@ async def spawn(spec: SpawnSpec) -> Child:
     if spec.launcher is None:
         child = await spawner(spec, executable, args, (), None)
     else:
+        _check_executable(executable)  # as the unconfined spawn would fail: -32603
         with spec.launcher.pieces(args[0], spec.cwd) as pieces:
-            if pieces.prefix:  # the launcher (bwrap) runs the command by its path
-                args = [*pieces.prefix, executable, *args[1:]]
+            if pieces.prefix:  # the launcher (bwrap) runs the command
+                args = [*pieces.prefix, _launcher_command(spec, executable), *args[1:]]
                 executable = pieces.prefix[0]
             child = await spawner(spec, executable, args, pieces.pass_fds, pieces.preexec)
     try:
@@ -638,6 +639,26 @@ async def _discard(process: trio.Process) -> None:
         pass
     with trio.CancelScope(shield=True):
         await process.wait()
+
+
+def _check_executable(path: str) -> None:
+    """What exec would refuse, refused before a launcher runs (else the launcher would
+    start, fail to exec and exit 1)."""
+    os.stat(path)  # FileNotFoundError, NotADirectoryError, PermissionError
+    if not os.access(path, os.X_OK) or os.path.isdir(path):
+        raise PermissionError(errno.EACCES, f"Permission denied: {path!r}")
+
+
+def _launcher_command(spec: SpawnSpec, executable: str) -> str:
+    """What the launcher execs. It execs that name and passes it as argv[0] (bwrap
+    before 0.9 cannot set argv[0]), so the bare name (``sh``, as without a sandbox)
+    when the child's PATH finds the same file there; else the resolved path."""
+    name = spec.argv[0]
+    if spec.arg0 is None and "/" not in name:
+        found = shutil.which(name, path=spec.env.get("PATH", os.defpath))
+        if found is not None and os.path.realpath(found) == os.path.realpath(executable):
+            return name
+    return executable
 
 
 async def _spawn_pipes(

@@ -83,7 +83,7 @@ class Sandbox:
             file_system=wire.FileSystemRestricted(entries=entries),
             network="enabled" if network else "restricted",
         )
-        intent = wire.SandboxIntent(permissions=profile)
+        intent = wire.SandboxIntent(permissions=profile, windows_sandbox_level="disabled")
         if roots:
             intent = msgspec.structs.replace(
                 intent, workspace_roots=[uri_for_remote(root) for root in roots]

@@ -369,7 +369,10 @@ class Session:
         if self.config.default_sandbox == "workspace-write":
             return Sandbox.workspace_write().intent
         if params.managed_network_value is not None:
-            return wire.SandboxIntent(permissions=wire.ProfileExternal(network="restricted"))
+            return wire.SandboxIntent(
+                permissions=wire.ProfileExternal(network="restricted"),
+                windows_sandbox_level="disabled",
+            )
         return None
 
 

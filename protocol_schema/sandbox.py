@@ -32,6 +32,7 @@ __all__ = [
     "ProfileManaged",
     "SandboxIntent",
     "SandboxType",
+    "SpecialKind",
     "SpecialPath",
     "WindowsSandboxLevel",
 ]
@@ -49,11 +50,24 @@ class _Snake(msgspec.Struct, omit_defaults=True, kw_only=True, tag_field="type")
     """Profile members keep their snake_case names on the wire (as Codex sends them)."""
 
 
-class SpecialPath(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """``kind`` is kept as a string: a kind this daemon does not know grants nothing
-    (PROTOCOL §11), so it must decode, not fail. ``path`` travels with ``unknown``."""
+SpecialKind = Literal[
+    "root",
+    "minimal",
+    "project_roots",
+    "current_working_directory",
+    "tmpdir",
+    "slash_tmp",
+    "unknown",
+]
+"""``current_working_directory`` is the old spelling of ``project_roots``; ``unknown``
+(a kind the sender did not know, with its ``path``) grants nothing. Any other kind is
+refused, as Codex refuses it."""
 
-    kind: str
+
+class SpecialPath(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """``path`` travels with ``unknown``."""
+
+    kind: SpecialKind
     subpath: str | None = None
     path: str | None = None
 
@@ -96,23 +110,25 @@ class ProfileDisabled(_Snake, tag="disabled"):
 class ProfileExternal(_Snake, tag="external"):
     """The host confines the command itself; the daemon applies only the network rule."""
 
-    network: NetworkMode = "restricted"
+    network: NetworkMode
 
 
 class ProfileManaged(_Snake, tag="managed"):
+    """``network`` is required, as Codex requires it."""
+
     file_system: FileSystemPolicy
-    network: NetworkMode = "restricted"
+    network: NetworkMode
 
 
 PermissionProfile = ProfileDisabled | ProfileExternal | ProfileManaged
 
 
 class SandboxIntent(WireStruct, omit_defaults=False):
-    """``windowsSandboxLevel`` is required by Codex daemons, so our client always sends
-    it; ours accepts it absent (it means nothing on Linux)."""
+    """``windowsSandboxLevel`` means nothing on Linux but is required, as Codex
+    requires it."""
 
     permissions: PermissionProfile
-    windows_sandbox_level: WindowsSandboxLevel = "disabled"
+    windows_sandbox_level: WindowsSandboxLevel
     cwd: str | msgspec.UnsetType | None = msgspec.UNSET
     workspace_roots: list[str] | msgspec.UnsetType | None = msgspec.UNSET
     windows_sandbox_private_desktop: bool | msgspec.UnsetType | None = msgspec.UNSET

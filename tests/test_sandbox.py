@@ -432,12 +432,38 @@ async def test_landlock_only_refuses_a_rule_it_cannot_express(
             "subpath",
         ),
         ({"permissions": {"type": "mangled"}}, "$.sandbox.permissions.type"),
+        # Required, as Codex requires them (a host must not rely on a default).
+        (
+            {"permissions": {"type": "managed", "file_system": {"type": "unrestricted"}}},
+            "network",
+        ),
+        ({"permissions": {"type": "external"}}, "network"),
+        ({"windowsSandboxLevel": None}, "windowsSandboxLevel"),
+        (
+            {
+                "permissions": {
+                    "type": "managed",
+                    "network": "restricted",
+                    "file_system": {
+                        "type": "restricted",
+                        "entries": [
+                            {
+                                "path": {"type": "special", "value": {"kind": "bogus"}},
+                                "access": "read",
+                            }
+                        ],
+                    },
+                }
+            },
+            "kind",
+        ),
     ],
 )
 async def test_a_malformed_intent_is_invalid_params_naming_the_field(
     nursery: trio.Nursery, workspace: Path, sandbox: dict[str, Any], field: str
 ) -> None:
     intent = {**Sandbox.read_only().to_dict(), **sandbox}
+    intent = {key: value for key, value in intent.items() if value is not None}
     with trio.fail_after(30):
         reply, marker = await start_error(nursery, ServerConfig(), workspace, sandbox=intent)
     assert reply["error"]["code"] == -32602
@@ -948,3 +974,31 @@ async def test_fs_writes_through_a_symlink_are_checked_where_they_land(
     assert (outside / "existing").read_text() == "keep"
     assert sorted(p.name for p in outside.iterdir()) == ["existing"]
     assert not (workspace / "to-existing").is_symlink()
+
+
+async def test_a_sandboxed_child_sees_its_argv0_as_given(
+    sandbox_client: ExecClient, mechanism: str, workspace: Path
+) -> None:
+    result = await run(
+        sandbox_client, "echo $0", sandbox=confined(Sandbox.read_only(), mechanism), cwd=workspace
+    )
+    assert result.stdout == b"sh\n"
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-executable", "directory"])
+async def test_a_program_that_cannot_run_fails_the_start_as_unsandboxed(
+    sandbox_client: ExecClient, mechanism: str, workspace: Path, kind: str
+) -> None:
+    program = {
+        "missing": "/nonexistent/command",
+        "not-executable": str(workspace / "src.txt"),
+        "directory": "/usr",
+    }[kind]
+    sandbox = confined(Sandbox.read_only(), mechanism)
+    outcomes = []
+    for confinement in (None, sandbox):
+        with trio.fail_after(30), pytest.raises(OSError) as caught:
+            await sandbox_client.run([program], sandbox=confinement, cwd=workspace)
+        assert isinstance(caught.value, ProtocolError)
+        outcomes.append((type(caught.value), caught.value.errno, caught.value.code))
+    assert outcomes[0] == outcomes[1]
