@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import msgspec
 import trio
+from opentelemetry.metrics import MeterProvider
 
 import protocol_schema as wire
 
@@ -50,6 +51,7 @@ from ._errors import (
     TransportError,
     os_error_from,
 )
+from ._metrics import ClientMetrics
 from ._paths import uri_for_remote
 from ._redact import redact
 from ._sandbox_intent import Sandbox, sandbox_intent
@@ -249,6 +251,7 @@ class ExecClient:
         retry_interval: float = RETRY_INTERVAL,
         ack_output: bool = True,
         final_read: bool = False,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._connector = connector
         self._nursery = nursery
@@ -258,6 +261,7 @@ class ExecClient:
         self._ack_output = ack_output
         self._daemon_takes_acks = False  # known once connected: the daemon's capabilities
         self._final_read = final_read  # benchmark A/B only: one read before returning
+        self._metrics = ClientMetrics(meter_provider)  # exec_client_* (``_metrics.py``)
         self._ids = itertools.count(1)
         self._link: _Link | None = None
         self._state = ClientState.RECOVERING
@@ -553,6 +557,7 @@ class ExecClient:
     async def _terminate_on(self, link: _Link, process_id: str) -> None:
         """``process/terminate`` on this link, whatever the client's state; never raises."""
         self._calls["process/terminate"] += 1
+        self._metrics.call("process/terminate")
         params = wire.ProcessTerminateParams(process_id=process_id)
         try:
             await self._call_on(link, "process/terminate", params, wire.ProcessTerminateResult)
@@ -595,6 +600,7 @@ class ExecClient:
     ) -> T:
         """Call on the current link; ``on_send`` runs when the request may reach the daemon."""
         self._calls[method] += 1
+        self._metrics.call(method)
         while True:
             link = await self._connected_link()
             if on_send is not None:
@@ -640,6 +646,7 @@ class ExecClient:
 
     async def _read(self, process_id: str, after_seq: int, wait_ms: int = 0) -> ReadSnapshot:
         self._gap_reads += 1
+        self._metrics.gap_reads.add(1)
         result = await self._call(
             "process/read",
             wire.ProcessReadParams(process_id=process_id, after_seq=after_seq, wait_ms=wait_ms),
@@ -809,6 +816,7 @@ class ExecClient:
         log.warning("%s", message)
         stream.fail(message)
         self._failed_processes += 1
+        self._metrics.failed_processes.add(1)
         self._streams.pop(stream.process_id, None)
         return True
 
@@ -825,6 +833,7 @@ class ExecClient:
         if stream.consumer_failure is None and stream.failure is None:
             log.warning("%s", message)
             self._failed_processes += 1
+            self._metrics.failed_processes.add(1)
             stream.fail_consumer(message)
 
     async def _fill_gaps(self) -> None:
@@ -860,6 +869,8 @@ class ExecClient:
         else:
             self._gap_reads += 1
             self._calls["process/read"] += 1
+            self._metrics.gap_reads.add(1)
+            self._metrics.call("process/read")
             result = await self._call_on(
                 link,
                 "process/read",
@@ -926,6 +937,7 @@ class ExecClient:
             if stream.started:
                 stream.fail(f"the client failed: {exc}")
                 self._failed_processes += 1
+                self._metrics.failed_processes.add(1)
         self._streams.clear()
 
     async def _run_link(
@@ -1016,6 +1028,7 @@ class ExecClient:
 
     async def _recover(self) -> _Link:
         self._reconnects += 1
+        self._metrics.reconnects.add(1)
         with trio.move_on_after(self._recovery_deadline):
             while True:
                 try:
@@ -1042,6 +1055,7 @@ class ExecClient:
                     link.mark_lost()  # out of time, or the client closed: not left open
                     raise
                 self._recoveries += 1
+                self._metrics.recoveries.add(1)
                 return link
         raise TransportError(
             f"could not resume session {self.session_id} within {self._recovery_deadline:g} s"
