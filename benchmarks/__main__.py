@@ -17,7 +17,17 @@ from typing import Any
 
 import trio
 
-from . import concurrency, one_shot, peers, pool, recovery, sandbox, throughput, wide_area
+from . import (
+    concurrency,
+    metrics,
+    one_shot,
+    peers,
+    pool,
+    recovery,
+    sandbox,
+    throughput,
+    wide_area,
+)
 from ._common import Options, ScenarioResult, fmt, render_profiles
 from ._machine import cpu_snapshot, cpu_usage, describe_machine
 
@@ -32,6 +42,7 @@ SCENARIOS: dict[str, Scenario] = {
     peers.NAME: peers.run,
     sandbox.NAME: sandbox.run,
     pool.NAME: pool.run,
+    metrics.NAME: metrics.run,
 }
 
 
