@@ -19,7 +19,7 @@ from protocol_schema import sandbox as wire
 from ._paths import uri_for_remote
 
 
-def _special(kind: str, access: wire.FileSystemAccess) -> wire.FileSystemEntry:
+def _special(kind: wire.SpecialKind, access: wire.FileSystemAccess) -> wire.FileSystemEntry:
     return wire.FileSystemEntry(
         path=wire.FileSystemSpecial(value=wire.SpecialPath(kind=kind)), access=access
     )
