@@ -137,6 +137,8 @@ class Child:
         self.watched = False
         """Registered with the orphan watchdog until released."""
         self.wakeup: _Wakeup | None = None
+        self.release: Callable[[], None] | None = None
+        """The launcher's clean-up, once the process is reaped (sandbox guards)."""
         self._swept: trio.Event | None = None
         """Set once the last sweep of a tty's session asked for by ``kill`` is done."""
         """Its descriptors are taken by ``spawn``, so running out fails the start."""
@@ -335,6 +337,7 @@ class Child:
                     self.returncode = self.process.returncode
                     if self._swept is not None:
                         await self._swept.wait()  # killed: its whole session first
+                    self._release_launcher()  # before the exit is reported, not after
                     batch.append(ChildExited(exit_code_of(self.returncode)))
                     exited = progressed = True
                 if batch:
@@ -393,6 +396,14 @@ class Child:
             self.pty_master = None
         if self.wakeup is not None:
             self.wakeup.close()
+        self._release_launcher()
+
+    def _release_launcher(self) -> None:
+        """The launcher's clean-up, once: when the exit is seen (so a client that saw
+        the exit sees the clean-up done), or when the child is closed without it."""
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
 
 
 ROUND_BYTES: Final = 4 * READ_SIZE
@@ -556,6 +567,7 @@ async def spawn(spec: SpawnSpec) -> Child:
                 args = [*pieces.prefix, _launcher_command(spec, executable), *args[1:]]
                 executable = pieces.prefix[0]
             child = await spawner(spec, executable, args, pieces.pass_fds, pieces.preexec)
+            child.release = pieces.release
     try:
         child.wakeup = _Wakeup(child.process)
     except BaseException:

@@ -72,8 +72,22 @@ async def sandbox_client(
 ) -> AsyncIterator[ExecClient]:
     from tests.conftest import open_backend
 
-    async with open_backend(request.param, nursery, ServerConfig()) as client:
+    # A test that names a mechanism gets a daemon that may use only that one.
+    config = ServerConfig()
+    if "mechanism" in request.fixturenames:
+        config = ServerConfig(sandbox_mechanisms=(request.getfixturevalue("mechanism"),))
+    async with open_backend(request.param, nursery, config) as client:
         yield client
+
+
+async def refused_by_landlock(client: ExecClient, sandbox: Sandbox, cwd: Path) -> None:
+    """Landlock cannot keep an absent .codex/.agents (or a present .git) from being
+    written inside a writable root: a plan with a writable root is refused."""
+    with trio.fail_after(30), pytest.raises(ProtocolError) as caught:
+        await client.run(["true"], sandbox=sandbox, cwd=cwd)
+    assert caught.value.code == -32602
+    assert caught.value.message.startswith(UNENFORCEABLE)
+    assert "Landlock cannot" in caught.value.message
 
 
 async def run(client: ExecClient, script: str, **kwargs: Any) -> Any:
@@ -177,10 +191,8 @@ async def test_workspace_write_grants_the_workspace_only(
     outside.mkdir()
     sandbox = Sandbox.workspace_write([workspace], writable_tmp=False)
     if mechanism == "landlock":
-        # Landlock cannot keep .git read-only inside a writable root: refused (below).
-        for name in (".git", ".codex"):
-            (workspace / name / "hooks").exists() and (workspace / name / "hooks").rmdir()
-            (workspace / name).rmdir()
+        await refused_by_landlock(sandbox_client, confined(sandbox, mechanism), workspace)
+        return
     result = await run(
         sandbox_client,
         f"echo inside > {workspace}/new.txt && cat {workspace}/new.txt; "
@@ -240,11 +252,12 @@ async def test_a_symlink_to_outside_does_not_open_the_outside(
     outside = tmp_path / "secret-dir"
     outside.mkdir()
     (workspace / "link").symlink_to(outside)
+    sandbox = confined(Sandbox.workspace_write([workspace], writable_tmp=False), mechanism)
+    if mechanism == "landlock":
+        await refused_by_landlock(sandbox_client, sandbox, workspace)
+        return
     result = await run(
-        sandbox_client,
-        f"echo pwned > {workspace}/link/x",
-        sandbox=confined(Sandbox.workspace_write([workspace], writable_tmp=False), mechanism),
-        cwd=workspace,
+        sandbox_client, f"echo pwned > {workspace}/link/x", sandbox=sandbox, cwd=workspace
     )
     assert result.returncode != 0
     assert not (outside / "x").exists()
@@ -400,7 +413,7 @@ async def test_landlock_only_refuses_a_rule_it_cannot_express(
         )
     assert reply["error"]["code"] == -32602
     assert UNENFORCEABLE in reply["error"]["message"]
-    assert "Landlock cannot make" in reply["error"]["message"]
+    assert "Landlock cannot" in reply["error"]["message"]
     assert not marker.exists()
 
 
@@ -1002,3 +1015,49 @@ async def test_a_program_that_cannot_run_fails_the_start_as_unsandboxed(
         assert isinstance(caught.value, ProtocolError)
         outcomes.append((type(caught.value), caught.value.errno, caught.value.code))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("tty", [False, True])
+async def test_an_absent_codex_or_agents_cannot_be_created(
+    sandbox_client: ExecClient, tmp_path: Path, tty: bool
+) -> None:
+    """What a later unsandboxed agent run would trust; and the mount points bwrap
+    needed are gone from the host afterwards."""
+    need("bwrap")
+    workspace = tmp_path / "fresh"
+    workspace.mkdir()
+    result = await run(
+        sandbox_client,
+        "mkdir .codex; mkdir -p .agents/x; echo x > .codex/config.toml; touch ok",
+        sandbox=Sandbox.workspace_write([workspace], writable_tmp=False),
+        cwd=workspace,
+        tty=tty,
+    )
+    assert b"File exists" in result.stdout + result.stderr
+    # The mount points are gone before the exit is reported.
+    assert sorted(p.name for p in workspace.iterdir()) == ["ok"]
+
+
+async def test_guards_stay_while_another_sandbox_still_uses_them(
+    sandbox_client: ExecClient, tmp_path: Path
+) -> None:
+    """Removing a guard's mount point lifts it in every sandbox that still has it: the
+    first process to end must leave it to the last."""
+    need("bwrap")
+    workspace = tmp_path / "shared"
+    workspace.mkdir()
+    sandbox = Sandbox.workspace_write([workspace], writable_tmp=False)
+    with trio.fail_after(30):
+        long = await sandbox_client.start(
+            ["sh", "-c", "read line; mkdir .codex && echo created"],
+            sandbox=sandbox,
+            cwd=workspace,
+            pipe_stdin=True,
+        )
+        await run(sandbox_client, "true", sandbox=sandbox, cwd=workspace)
+        await long.write(b"go\n")
+        events = [event async for event in long.events()]
+    output = b"".join(e.data for e in events if isinstance(e, exec_runtime.Output))
+    assert b"created" not in output
+    assert b"File exists" in output
+    assert list(workspace.iterdir()) == []

@@ -31,6 +31,10 @@ FileSystemMode = Literal["restricted", "unrestricted"]
 
 PROTECTED_NAMES = (".git", ".codex", ".agents")
 """Kept read-only inside every writable root (PROTOCOL §11)."""
+GUARDED_WHEN_ABSENT = (".codex", ".agents")
+"""Protected names that, absent from a writable root, the command must not create
+either (agent configuration a later unsandboxed run would trust). ``.git`` may be
+created: ``git init`` in a workspace is ordinary work."""
 MINIMAL_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev")
 """``minimal``: what a process needs to start and run ordinary tools."""
 
@@ -79,7 +83,7 @@ class Mount:
     empty read-only directory or file in place of ``path``), ``symlink`` (``path`` is
     a link to ``target``), or ``dev``/``proc`` (fresh /dev and /proc)."""
 
-    kind: Literal["bind", "ro-bind", "mask", "symlink", "dev", "proc"]
+    kind: Literal["bind", "ro-bind", "mask", "guard", "symlink", "dev", "proc"]
     path: str
     target: str = ""
     is_dir: bool = True
@@ -99,6 +103,10 @@ class ConfinementPlan:
     """The protected paths found inside writable roots (read-only in ``grants``)."""
     masked_files: frozenset[str] = frozenset()
     """Denied paths that are files (masked by an empty file, not an empty directory)."""
+    absent: frozenset[str] = frozenset()
+    """Guarded names (``GUARDED_WHEN_ABSENT``) missing from a writable root: read-only
+    grants on paths that do not exist, which a launcher fills with an empty read-only
+    directory (``guard`` mounts) so the command cannot create them."""
 
     @property
     def confines_files(self) -> bool:
@@ -145,6 +153,8 @@ class ConfinementPlan:
         return steps
 
     def _mount_for(self, grant: Grant) -> Mount:
+        if grant.path in self.absent:
+            return Mount("guard", grant.path)
         if grant.access == "write":
             return Mount("bind", grant.path)
         if grant.access == "read":
@@ -169,7 +179,7 @@ def effective_access(mounts: Iterable[Mount], path: str) -> Access:
     for mount in mounts:
         if mount.kind in ("dev", "proc", "symlink") or not is_within(path, mount.path):
             continue
-        access = {"bind": "write", "ro-bind": "read", "mask": "deny"}[mount.kind]  # type: ignore[assignment]
+        access = {"bind": "write", "ro-bind": "read", "guard": "read", "mask": "deny"}[mount.kind]  # type: ignore[assignment]
     return access
 
 
@@ -213,7 +223,7 @@ def compile_plan(
         for path in _paths_of(entry.path, field, roots, env, facts):
             raw.append(Grant(path, access))
     grants, symlinks = _resolve(raw, facts)
-    grants, protected = _protect(grants, facts)
+    grants, protected, absent = _protect(grants, facts)
     masked_files = frozenset(
         g.path for g in grants if g.access == "deny" and not facts.is_dir(g.path)
     )
@@ -225,6 +235,7 @@ def compile_plan(
         cwd=cwd,
         protected=tuple(protected),
         masked_files=masked_files,
+        absent=frozenset(absent),
     )
 
 
@@ -301,7 +312,7 @@ def _resolve(raw: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[tupl
     by_path: dict[str, Access] = {}
     symlinks: list[tuple[str, str]] = []
     for grant in raw:
-        if not facts.exists(grant.path):
+        if not facts.exists(facts.realpath(grant.path)):
             continue
         real = facts.realpath(grant.path)
         if real != grant.path:
@@ -312,16 +323,20 @@ def _resolve(raw: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[tupl
     return [Grant(path, access) for path, access in by_path.items()], symlinks
 
 
-def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[str]]:
+def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[str], list[str]]:
     """``.git`` (and the directory a ``.git`` file names), ``.codex`` and ``.agents``
     at the top of every writable root become read-only, and so does every grant below
-    them: a protected path is never writable."""
+    them: a protected path is never writable. An absent ``.codex`` or ``.agents`` is
+    guarded too (the third list)."""
     plan = ConfinementPlan("restricted", "restricted", tuple(grants))
     protected: list[str] = []
+    absent: list[str] = []
     for root in plan.writable_roots():
         for name in PROTECTED_NAMES:
             candidate = posixpath.join(root, name) if root != "/" else "/" + name
             if not facts.exists(candidate):
+                if name in GUARDED_WHEN_ABSENT and plan.access_of(candidate) == "write":
+                    absent.append(candidate)
                 continue
             protected.append(facts.realpath(candidate))
             gitdir = facts.gitdir_of(candidate) if name == ".git" else None
@@ -329,7 +344,7 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
                 real_gitdir = facts.realpath(gitdir)
                 if plan.access_of(real_gitdir) == "write":
                     protected.append(real_gitdir)
-    protected = sorted(set(protected))
+    protected = sorted(set(protected) | set(absent))
     result = {g.path: g.access for g in grants}
     for path in protected:
         if plan.access_of(path) == "write":
@@ -337,4 +352,4 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
     for path, access in list(result.items()):
         if access == "write" and any(is_within(path, p) for p in protected):
             result[path] = "read"
-    return [Grant(p, a) for p, a in result.items()], protected
+    return [Grant(p, a) for p, a in result.items()], protected, sorted(set(absent))

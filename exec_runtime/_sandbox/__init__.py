@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from functools import partial
 from typing import Final
 
 import attrs
@@ -27,7 +28,7 @@ from .._core.sandbox_policy import (
     compile_plan,
 )
 from .._errors import RpcError
-from . import _landlock, _seccomp
+from . import _guards, _landlock, _seccomp
 from ._facts import MAX_ENTRIES, HostFilesystem, expand_glob, glob_patterns, restricted_entries
 from ._probe import MECHANISMS, Availability, Mechanism, probe
 
@@ -61,6 +62,8 @@ class LaunchPieces:
     """Put before the command (bwrap and its arguments), or empty."""
     pass_fds: tuple[int, ...]
     preexec: Callable[[], None] | None
+    release: Callable[[], None] | None = None
+    """Run once the process is reaped (guard mount points go, ``_guards.py``)."""
 
 
 class SandboxEnforcer:
@@ -208,7 +211,11 @@ class SandboxEnforcer:
                 fd = _seccomp.program_fd(program)
                 stack.callback(os.close, fd)
                 prefix = available.bwrap.arguments(confinement.plan, fd, argv0, cwd)
-                yield LaunchPieces(prefix, (fd,), None)
+                guards = _guards.acquire(sorted(confinement.plan.absent))
+                with ExitStack() as unwind:  # released here unless the spawn succeeds
+                    unwind.callback(_guards.release, guards)
+                    yield LaunchPieces(prefix, (fd,), None, partial(_guards.release, guards))
+                    unwind.pop_all()
                 return
             ruleset = stack.enter_context(
                 _landlock.ruleset(confinement.plan, available.landlock_abi)

@@ -35,7 +35,7 @@ class Bwrap:
             read_only_after: list[str] = []
             for mount in plan.mounts():
                 args += _mount_arguments(mount)
-                if mount.kind == "mask" and mount.is_dir:
+                if mount.kind == "guard" or (mount.kind == "mask" and mount.is_dir):
                     read_only_after.append(mount.path)
             if not any(g.path == "/" for g in plan.grants):
                 read_only_after.append("/")  # bwrap's own root is a writable tmpfs
@@ -62,7 +62,9 @@ def _mount_arguments(mount: Mount) -> list[str]:
         return ["--bind", mount.path, mount.path]
     if mount.kind == "ro-bind":
         return ["--ro-bind", mount.path, mount.path]
-    if mount.is_dir:  # mask: an empty directory, made read-only once all is mounted
+    if mount.kind == "guard" or mount.is_dir:
+        # An empty directory, made read-only once all is mounted; for a guard, its
+        # mount point is made by the enforcer (``_guards.py``) and removed after.
         return ["--perms", "0555", "--tmpfs", mount.path]
     return ["--ro-bind", "/dev/null", mount.path]
 

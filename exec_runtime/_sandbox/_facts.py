@@ -14,6 +14,7 @@ from protocol_schema import sandbox as wire
 from .._core.sandbox_policy import PolicyError, Unenforceable
 from .._errors import RpcError
 from .._paths import path_from_file_uri
+from . import _guards
 
 MAX_GLOB_MATCHES: Final = 4096
 """A glob entry matching more paths is refused (a mask that covers only some of them
@@ -59,7 +60,7 @@ class HostFilesystem:
             raise PolicyError(exc.message) from None
 
     def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
+        return os.path.lexists(path) and not _guards.held(path)
 
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(path)

@@ -62,6 +62,9 @@ def handled_rights(abi: int) -> int:
 
 def why_not_expressible(plan: ConfinementPlan) -> str | None:
     """Why Landlock cannot enforce ``plan`` exactly, or None if it can."""
+    if plan.absent:
+        names = ", ".join(sorted(plan.absent))
+        return f"Landlock cannot keep {names} from being created in a writable root"
     if plan.network == "local":
         return "Landlock cannot give a command a private network (managedNetwork.allowLocalBinding)"
     rank = {"deny": 0, "read": 1, "write": 2}
