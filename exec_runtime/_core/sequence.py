@@ -6,8 +6,10 @@ observed (a chunk, a stream EOF, the exit) and publishes the events it returns.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
@@ -15,6 +17,11 @@ from .events import Closed, Exited, Output, SeqEvent, StreamName
 
 DEFAULT_RETAIN_BYTES = 1 << 20
 DEFAULT_RETAIN_CHUNKS = 50_000
+CHUNK_COST: Final = 24
+"""What one retained chunk holds beyond its payload: its seq and offset (8 bytes each
+in an array) and its stream code, with the arrays' slack."""
+_STREAMS: Final[tuple[StreamName, ...]] = ("stdout", "stderr", "pty")
+_STREAM_CODES: Final = {name: code for code, name in enumerate(_STREAMS)}
 
 
 class SequenceError(Exception):
@@ -41,28 +48,46 @@ class ReadResult:
 class Retention:
     """A FIFO of output chunks bounded by bytes and by count; the oldest whole chunks go first.
 
-    A list with a moving head (instead of a deque) so reads can bisect by seq. A
-    parallel list of running byte offsets makes "how much is held after seq N" a
-    bisect, not a walk: the sequencer asks it for every chunk it records.
+    Stored flat so a chunk costs little beyond its payload (``CHUNK_COST``): the seqs
+    and the running byte offsets in two arrays, the streams in a bytearray, and the
+    payloads one after another in one buffer (an object per chunk cost ~240 bytes: at
+    the 50,000-chunk cap, 12 MB for 100 KB of 2-byte writes). Reads bisect the seqs;
+    "how much is held after seq N" is a bisect too, since the offsets run on: the
+    sequencer asks it for every chunk it records. ``Output`` objects are made when read.
     """
 
     def __init__(self, limits: RetentionLimits) -> None:
         self.limits = limits
-        self._chunks: list[Output] = []
-        self._offsets: list[int] = []
-        """``_offsets[i]``: the bytes appended before ``_chunks[i]`` (ever, evicted too)."""
+        self._seqs = array("q")
+        self._offsets = array("q")
+        """``_offsets[i]``: the bytes appended before chunk ``i`` (ever, evicted too)."""
+        self._streams = bytearray()
+        self._data = bytearray()
+        """The payloads of the retained chunks; ``_data[0]`` is byte ``_base`` of all
+        output appended."""
+        self._base = 0
         self._appended = 0
         self._head = 0
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._chunks) - self._head
+        return len(self._seqs) - self._head
+
+    @property
+    def cost(self) -> int:
+        """What the retained chunks hold in memory: payload plus ``CHUNK_COST`` each."""
+        return self.bytes + CHUNK_COST * len(self)
+
+    def _end(self, index: int) -> int:
+        return self._offsets[index + 1] if index + 1 < len(self._offsets) else self._appended
 
     def append(self, chunk: Output, keep_after: int | None = None) -> None:
         """Append, then evict the oldest chunks past the limits, except any after
         ``keep_after`` (output an acknowledging client has not acknowledged yet)."""
-        self._chunks.append(chunk)
+        self._seqs.append(chunk.seq)
         self._offsets.append(self._appended)
+        self._streams.append(_STREAM_CODES[chunk.stream])
+        self._data += chunk.data
         self._appended += len(chunk.data)
         self.bytes += len(chunk.data)
         self.trim(keep_after)
@@ -74,46 +99,63 @@ class Retention:
         client holds back is only held until it acknowledges (a closed process gets no
         more appends, and would otherwise keep its unacknowledged tail for its TTL).
         """
-        while len(self) and (
-            self.bytes > self.limits.max_bytes or len(self) > self.limits.max_chunks
+        head = self._head
+        while len(self._seqs) > head and (
+            self.bytes > self.limits.max_bytes or len(self._seqs) - head > self.limits.max_chunks
         ):
-            if keep_after is not None and self._chunks[self._head].seq > keep_after:
+            if keep_after is not None and self._seqs[head] > keep_after:
                 break
-            evicted = self._chunks[self._head]
-            self.bytes -= len(evicted.data)
-            # Drop the data now, not at the next compaction: 32 evicted 256 KiB chunks
-            # held until then were 8 MB of the daemon's RSS. The seq stays for bisect.
-            self._chunks[self._head] = Output(evicted.seq, evicted.stream, b"")
-            self._head += 1
-        if self._head >= 32 and self._head * 2 > len(self._chunks):
-            del self._chunks[: self._head]
-            del self._offsets[: self._head]
+            self.bytes -= self._end(head) - self._offsets[head]
+            head += 1
+        if head == self._head:
+            return
+        self._head = head
+        # Drop the payloads now (a bytearray frees its front without a copy).
+        start = self._offsets[head] if head < len(self._seqs) else self._appended
+        del self._data[: start - self._base]
+        self._base = start
+        if head >= 32 and head * 2 > len(self._seqs):
+            del self._seqs[:head]
+            del self._offsets[:head]
+            del self._streams[:head]
             self._head = 0
 
+    def clear(self) -> None:
+        """Forget every chunk (the process is forgotten)."""
+        self._head = len(self._seqs)
+        self.bytes = 0
+        self._data = bytearray()
+        self._base = self._appended
+
     def first_seq(self) -> int | None:
-        return self._chunks[self._head].seq if len(self) else None
+        return self._seqs[self._head] if len(self) else None
 
     def _index_after(self, after_seq: int) -> int:
         """The index of the first retained chunk with a seq after ``after_seq``."""
-        return bisect_right(self._chunks, after_seq, lo=self._head, key=lambda c: c.seq)
+        return bisect_right(self._seqs, after_seq, lo=self._head)
+
+    def _chunk(self, index: int) -> Output:
+        start = self._offsets[index] - self._base
+        data = bytes(self._data[start : self._end(index) - self._base])
+        return Output(self._seqs[index], _STREAMS[self._streams[index]], data)
 
     def after(self, after_seq: int) -> Iterable[Output]:
         start = self._index_after(after_seq)
-        return (self._chunks[i] for i in range(start, len(self._chunks)))
+        return (self._chunk(i) for i in range(start, len(self._seqs)))
 
     def fits_unacked(self, acked_seq: int, size: int, window: RetentionLimits) -> bool:
         """Whether a chunk of ``size`` bytes keeps the output held after ``acked_seq``
         (retained, not acknowledged yet) within ``window``. With nothing held, any
         chunk fits."""
         start = self._index_after(acked_seq)
-        held_chunks = len(self._chunks) - start
+        held_chunks = len(self._seqs) - start
         if not held_chunks:
             return True
         held_bytes = self._appended - self._offsets[start]
         return held_bytes + size <= window.max_bytes and held_chunks + 1 <= window.max_chunks
 
     def has_after(self, after_seq: int) -> bool:
-        return len(self) > 0 and self._chunks[-1].seq > after_seq
+        return len(self) > 0 and self._seqs[-1] > after_seq
 
 
 class ProcessSequence:
