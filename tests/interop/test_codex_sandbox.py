@@ -44,11 +44,8 @@ D6 (fixed): a sandboxed child's argv[0] was the resolved path on our side; both 
 D7. A missing program under a sandbox (argv ``["/nonexistent/cmd"]``): Codex starts it
     (``linuxSeccomp``), its helper panics, exit 101, ``sandboxDenied: true``; ours
     fails the start with -32603 and the OS error, as both do without a sandbox.
-D8. ``.codex`` or ``.agents`` absent from a writable root: Codex mounts an empty
-    read-only directory there, so the command cannot create them (``mkdir``: File
-    exists, exit 1, not denied) and nothing appears on the host; **ours lets the
-    command create them** (``mkdir`` exits 0, and ``.codex/config.toml`` can be
-    written), although §11 says they stay read-only.
+D8 (fixed): an absent ``.codex``/``.agents`` in a writable root could be created by
+    our sandboxed command; both guard it now with an empty read-only directory.
 D9. ``enforceManagedNetwork`` with ``managedNetwork``: with ``loopbackPorts: [3128]``
     we refuse the start (-32602 ``sandbox intent cannot be enforced``); Codex starts
     it and its helper panics (``managed proxy mode requires proxy environment
@@ -410,10 +407,9 @@ async def test_an_existing_codex_directory_stays_read_only(pair: Pair) -> None:
 
 
 @pytest.mark.parametrize("name", [".codex", ".agents"])
-async def test_known_difference_an_absent_protected_name_can_be_created_here(
-    pair: Pair, name: str
-) -> None:
-    """D8: Codex masks an absent ``.codex``/``.agents`` with a read-only directory."""
+async def test_an_absent_protected_name_cannot_be_created(pair: Pair, name: str) -> None:
+    """Was D8: both put a read-only directory where an absent ``.codex``/``.agents``
+    would be, and leave nothing on the host."""
     outcomes = await both(
         pair,
         lambda place, env: start_params(
@@ -423,13 +419,12 @@ async def test_known_difference_an_absent_protected_name_can_be_created_here(
             sandbox=workspace_write(place),
         ),
     )
-    codex, ours = outcomes["codex"], outcomes["ours"]
-    assert (codex.exit_code, codex.denied) == (1, False), codex
-    assert b"File exists" in codex.output
-    assert not (pair.places["codex"].ws / name).exists()
-    # Ours: the command creates it on the host, and writes into it.
-    assert (ours.exit_code, ours.denied) == (0, False), ours
-    assert (pair.places["ours"].ws / name / "config.toml").read_text() == "x\n"
+    assert_same_run(outcomes, pair)
+    for outcome in outcomes.values():
+        assert (outcome.exit_code, outcome.denied) == (1, False), outcome
+        assert b"File exists" in outcome.output
+    for place in pair.places.values():
+        assert not (place.ws / name).exists()
 
 
 # --- network -----------------------------------------------------------------------------
