@@ -53,9 +53,16 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def load(session: nox.Session) -> None:
-    """The leak and load tests at full size: 10,000 lifecycles, 500 reconnects, 100 MiB."""
+    """The leak and load tests at full size: 10,000 lifecycles, 500 reconnects, 100 MiB;
+    the memory budgets at the sizes of issue 20 (30 MiB reads, 45 MiB writes, 64 streams)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "tests/test_leaks.py", env={"EXEC_RUNTIME_LOAD_FULL": "1"})
+    session.run(
+        "pytest",
+        "-q",
+        "tests/test_leaks.py",
+        "tests/test_memory_budgets.py",
+        env={"EXEC_RUNTIME_LOAD_FULL": "1"},
+    )
 
 
 @nox.session

@@ -14,10 +14,14 @@ from collections.abc import Sequence
 import trio
 
 from . import _config as defaults
+from ._budget import default_budgets
 from ._config import DEFAULT_ACK_WINDOW_BYTES, ServerConfig
 from ._core.sequence import DEFAULT_RETAIN_BYTES
 from ._fds import DEFAULT_FD_RESERVE, raise_nofile_limit
+from ._logging import configure_logging
 from ._malloc import tune_malloc
+from ._metrics_export import otlp_endpoint_from_env
+from ._observability_cli import add_observability_arguments as _add_observability_arguments
 from ._server import StartupError, check_startup, log_state, serve
 
 TOKEN_ENV = "EXEC_RUNTIME_TOKEN"
@@ -81,6 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help=f"{', '.join(LOG_LEVELS)} (any case); default %(default)s",
     )
+    _add_observability_arguments(p_serve)
     p_serve.add_argument(
         "--no-orphan-watchdog",
         dest="orphan_watchdog",
@@ -153,6 +158,22 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="per connection; further requests wait their turn; default %(default)s",
     )
+    output, buffers, connection = default_budgets()
+    for flag, default, what in (
+        ("--daemon-output-bytes", output, "process output held over every process "
+         "(read, retained, unacknowledged); past it the producing processes pause"),
+        ("--daemon-buffer-bytes", buffers, "requests being handled and replies not yet "
+         "written, over every connection; past it connections stop reading"),
+        ("--connection-buffer-bytes", connection, "the same for one connection"),
+    ):
+        limits.add_argument(
+            flag,
+            type=int,
+            default=default,
+            metavar="BYTES",
+            help=f"{what}; default from this machine's memory: %s (docs/security.md)"
+            % default,
+        )
     limits.add_argument(
         "--fd-reserve",
         type=int,
@@ -269,11 +290,7 @@ def _schema_main(out: str) -> int:
 
 
 def _serve_main(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         config = ServerConfig(
             listen=args.listen,
@@ -300,10 +317,15 @@ def _serve_main(args: argparse.Namespace) -> int:
             shutdown_grace=args.shutdown_grace,
             orphan_watchdog=args.orphan_watchdog,
             fd_reserve=args.fd_reserve,
+            daemon_output_bytes=args.daemon_output_bytes,
+            daemon_buffer_bytes=args.daemon_buffer_bytes,
+            connection_buffer_bytes=args.connection_buffer_bytes,
             require_sandbox=args.require_sandbox,
             default_sandbox=args.default_sandbox,
             sandbox_mechanisms=args.sandbox_mechanisms,
             bwrap_path=args.bwrap_path,
+            metrics=args.metrics,
+            metrics_otlp_endpoint=args.metrics_otlp_endpoint or otlp_endpoint_from_env(),
         )
         check_startup(config)
     except (ValueError, StartupError) as exc:

@@ -7,8 +7,10 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from ._budget import default_budgets
 from ._core.sequence import DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_CHUNKS
 from ._fds import DEFAULT_FD_RESERVE
 
@@ -92,6 +94,29 @@ class ServerConfig:
     closed_ttl: float = attrs.field(default=30.0, validator=_not_negative)
     detached_ttl: float = attrs.field(default=30.0, validator=_not_negative)
 
+    # --- memory budgets (``_budget.py``; defaults from the machine's memory) ------------
+    daemon_output_bytes: int = attrs.field(
+        factory=lambda: default_budgets()[0], validator=_positive
+    )
+    """Process output the daemon holds, over every process: read from the children and
+    not yet delivered, retained (payload plus ``CHUNK_COST`` per chunk) and not yet
+    acknowledged. Past it the processes whose output would grow it are paused (their
+    pumps stop reading, so they block on their full pipes). Default: an eighth of the
+    machine's memory, at least 64 MiB."""
+    daemon_buffer_bytes: int = attrs.field(
+        factory=lambda: default_budgets()[1], validator=_positive
+    )
+    """Request payloads read and not yet handled, and replies not yet written, over
+    every connection. Past it every connection stops reading and big replies wait
+    before they are produced. Default: an eighth of the machine's memory, at least
+    128 MiB."""
+    connection_buffer_bytes: int = attrs.field(
+        factory=lambda: default_budgets()[2], validator=_positive
+    )
+    """The same for one connection: past it that connection stops reading (TCP
+    backpressure) and its big replies wait. Default: a sixteenth of the daemon's,
+    between 64 and 512 MiB."""
+
     # --- auth and TLS (PROTOCOL §1) ---------------------------------------------------
     token: str | None = attrs.field(default=None, validator=_valid_token, repr=False)
     """Every WebSocket handshake must carry ``Authorization: Bearer <token>``.
@@ -168,6 +193,13 @@ class ServerConfig:
     tracer_provider: TracerProvider | None = None
     """Where request spans go (PROTOCOL §2 ``trace``); None: OpenTelemetry's global
     provider, which records nothing until an SDK is configured."""
+    meter_provider: MeterProvider | None = None
+    """Where the daemon's metrics go (PROTOCOL §12, ``_metrics.py``); None: the global
+    provider, which records nothing until an SDK is configured."""
+    metrics: bool = False
+    """Serve ``GET /metrics`` (Prometheus text) on the listener; extra ``[prometheus]``."""
+    metrics_otlp_endpoint: str | None = None
+    """Push metrics over OTLP/HTTP (delta temporality) to this URL; extra ``[otlp]``."""
     start_delay: float = 0.0
     """Test hook: hold each process/start in the starting state this long."""
 

@@ -8,9 +8,11 @@ drained by one writer task.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -21,12 +23,17 @@ from opentelemetry.context import Context
 
 import protocol_schema as wire
 
+from ._budget import ByteBudget, reserve_both
 from ._config import DEFAULT_MAX_JSON_VALUES
 from ._core.events import Closed, Exited, Output, SeqEvent
 from ._environment import environment_info
 from ._errors import RpcError
-from ._fs import FsService
+from ._fs import MAX_BLOCK_LEN, MAX_READ_FILE_BYTES, FsService
 from ._fs_sandbox import guarded
+from ._logging import bind_log_context
+from ._metrics import clock
+from ._paths import path_from_file_uri
+from ._process import READ_SIZE
 from ._request_order import RequestOrder, Turn
 from ._sandbox import SandboxEnforcer
 from ._session import Session, SessionRegistry
@@ -47,6 +54,15 @@ MAX_MESSAGE_VALUES: Final = DEFAULT_MAX_JSON_VALUES
 """By default a message holding more JSON values than this is rejected (PROTOCOL §1)."""
 _TOO_DEEP: Final = "malformed message: nested too deeply"
 WRITE_BATCH_BYTES: Final = 512 * 1024
+_COUNTED_REPLY_BYTES: Final = 4096
+"""Replies at least this big count against the buffer budgets until written (smaller
+ones are bounded by the requests in flight, whose payloads count)."""
+_SMALL_REPLY_BYTES: Final = 64 * 1024
+_LISTING_REPLY_BYTES: Final = 8 << 20
+"""Reserved for an fs/readDirectory or fs/walk reply before it is listed (settled to
+its real size once encoded)."""
+_REPLY_CHARGE: contextvars.ContextVar[list[int]] = contextvars.ContextVar("reply_charge")
+"""In a request's task: the bytes held for its reply in the buffer budgets."""
 """The writer joins queued frames into one write up to about this size."""
 
 
@@ -138,9 +154,17 @@ class Connection:
         self.initialized = False
         self.fs = FsService()
         self._sandbox = SandboxEnforcer(self.config.sandbox_mechanisms, self.config.bwrap_path)
-        self._outbox_send, self._outbox_receive = trio.open_memory_channel[Frame](
+        # Each frame with the bytes it holds in the buffer budgets (a reply's), given
+        # back once it is written.
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[tuple[Frame, int]](
             registry.config.outbox_frames
         )
+        self.buffers = ByteBudget(registry.config.connection_buffer_bytes, "connection")
+        """Request payloads read and not yet handled, replies not yet written; every
+        charge here is also one to the daemon's ``registry.buffer_budget``."""
+        self._shared_buffers = registry.buffer_budget
+        self.reader_waiting = False
+        """The reader waits for room in the buffer budgets (for the state summary)."""
         self._send_lock = trio.StrictFIFOLock()
         self._unsent = 0
         """Frames in the outbox or held by the writer: while any, nobody writes directly."""
@@ -157,6 +181,8 @@ class Connection:
         self._replied = trio.Event()  # set (and replaced) as each one is answered
         self._writer_done = trio.Event()
         self._tracer_provider = registry.config.tracer_provider
+        self._metrics = registry.metrics
+        self._received = 0.0  # when the message being dispatched was read (metrics)
         self._handlers: dict[str, Handler] = {
             "environment/info": self._environment_info,
             "environment/status": self._environment_status,
@@ -182,9 +208,17 @@ class Connection:
         for method, handler in list(self._handlers.items()):
             if method.startswith("fs/"):
                 self._handlers[method] = guarded(method, handler, self._sandbox)
+        for method, estimate in (
+            ("fs/readFile", self._read_file_reply),
+            ("fs/readBlock", self._read_block_reply),
+            ("fs/readDirectory", self._listing_reply),
+            ("fs/walk", self._listing_reply),
+        ):
+            self._handlers[method] = self._reserving(estimate, self._handlers[method])
 
     async def serve(self) -> None:
         """Serve until the peer goes away; then detach the session and close handles."""
+        ended = self._metrics.connection_opened(self.transport)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
@@ -195,6 +229,9 @@ class Connection:
                     self._detach()
                     nursery.cancel_scope.cancel()
         finally:
+            ended()
+            # Every task is done: what is still charged are frames never written.
+            self._release(self.buffers.used)
             with trio.CancelScope(shield=True):
                 await self.fs.aclose()
 
@@ -229,15 +266,16 @@ class Connection:
 
     async def _write_outbox(self) -> None:
         async with self._outbox_receive:
-            async for frame in self._outbox_receive:
+            async for frame, charged in self._outbox_receive:
                 batch, size = [frame], _size(frame)
                 while size < WRITE_BATCH_BYTES:
                     try:
-                        frame = self._outbox_receive.receive_nowait()
+                        frame, more = self._outbox_receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):  # EndOfChannel: closing
                         break
                     batch.append(frame)
                     size += _size(frame)
+                    charged += more
                 async with self._send_lock:
                     try:
                         await self.transport.send_messages(batch)
@@ -245,8 +283,12 @@ class Connection:
                         return
                     finally:
                         self._unsent -= len(batch)
+                        del batch, frame
+                        self._release(charged)
 
-    async def _send_frames(self, frames: list[Frame]) -> None:
+    async def _send_frames(self, frames: list[Frame], charged: int = 0) -> None:
+        """Write ``frames``, or queue them. ``charged``: bytes the last one holds in
+        the buffer budgets, given back once it is written (or never will be)."""
         try:
             if self._unsent == 0 and not self._send_lock.locked():
                 self._send_lock.acquire_nowait()  # no yield between the check and this
@@ -255,27 +297,68 @@ class Connection:
                 finally:
                     self._send_lock.release()
                 return
-            for frame in frames:
+            for index, frame in enumerate(frames):
+                item = (frame, charged if index == len(frames) - 1 else 0)
                 self._unsent += 1
                 try:
-                    self._outbox_send.send_nowait(frame)
+                    self._outbox_send.send_nowait(item)
                 except trio.WouldBlock:
                     try:
-                        await self._outbox_send.send(frame)
+                        await self._outbox_send.send(item)
                     except BaseException:
                         self._unsent -= 1
                         raise
+                if item[1]:
+                    charged = 0  # the writer gives it back
         except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the connection is going away; a detached session retains state
+        finally:
+            self._release(charged)
+
+    # --- buffer budgets ---------------------------------------------------------------
+
+    def _charge(self, size: int) -> None:
+        self.buffers.charge(size)
+        self._shared_buffers.charge(size)
+
+    def _release(self, size: int) -> None:
+        size = min(size, self.buffers.used)
+        self.buffers.release(size)
+        self._shared_buffers.release(size)
+
+    async def _wait_for_room(self) -> None:
+        """Before reading a request: past either buffer budget, stop reading (the peer
+        meets TCP backpressure) until replies are written and requests handled."""
+        while self.buffers.full or self._shared_buffers.full:
+            self.reader_waiting = True
+            self._shared_buffers.waiting += 1  # counted in the daemon's state summary
+            try:
+                budget = self.buffers if self.buffers.full else self._shared_buffers
+                await budget.wait_freed(counted=False)
+            finally:
+                self.reader_waiting = False
+                self._shared_buffers.waiting -= 1
+
+    async def _reserve_reply(self, size: int) -> None:
+        """A handler about to produce a big result: wait until ``size`` bytes fit both
+        budgets (or nothing is held), then hold them for its reply (``_answer``
+        settles the hold to the encoded reply's size and gives it back once written)."""
+        charge = _REPLY_CHARGE.get(None)
+        if charge is None:
+            return
+        await reserve_both(self.buffers, self._shared_buffers, size)
+        charge[0] += size
 
     async def _send(self, message: Any) -> None:
         await self._send_frames([self.codec.encode_pieces(message)])
 
-    async def _send_error(self, request_id: wire.RequestId, code: int, message: str) -> None:
+    async def _send_error(
+        self, request_id: wire.RequestId, code: int, message: str, data: Any = None
+    ) -> None:
         # A message may quote an OS path that is not UTF-8 (surrogate escapes), which
         # neither JSON nor msgpack can carry: its undecodable bytes become U+FFFD.
         message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        error = wire.ErrorObject(code=code, message=message)
+        error = wire.ErrorObject(code=code, message=message, data=data)
         await self._send(wire.ErrorResponse(id=request_id, error=error))
 
     async def send_process_events(self, process_id: str, events: list[SeqEvent]) -> None:
@@ -296,60 +379,81 @@ class Connection:
         """Read and dispatch until the input ends; True if the peer ended it cleanly
         and may still read replies, False if the connection is gone."""
         while True:
+            await self._wait_for_room()
             try:
                 data = await self.transport.receive_message()
             except InputEnded:
                 return True
             except TransportClosed:
                 return False
-            over_limit = _value_limit_error(self.codec, data, self._max_values)
-            if over_limit is not None:
-                await self._send_error(
-                    over_limit, wire.errors.INVALID_REQUEST, self._too_many_values
-                )
-                continue
+            # Held until its handler is done (the params hold its payload), or until
+            # it is answered here.
+            held = len(data)
+            self._charge(held)
             try:
-                message = self.codec.decode_message(data)
-            except wire.MalformedMessage as exc:
-                await self._send_error(
-                    wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, str(exc)
-                )
-                continue
-            except RecursionError:
-                await self._send_error(
-                    wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, _TOO_DEEP
-                )
-                continue
-            try:
-                await self._dispatch(message, nursery)
-            except Exception as exc:  # a bug must not take the connection down
-                log.exception("internal error dispatching a message")
-                if isinstance(message.id, int | str) and not isinstance(message.id, bool):
-                    await self._send_error(
-                        message.id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
-                    )
+                handed = await self._take(data, nursery, held)
+            finally:
+                del data
+                if not handed:
+                    self._release(held)
 
-    async def _dispatch(self, message: wire.IncomingMessage, nursery: trio.Nursery) -> None:
+    async def _take(
+        self, data: bytes | bytearray | str, nursery: trio.Nursery, held: int
+    ) -> bool:
+        """Check, decode and dispatch one message: True if a handler task took it (and
+        with it the ``held`` bytes)."""
+        over_limit = _value_limit_error(self.codec, data, self._max_values)
+        if over_limit is not None:
+            await self._send_error(over_limit, wire.errors.INVALID_REQUEST, self._too_many_values)
+            return False
+        try:
+            message = self.codec.decode_message(data)
+        except wire.MalformedMessage as exc:
+            await self._send_error(wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, str(exc))
+            return False
+        except RecursionError:
+            await self._send_error(wire.errors.MALFORMED_ID, wire.errors.INVALID_REQUEST, _TOO_DEEP)
+            return False
+        self._received, before = clock(), self.session
+        try:
+            handed = await self._dispatch(message, nursery, held)
+            if not handed and message.method is not None and message.id is not msgspec.UNSET:
+                # Answered inline: only a successful initialize changes the session.
+                success = self.session is not before
+                self._metrics.request_answered_inline(message.method, success, self._received)
+            return handed
+        except Exception as exc:  # a bug must not take the connection down
+            log.exception("internal error dispatching a message")
+            if isinstance(message.id, int | str) and not isinstance(message.id, bool):
+                await self._send_error(
+                    message.id, wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
+                )
+            return False
+
+    async def _dispatch(
+        self, message: wire.IncomingMessage, nursery: trio.Nursery, held: int = 0
+    ) -> bool:
+        """True if a handler task took the request (and its ``held`` bytes)."""
         if message.id is msgspec.UNSET:
             self._notification(message)
-            return
+            return False
         request_id = message.id
         if request_id is None or message.method is None:
             if message.method is None and (len(message.result) or message.error is not None):
                 log.debug("ignoring a response to id %r we never sent", request_id)
-                return
+                return False
             await self._send_error(
                 wire.errors.MALFORMED_ID if request_id is None else request_id,
                 wire.errors.INVALID_REQUEST,
                 "invalid request: a request needs an id and a method",
             )
-            return
+            return False
         spec = wire.METHODS.get(message.method)
         if spec is None:
             await self._send_error(
                 request_id, wire.errors.METHOD_NOT_FOUND, f"unknown method {message.method}"
             )
-            return
+            return False
         try:
             if message.method != "initialize":
                 self._check_handshake(spec)
@@ -357,19 +461,19 @@ class Connection:
             if message.method == "initialize":
                 result = await self._initialize(params)
                 await self._send(wire.Response(id=request_id, result=result))
-                return
+                return False
         except wire.InvalidParams as exc:
             await self._send_error(request_id, wire.errors.INVALID_PARAMS, str(exc))
-            return
+            return False
         except RpcError as exc:
-            await self._send_error(request_id, exc.code, exc.message)
-            return
+            await self._send_error(request_id, exc.code, exc.message, exc.data)
+            return False
         except RecursionError:
             await self._send_error(request_id, wire.errors.INVALID_PARAMS, "params nest too deeply")
-            return
+            return False
         except (UnicodeDecodeError, msgspec.DecodeError) as exc:  # e.g. invalid UTF-8 in a string
             await self._send_error(request_id, wire.errors.INVALID_PARAMS, f"invalid params: {exc}")
-            return
+            return False
         try:
             self._request_slots.acquire_nowait()  # a free slot costs no scheduler round
         except trio.WouldBlock:
@@ -388,8 +492,17 @@ class Connection:
         parent = parent_of(self.codec, message.trace)  # the span's: None for a root
         self._in_flight += 1
         nursery.start_soon(
-            self._handle, request_id, handler, params, turn, message.method, parent
+            self._handle,
+            request_id,
+            handler,
+            params,
+            turn,
+            message.method,
+            parent,
+            held,
+            self._received,
         )
+        return True
 
     def _notification(self, message: wire.IncomingMessage) -> None:
         if message.method == wire.INITIALIZED and self.session is not None:
@@ -431,16 +544,24 @@ class Connection:
         turn: Turn,
         method: str,
         parent: Context | None,
+        held: int = 0,
+        received: float = 0.0,
     ) -> None:
         """Run one request, in its span; its slot is freed once the reply is queued (so
-        replies waiting on a full outbox count against the limit too)."""
+        replies waiting on a full outbox count against the limit too), and the request's
+        ``held`` bytes once it is answered."""
+        started, outcome = self._metrics.request_started(method, received), "disconnected"
         try:
             with request_span(self._tracer_provider, method, parent) as current:
                 error = await self._answer(request_id, handler, params, turn)
                 if error is not None:
-                    _mark_error(current, *error)
+                    _mark_error(current, error[0], error[1])
                     await self._send_error(request_id, *error)
+                outcome = "success" if error is None else "error"
         finally:
+            self._metrics.request_done(method, outcome, started)
+            del params, handler  # the payload goes with them
+            self._release(held)
             self._order.acted(turn)
             self._request_slots.release()
             self._in_flight -= 1
@@ -449,34 +570,78 @@ class Connection:
 
     async def _answer(
         self, request_id: wire.RequestId, handler: Handler, params: Any, turn: Turn
-    ) -> tuple[int, str] | None:
+    ) -> tuple[int, str] | tuple[int, str, Any] | None:
         """Run the handler once its turn came and send its result; or return the error
         (code, message) to answer instead."""
         for earlier in turn.waits:
             await earlier.wait()
+        charge = [0]  # what the handler reserved for its reply (``_reserve_reply``)
+        _REPLY_CHARGE.set(charge)  # this task's own context
         try:
-            result = await handler(params)
-        except RpcError as exc:
-            return exc.code, exc.message
-        except Exception as exc:  # a bug must not take the connection down
-            log.exception("internal error in a handler")
-            return wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
+            try:
+                result = await handler(params)
+            except RpcError as exc:
+                return exc.code, exc.message, exc.data
+            except Exception as exc:  # a bug must not take the connection down
+                log.exception("internal error in a handler")
+                return wire.errors.INTERNAL_ERROR, f"internal error: {exc}"
+            try:
+                frame = self.codec.encode_pieces(wire.Response(id=request_id, result=result))
+            except Exception as exc:  # a result the wire cannot carry: our bug
+                log.exception("internal error encoding a result")
+                message = f"internal error: the result cannot be encoded: {exc}"
+                return wire.errors.INTERNAL_ERROR, message
+            del result  # only the frame is held while it waits to be written
+            size, limit = _size(frame), self._result_limit
+            if size > limit:
+                # The client would close the connection on it (1009), and one that
+                # retries reads after a reconnect would ask again: a loop. Say so.
+                return wire.errors.INVALID_REQUEST, (
+                    f"the result is {size} bytes, over the {limit}-byte message limit; "
+                    "ask for less"
+                )
+            if size >= _COUNTED_REPLY_BYTES or charge[0]:
+                # Held until written: settle the reservation to the frame's size.
+                if size > charge[0]:
+                    self._charge(size - charge[0])
+                else:
+                    self._release(charge[0] - size)
+                charge[0] = 0
+                await self._send_frames([frame], size)
+            else:
+                await self._send_frames([frame])
+            return None
+        finally:
+            self._release(charge[0])
+
+    # --- big replies: room in the buffer budgets before they are produced ------------
+
+    def _reserving(self, estimate: Callable[[Any], Awaitable[int]], handler: Handler) -> Handler:
+        async def reserving(params: Any) -> Any:
+            await self._reserve_reply(await estimate(params))
+            return await handler(params)
+
+        return reserving
+
+    async def _read_file_reply(self, params: wire.FsReadFileParams) -> int:
+        """At its peak a read holds the file about five times (the pieces read, their
+        join, the base64 bytes, their text, the encoded reply): what its size at a stat
+        says, up to fs/readFile's limit. A file that grows meanwhile is charged for the
+        difference when its reply is encoded."""
         try:
-            frame = self.codec.encode_pieces(wire.Response(id=request_id, result=result))
-        except Exception as exc:  # a result the wire cannot carry: our bug
-            log.exception("internal error encoding a result")
-            message = f"internal error: the result cannot be encoded: {exc}"
-            return wire.errors.INTERNAL_ERROR, message
-        size, limit = _size(frame), self._result_limit
-        if size > limit:
-            # The client would close the connection on it (1009), and one that retries
-            # reads after a reconnect would ask again: a loop. Say so instead.
-            return wire.errors.INVALID_REQUEST, (
-                f"the result is {size} bytes, over the {limit}-byte message limit; "
-                "ask for less"
-            )
-        await self._send_frames([frame])
-        return None
+            path = path_from_file_uri(params.path)
+            follow = params.follow_symlinks
+            stat = await trio.to_thread.run_sync(lambda: os.stat(path, follow_symlinks=follow))
+            size = stat.st_size
+        except (RpcError, OSError, ValueError):
+            return _SMALL_REPLY_BYTES  # the handler answers the error
+        return 5 * min(size, MAX_READ_FILE_BYTES) + _SMALL_REPLY_BYTES
+
+    async def _read_block_reply(self, params: wire.FsReadBlockParams) -> int:
+        return 3 * max(0, min(params.len, MAX_BLOCK_LEN)) + _SMALL_REPLY_BYTES
+
+    async def _listing_reply(self, params: Any) -> int:
+        return _LISTING_REPLY_BYTES
 
     # --- handshake ------------------------------------------------------------------
 
@@ -491,6 +656,7 @@ class Connection:
             session = await self.registry.create()
             session.attach(self, acking=params.process_ack)
         self.session = session
+        bind_log_context(session=session.fingerprint)  # this connection's tasks' logs
         log.info("client %r attached to session %s", params.client_name, session.fingerprint)
         await self._sandbox.prepare()
         return wire.InitializeResult(
@@ -539,6 +705,12 @@ class Connection:
         if wait_ms > 0:
             deadline = trio.current_time() + wait_ms / 1000 if wait_ms < math.inf else math.inf
             await managed.sequencer.wait_readable(after_seq, deadline, self._check_attached)
+        # Room for the reply before it is built: the chunks' copies, their encoding.
+        retention = managed.sequencer.sequence.retention
+        payload = retention.bytes
+        if params.max_bytes is not None:
+            payload = min(payload, params.max_bytes + READ_SIZE)
+        await self._reserve_reply(3 * payload + 256 * len(retention) + _SMALL_REPLY_BYTES)
         result = managed.sequencer.sequence.read(after_seq, params.max_bytes)
         return wire.ProcessReadResult(
             chunks=[

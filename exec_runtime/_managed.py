@@ -9,11 +9,13 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ._budget import Account, ByteBudget
 from ._core.events import SeqEvent
 from ._core.sandbox_denial import DenialScanner
 from ._core.sequence import ProcessSequence, RetentionLimits
 from ._errors import RpcError
 from ._fds import FD_BUDGET, START_FDS
+from ._metrics import NO_METRICS, NO_PROCESS
 from ._process import Child, ChildMessage, SpawnSpec, spawn
 from ._sequencer import Sequencer
 from ._stdin import StdinWriter
@@ -43,8 +45,10 @@ class ManagedProcess:
         publish: Callable[[str, list[SeqEvent]], Awaitable[None]],
         flow_controlled: Callable[[], bool] = lambda: False,
         ack_window: RetentionLimits | None = None,
+        output_budget: ByteBudget | None = None,
     ) -> None:
         self.process_id = process_id
+        self._output_budget = output_budget
         self.state = State.STARTING
         self._limits = limits
         self._publish = publish
@@ -56,6 +60,8 @@ class ManagedProcess:
         self.child: Child | None = None
         self.sequencer: Sequencer | None = None
         self.stdin: StdinWriter | None = None
+        self.metrics = NO_METRICS
+        self._record = NO_PROCESS  # its end, recorded once (``_metrics.py``)
 
     @property
     def exited(self) -> bool:
@@ -94,29 +100,40 @@ class ManagedProcess:
                 async with FD_BUDGET.claim(START_FDS, "process/start"):
                     child = await spawn(spec)
             except OSError as exc:
-                raise RpcError.internal(str(exc)) from None
+                # data carries the errno: the client raises FileNotFoundError & co.
+                raise RpcError.internal(str(exc)).with_os_error(exc) from None
         if child is None or self._start_cancelled:
             if child is not None:
                 await child.aclose()
             raise RpcError.invalid_request(f"process {self.process_id} start was cancelled")
         try:
-            await self._supervise(child, task_status, sandboxed=spec.sandboxed)
+            try:
+                await self._supervise(child, task_status, sandboxed=spec.sandboxed)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await child.aclose()
+                self._record.ended()  # reaped: killed by the daemon unless it exited
+            with self._closed_ttl_scope:
+                await trio.sleep(closed_ttl)
         finally:
-            with trio.CancelScope(shield=True):
-                await child.aclose()
-        with self._closed_ttl_scope:
-            await trio.sleep(closed_ttl)
+            # Forgotten (or ended): what it held leaves the daemon's output budget.
+            child.in_flight.close()
+            if self.sequencer is not None:
+                self.sequencer.release_all()
 
     async def _supervise(
         self, child: Child, task_status: trio.TaskStatus[None], *, sandboxed: bool
     ) -> None:
         self.child = child
+        child.in_flight = Account(self._output_budget)
         self.sequencer = Sequencer(
             ProcessSequence(child.streams, self._limits),
             lambda events: self._publish(self.process_id, events),
             self._flow_controlled,
             self._ack_window,
             DenialScanner() if sandboxed else None,
+            child.in_flight,
+            self._output_budget,
         )
         self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
         send, receive = trio.open_memory_channel[list[ChildMessage]](CHANNEL_CAPACITY)
@@ -125,6 +142,8 @@ class ManagedProcess:
             if child.stdin is not None:
                 nursery.start_soon(self.stdin.run)
             self.state = State.RUNNING
+            self._record = self.metrics.process_started()
+            self.sequencer.on_exit = self._record.exited
             task_status.started()
             await self.sequencer.run(receive)
             # Closed: stdin has nothing left to serve.
@@ -154,6 +173,7 @@ class ManagedProcess:
         # background job of the session may hold the terminal. Not signalled (the
         # child's group is released, see Child.group_released, or gone): the leader
         # exited already, even if the sequencer has not recorded it yet.
+        self._record.terminating = True
         signalled = self.child.kill()
         return was_running and signalled
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import attrs
 import trio
 
+from ._budget import Account
 from ._core.events import StreamName
 from ._orphans import WATCHDOG
 from ._reaper import kill_sessions, session_members
@@ -139,6 +140,10 @@ class Child:
         self.wakeup: _Wakeup | None = None
         self.release: Callable[[], None] | None = None
         """The launcher's clean-up, once the process is reaped (sandbox guards)."""
+        self.in_flight = Account(None)
+        """Output read and not yet delivered, charged to the daemon's output budget
+        (the sequencer releases it once published): past the budget the pump stops
+        reading, so the child blocks on its full pipe."""
         self._swept: trio.Event | None = None
         """Set once the last sweep of a tty's session asked for by ``kill`` is done."""
         """Its descriptors are taken by ``spawn``, so running out fails the start."""
@@ -314,7 +319,7 @@ class Child:
         exited = False
         with self.wakeup or _Wakeup(self.process) as wakeup:
             while open_fds or not exited:
-                batch = _read_round(open_fds, ROUND_BYTES)
+                batch = await self._read_round(open_fds, ROUND_BYTES)
                 self._outputs_done |= not open_fds
                 progressed = bool(batch)
                 if not exited and self.process.poll() is not None:
@@ -325,7 +330,7 @@ class Child:
                         if _bytes_in(batch) >= ROUND_BYTES:
                             await send.send(batch)
                             batch = []
-                        more = _read_round(open_fds, DRAIN_BYTES - drained)
+                        more = await self._read_round(open_fds, DRAIN_BYTES - drained)
                         self._outputs_done |= not open_fds
                         if not more:
                             break
@@ -360,8 +365,20 @@ class Child:
             if _bytes_in(batch) >= ROUND_BYTES:
                 await send.send(batch)
                 batch = []
-            batch += _read_round(open_fds, ROUND_BYTES)
+            batch += await self._read_round(open_fds, ROUND_BYTES)
             self._outputs_done |= not open_fds
+        return batch
+
+    async def _read_round(
+        self, open_fds: list[tuple[StreamName, int]], budget: int
+    ) -> list[ChildMessage]:
+        """``_read_round``, once the daemon's output budget has room: the check, the
+        read and the charge happen with no await between, so the budget is overrun by
+        at most one round at a time."""
+        if open_fds:
+            await self.in_flight.wait_room()
+        batch = _read_round(open_fds, budget)
+        self.in_flight.charge(_bytes_in(batch))
         return batch
 
     async def kill_and_reap(self) -> None:

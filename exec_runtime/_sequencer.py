@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ._budget import Account, ByteBudget
 from ._core.events import SeqEvent
 from ._core.sandbox_denial import DenialScanner
 from ._core.sequence import ProcessSequence, RetentionLimits
@@ -37,8 +38,14 @@ class Sequencer:
         flow_controlled: Callable[[], bool] = lambda: False,
         ack_window: RetentionLimits | None = None,
         denial_scanner: DenialScanner | None = None,
+        in_flight: Account | None = None,
+        output_budget: ByteBudget | None = None,
     ) -> None:
         self.sequence = sequence
+        self._in_flight = in_flight or Account(None)
+        """The pump's charge for what it read: released once it is published."""
+        self.retained = Account(output_budget)
+        """Retention's ``cost``, charged to the daemon's output budget."""
         self._denial_scanner = denial_scanner
         """For a sandboxed process: sees every chunk, so ``sandboxDenied`` is decided
         when the exit is recorded, before it is published (PROTOCOL §11)."""
@@ -49,13 +56,28 @@ class Sequencer:
         """Everything up to here reached the client (``process/ack``, or a read's
         ``afterSeq``)."""
         self._changed = trio.Event()
+        self.on_exit: Callable[[int], None] | None = None
+        """Told the exit code as the exit is recorded (the daemon's metrics)."""
 
     def ack(self, seq: int) -> None:
         if seq > self.acked_seq:
             self.acked_seq = seq
             if self._flow_controlled():
                 self.sequence.retention.trim(keep_after=seq)
+                self._account_retention()
             self.wake_readers()
+
+    def _account_retention(self) -> None:
+        change = self.sequence.retention.cost - self.retained.held
+        if change > 0:
+            self.retained.charge(change)
+        else:
+            self.retained.release(-change)
+
+    def release_all(self) -> None:
+        """The process is forgotten: give back everything it held."""
+        self.retained.close()
+        self._in_flight.close()
 
     def wake_readers(self) -> None:
         """Wake every waiting long poll so it re-checks (new state or a session change)."""
@@ -66,15 +88,18 @@ class Sequencer:
         async with receive:
             async for batch in receive:
                 events: list[SeqEvent] = []
+                recorded = 0  # bytes of the pump's that ``events`` now hold
                 for message in (part for item in batch for part in self._window_sized(item)):
                     if isinstance(message, ChunkRead) and not self._fits(message):
                         # Publish what is recorded (the client acks only what it got),
                         # then wait for the window to open.
-                        await self._flush(events)
-                        events = []
+                        await self._flush(events, recorded)
+                        events, recorded = [], 0
                         await self._wait_window(message)
                     events += self._record(message)
-                await self._flush(events)
+                    if isinstance(message, ChunkRead):
+                        recorded += len(message.data)
+                await self._flush(events, recorded)
 
     def _window_sized(self, message: ChildMessage) -> list[ChildMessage]:
         """A chunk bigger than the whole window, cut to fit it (only with a window
@@ -90,11 +115,14 @@ class Sequencer:
         data = message.data
         return [ChunkRead(message.stream, data[i : i + limit]) for i in range(0, len(data), limit)]
 
-    async def _flush(self, events: list[SeqEvent]) -> None:
+    async def _flush(self, events: list[SeqEvent], recorded: int = 0) -> None:
+        self._account_retention()
         self.wake_readers()
         if events:
             # One step's events together: the connection writes them at once.
             await self._publish(events)
+        # Published (or detached): retention holds its own copy, counted above.
+        self._in_flight.release(recorded)
 
     def _fits(self, chunk: ChunkRead) -> bool:
         return not self._flow_controlled() or self.sequence.retention.fits_unacked(
@@ -118,6 +146,8 @@ class Sequencer:
         assert isinstance(message, ChildExited)
         scanner = self._denial_scanner
         denied = scanner is not None and scanner.denied(message.exit_code)
+        if self.on_exit is not None:
+            self.on_exit(message.exit_code)
         return self.sequence.record_exit(message.exit_code, denied)
 
     async def wait_readable(

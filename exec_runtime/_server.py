@@ -32,6 +32,8 @@ from ._fds import FD_BUDGET
 from ._http import BadRequest, bearer_refusal, read_request_head, response
 from ._listeners import HandshakeSlots, ThrottledListener
 from ._managed import State
+from ._metrics import DaemonMetrics
+from ._metrics_export import MetricsPipeline, metrics_problem, metrics_response
 from ._sandbox import probe as sandbox_probe
 from ._session import SessionRegistry
 from ._streams import WrappedStream
@@ -100,6 +102,8 @@ def check_startup(config: ServerConfig) -> ssl.SSLContext | None:
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     _check_sandbox_policy(config)
+    if (problem := metrics_problem(config)) is not None:
+        raise StartupError(problem)
     if scheme == "stdio":
         if config.tls_cert is not None:
             raise StartupError("--tls-cert needs a ws:// listen address, not stdio")
@@ -129,6 +133,7 @@ class _Daemon:
     registry: SessionRegistry
     stopping: bool = False
     connection_scopes: set[trio.CancelScope] = attrs.field(factory=set)
+    scrape: Callable[[], bytes] | None = None  # GET /metrics (``_metrics_export.py``)
     handshake_slots: HandshakeSlots = attrs.field(
         init=False,
         default=attrs.Factory(
@@ -165,16 +170,43 @@ def state_summary(daemon: _Daemon) -> str:
                 stdin += managed.stdin.pending_bytes
     processes = f"{running} running" + (f", {starting} starting" if starting else "")
     processes += f", {closed} closed"
+    output, buffers = daemon.registry.output_budget, daemon.registry.buffer_budget
     return (
         f"{len(sessions)} sessions ({attached} attached, {len(sessions) - attached} detached), "
         f"{starting + running + closed} processes ({processes}), "
         f"{len(daemon.connection_scopes)} WebSocket connections, "
-        f"{retained} bytes of output retained, {stdin} bytes queued for stdin"
+        f"{retained} bytes of output retained, {stdin} bytes queued for stdin, "
+        f"output budget {output.used}/{output.limit} bytes ({output.waiting} waiting), "
+        f"buffer budget {buffers.used}/{buffers.limit} bytes ({buffers.waiting} waiting)"
     )
 
 
 async def serve(
     config: ServerConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon (see :func:`_serve`), recording its metrics (``_metrics.py``);
+    the last points are exported however it ends (returns, is cancelled, fails)."""
+    check_startup(config)
+    wanted = config.metrics or config.metrics_otlp_endpoint is not None
+    pipeline = MetricsPipeline(config) if wanted else None
+    metrics = DaemonMetrics(pipeline.provider if pipeline else config.meter_provider)
+    try:
+        scrape = pipeline.scrape if pipeline else None
+        await _serve(config, metrics, scrape, shutdown=shutdown, task_status=task_status)
+    finally:
+        if pipeline is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(pipeline.shutdown)
+        metrics.close()
+
+
+async def _serve(
+    config: ServerConfig,
+    metrics: DaemonMetrics,
+    scrape: Callable[[], bytes] | None = None,
     *,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
@@ -192,8 +224,8 @@ async def serve(
         # Probe now (it logs what can enforce a sandbox), not at the first request.
         await trio.to_thread.run_sync(sandbox_probe, config.bwrap_path)
     async with trio.open_nursery() as session_nursery:
-        registry = SessionRegistry(session_nursery, config)
-        daemon = _Daemon(config, registry)
+        registry = SessionRegistry(session_nursery, config, metrics)
+        daemon = _Daemon(config, registry, scrape=scrape)
         _RUNNING.add(daemon)
         FD_BUDGET.keep(config.fd_reserve)
         try:
@@ -257,6 +289,7 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
     process does (bounded); close every connection with 1001."""
     daemon.stopping = True
     daemon.registry.closing = True
+    daemon.registry.metrics.stopping = True  # what ends now was ended by the shutdown
     accept_scope.cancel()
     grace = daemon.config.shutdown_grace
     log.info("shutting down: SIGTERM to every process group, SIGKILL after %gs", grace)
@@ -368,6 +401,9 @@ async def _pre_handshake(
                 ),
             )
             return None
+    if head.path == "/metrics" and daemon.scrape is not None and not head.is_upgrade:
+        await _try_send(stream, await metrics_response(daemon.scrape))  # the token's
+        return None
     if not head.is_upgrade:
         await _try_send(stream, response(426, "Upgrade Required", extra="Upgrade: websocket\r\n"))
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import uuid
@@ -12,13 +13,16 @@ import trio
 
 import protocol_schema as wire
 
+from ._budget import ByteBudget
 from ._config import ServerConfig
 from ._core.events import Closed, SeqEvent
 from ._core.sandbox_denial import EXIT_GRACE_SECONDS
 from ._core.sequence import RetentionLimits
 from ._daemon_env import DaemonEnvironment
 from ._errors import RpcError
+from ._logging import bind_log_context
 from ._managed import ManagedProcess, State
+from ._metrics import NO_METRICS, DaemonMetrics
 from ._orphans import WATCHDOG
 from ._paths import path_from_file_uri
 from ._process import DEFAULT_TTY_SIZE, SpawnSpec
@@ -46,9 +50,13 @@ class EventSink(Protocol):
 
 
 class Session:
-    def __init__(self, session_id: str, config: ServerConfig) -> None:
+    def __init__(
+        self, session_id: str, config: ServerConfig, output_budget: ByteBudget | None = None
+    ) -> None:
         self.id = session_id
         self.config = config
+        self.output_budget = output_budget
+        """The daemon's budget for process output (``daemon_output_bytes``)."""
         self.processes: dict[str, ManagedProcess] = {}
         self.attached: EventSink | None = None
         self._publishing = 0  # publish() calls waiting on the attached connection
@@ -71,6 +79,7 @@ class Session:
         self.detached_at: float | None = None
         self.on_detached: Callable[[], None] | None = None
         self.sandbox = SandboxEnforcer(config.sandbox_mechanisms, config.bwrap_path)
+        self.metrics: DaemonMetrics = NO_METRICS
 
     @property
     def fingerprint(self) -> str:
@@ -81,6 +90,7 @@ class Session:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the session's processes until it has been detached for ``detached_ttl``."""
+        bind_log_context(session=self.fingerprint)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -223,7 +233,9 @@ class Session:
             self.publish,
             lambda: self.acking,
             self._ack_window,
+            self.output_budget,
         )
+        managed.metrics = self.metrics
         self.processes[params.process_id] = managed
         self._live.add(params.process_id)
         if registered is not None:
@@ -255,6 +267,7 @@ class Session:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        bind_log_context(session=self.fingerprint, process=managed.process_id)
         try:
             await managed.run(
                 spec,
@@ -310,9 +323,17 @@ class Session:
             raise RpcError.invalid_params("processId must not be empty")
         cwd = path_from_file_uri(params.cwd, "cwd")
         if not os.path.isdir(cwd):
-            raise RpcError.invalid_params(
-                f"cwd URI {params.cwd} is not valid on this host: not a directory"
-            )
+            # A well-formed URI naming no directory: -32603 with the OS error, as Codex
+            # (a malformed URI stayed -32602 above); data carries why (ENOENT, ENOTDIR,
+            # EACCES) for the client's OSError.
+            try:
+                os.stat(cwd)
+            except OSError as exc:
+                failure: OSError = exc
+            else:
+                failure = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            error = RpcError.internal(f"cwd {cwd}: {failure.strerror}")
+            raise error.with_os_error(failure, cwd) from None
         tty_size = DEFAULT_TTY_SIZE
         if (size := params.tty_size_value) is not None:
             tty_size = (size.rows, size.cols)
@@ -379,12 +400,19 @@ class Session:
 class SessionRegistry:
     """Every live session; sessions run in the daemon's session nursery."""
 
-    def __init__(self, nursery: trio.Nursery, config: ServerConfig) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, config: ServerConfig, metrics: DaemonMetrics | None = None
+    ) -> None:
         self._nursery = nursery
         self.config = config
+        self.metrics = metrics or DaemonMetrics(config.meter_provider)
         self.sessions: dict[str, Session] = {}
         self.closing = False
         """Set by a graceful shutdown: no new sessions."""
+        self.output_budget = ByteBudget(config.daemon_output_bytes, "output")
+        """Process output held, over every session (``_budget.py``)."""
+        self.buffer_budget = ByteBudget(config.daemon_buffer_bytes, "buffers")
+        """Requests and replies held, over every connection (``_connection.py``)."""
         if config.orphan_watchdog:
             WATCHDOG.start()  # now rather than at the first spawn: no surprise fd later
 
@@ -397,8 +425,9 @@ class SessionRegistry:
                 f"session limit reached: the daemon serves at most {limit} sessions "
                 "(--max-sessions)"
             )
-        session = Session(str(uuid.uuid4()), self.config)
+        session = Session(str(uuid.uuid4()), self.config, self.output_budget)
         session.on_detached = self._evict_detached
+        session.metrics = self.metrics
         self.sessions[session.id] = session
         await self._nursery.start(self._own, session)
         return session
