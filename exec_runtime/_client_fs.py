@@ -63,6 +63,8 @@ from protocol_schema.fs import (
     FsReadFileParams,
     FsReadFileResult,
     FsRemoveParams,
+    FsWalkEntry,
+    FsWalkError,
     FsWalkOptions,
     FsWalkParams,
     FsWalkResult,
@@ -240,13 +242,17 @@ class FsClient:
     ) -> FsWalkResult:
         """A breadth-first listing of the tree under ``path`` (PROTOCOL.md §8).
 
-        Returns the wire :class:`~protocol_schema.fs.FsWalkResult`: ``entries`` (each a
-        ``path`` relative to the root, ``/``-separated, and a ``kind``), ``errors`` (the
-        directories that could not be read) and ``truncated`` (a limit or the 4 MiB
-        response budget stopped the walk). Limits: 0 ≤ ``max_depth`` ≤ 64 (0 lists the
-        root's children only), 1 ≤ ``max_directories`` ≤ 10,000 (the root counts),
-        1 ≤ ``max_entries`` ≤ 50,000, else -32600 before the root is touched. A file root
-        gives an empty result; a missing root -32004.
+        Returns a :class:`~protocol_schema.fs.FsWalkResult`: ``entries`` (each a
+        ``path`` and a ``kind``), ``errors`` (the directories that could not be read,
+        each a ``path`` and a ``message``) and ``truncated`` (a limit or the daemon's
+        response budget stopped the walk). Every ``path`` is an **absolute native path
+        on the daemon's host** (a ``str``, the root's path joined with the names below
+        it, symlinks not resolved): the wire's absolute ``file:`` URIs, decoded. The
+        same against Codex and against our daemon (an older one of ours, which sent
+        paths relative to the root, is joined to the root here). Limits: 0 ≤
+        ``max_depth`` ≤ 64 (0 lists the root's children only), 1 ≤ ``max_directories``
+        ≤ 10,000 (the root counts), 1 ≤ ``max_entries`` ≤ 50,000, else -32600 before
+        the root is touched. A file root gives an empty result; a missing root -32004.
         """
         options = FsWalkOptions(
             max_depth=max_depth,
@@ -255,10 +261,21 @@ class FsClient:
             follow_directory_symlinks=follow_directory_symlinks,
             prune_hidden_directories=prune_hidden_directories,
         )
-        return await self._call(
-            "fs/walk",
-            _sandboxed(FsWalkParams(path=_to_uri(path), options=options), sandbox),
-            FsWalkResult,
+        uri = _to_uri(path)
+        result = await self._call(
+            "fs/walk", _sandboxed(FsWalkParams(path=uri, options=options), sandbox), FsWalkResult
+        )
+
+        def native(sent: str) -> str:
+            if _SCHEME.match(sent):
+                return _from_uri(sent, "fs/walk")
+            # An older daemon of ours: relative to the root.
+            return os.path.join(_from_uri(uri, "fs/walk"), sent)
+
+        return FsWalkResult(
+            entries=[FsWalkEntry(path=native(e.path), kind=e.kind) for e in result.entries],
+            errors=[FsWalkError(path=native(e.path), message=e.message) for e in result.errors],
+            truncated=result.truncated,
         )
 
     async def remove(

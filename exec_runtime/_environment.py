@@ -11,6 +11,8 @@ from importlib import metadata
 
 import protocol_schema as wire
 
+from ._paths import file_uri
+
 
 def executor_version() -> str:
     try:
@@ -25,7 +27,7 @@ def environment_info(sandbox_mechanisms: Sequence[str] = ()) -> wire.Environment
     return wire.EnvironmentInfo(
         shell=wire.ShellInfo(name=os.path.basename(shell_path), path=shell_path),
         executor_version=executor_version(),
-        cwd=os.getcwd(),
+        cwd=file_uri(os.getcwd()),  # a file: URI, as Codex sends it
         user_home_dir=os.path.expanduser("~"),
         platform_os=platform.system().lower(),
         temp_dir=tempfile.gettempdir(),

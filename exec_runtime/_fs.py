@@ -4,12 +4,12 @@ One :class:`FsService` per connection: it owns that connection's open read handl
 answers every ``fs/*`` request. Each method takes the params struct and returns the
 result struct; failures raise :class:`RpcError`:
 
-- not found (``ENOENT``, ``ENOTDIR``) → -32004;
-- invalid input or permission denied (``EACCES``, ``EPERM``, ``EINVAL``, ``EISDIR``,
-  ``ENOTEMPTY``, ``EEXIST``, ``ELOOP``, ``ENAMETOOLONG``, ``EROFS``), limits, bad handle
-  ids → -32600;
-- any other I/O error → -32603;
-- a malformed path URI or bad base64 → -32602.
+- not found (``ENOENT``) and an unknown read handle → -32004;
+- invalid input or permission denied (``EACCES``, ``EPERM``, ``EINVAL``), limits, bad
+  base64, bad handle ids → -32600;
+- any other OS error (``ENOTDIR``, ``EISDIR``, ``EEXIST``, ``ENOTEMPTY``, ``ELOOP``,
+  ``ENAMETOOLONG``, ``EROFS``, ...) → -32603 with the OS message, as Codex 0.147;
+- a malformed path URI or a negative number → -32602.
 
 Every message names the path. Blocking calls run in worker threads through one
 :class:`trio.CapacityLimiter` shared by every connection of a Trio run (so a burst of
@@ -84,20 +84,10 @@ MAX_READ_FILE_BYTES: Final = 32 * 1024 * 1024
 64 MiB message limit. Use fs/open + fs/readBlock for those."""
 FS_THREADS: Final = 16
 
-_NOT_FOUND_ERRNOS: Final = frozenset({errno.ENOENT, errno.ENOTDIR})
-_INVALID_ERRNOS: Final = frozenset(
-    {
-        errno.EACCES,
-        errno.EPERM,
-        errno.EINVAL,
-        errno.EISDIR,
-        errno.ENOTEMPTY,
-        errno.EEXIST,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EROFS,
-    }
-)
+# As Codex 0.147 maps Rust's io::ErrorKind: NotFound; InvalidInput and PermissionDenied;
+# everything else (ENOTDIR, EISDIR, EEXIST, ENOTEMPTY, ...) is an internal error.
+_NOT_FOUND_ERRNOS: Final = frozenset({errno.ENOENT})
+_INVALID_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EINVAL})
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _O_NOCTTY: Final = getattr(os, "O_NOCTTY", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -205,7 +195,8 @@ def _write_file(path: str, data_base64: str, follow_symlinks: bool) -> None:
     try:
         data = base64.b64decode(data_base64, validate=True)
     except (binascii.Error, ValueError):
-        raise RpcError.invalid_params(f"dataBase64 for {path} is not valid base64") from None
+        # -32600 as Codex (invalid input, not a malformed request).
+        raise RpcError.invalid_request(f"dataBase64 for {path} is not valid base64") from None
     fd = _open_regular(path, os.O_WRONLY | os.O_CREAT, follow_symlinks=follow_symlinks)
     try:
         os.ftruncate(fd, 0)
@@ -606,6 +597,13 @@ class FsService:
     async def walk(self, params: FsWalkParams) -> FsWalkResult:
         root = path_from_file_uri(params.path)
         options = params.options
+        for name, value in (
+            ("maxDepth", options.max_depth),
+            ("maxDirectories", options.max_directories),
+            ("maxEntries", options.max_entries),
+        ):
+            if value < 0:  # Codex's limits are unsigned: a wrong type, not a bad limit
+                raise RpcError.invalid_params(f"fs/walk options.{name} must not be negative")
         try:
             limits = validate_options(
                 options.max_depth,
@@ -619,7 +617,8 @@ class FsService:
         root_stat = await self._run(_stat_walk_root, root)
         if root_stat is None:
             return FsWalkResult(entries=[], errors=[], truncated=False)
-        state = WalkState(limits, (root_stat.st_dev, root_stat.st_ino))
+        identity = (root_stat.st_dev, root_stat.st_ino)
+        state = WalkState(limits, identity, path_prefix=len(file_uri(root)) + 1)
         while (directory := state.next_directory()) is not None:
             native = os.path.join(root, directory.path) if directory.path else root
             try:
@@ -636,10 +635,16 @@ class FsService:
             else:
                 state.add_listing(directory, listing)
         outcome = state.outcome()
+
+        def uri(relative: str) -> str:
+            # Absolute file: URIs, as Codex sends them (a name that is not UTF-8
+            # travels as %XX escapes of its bytes).
+            return file_uri(os.path.join(root, relative))
+
         return FsWalkResult(
-            entries=[FsWalkEntry(path=_wire_name(e.path), kind=e.kind) for e in outcome.entries],
+            entries=[FsWalkEntry(path=uri(e.path), kind=e.kind) for e in outcome.entries],
             errors=[
-                FsWalkError(path=_wire_name(e.path), message=_wire_name(e.message))
+                FsWalkError(path=uri(e.path), message=_wire_name(e.message))
                 for e in outcome.errors
             ],
             truncated=outcome.truncated,
@@ -661,9 +666,9 @@ class FsService:
     async def open(self, params: FsOpenParams) -> FsOpenResult:
         handle_id = params.handle_id
         size = len(handle_id.encode("utf-8", "surrogatepass"))
-        if not 1 <= size <= MAX_HANDLE_ID_BYTES:
+        if size > MAX_HANDLE_ID_BYTES:  # empty is a valid id, as in Codex
             raise RpcError.invalid_request(
-                f"handle id must be 1 to {MAX_HANDLE_ID_BYTES} bytes of UTF-8, got {size} bytes"
+                f"handle id must be at most {MAX_HANDLE_ID_BYTES} bytes of UTF-8, got {size} bytes"
             )
         path = path_from_file_uri(params.path)
         if self._closed:
@@ -695,17 +700,15 @@ class FsService:
         return FsOpenResult(handle_id=handle_id)
 
     async def read_block(self, params: FsReadBlockParams) -> FsReadBlockResult:
+        if params.offset < 0 or params.len < 0:  # unsigned in Codex: a wrong type
+            raise RpcError.invalid_params("fs/readBlock offset and len must not be negative")
         if not 1 <= params.len <= MAX_BLOCK_LEN:
             raise RpcError.invalid_request(
                 f"fs/readBlock len must be between 1 and {MAX_BLOCK_LEN}, got {params.len}"
             )
-        if params.offset < 0:
-            raise RpcError.invalid_request(
-                f"fs/readBlock offset must not be negative, got {params.offset}"
-            )
         handle = self._handles.get(params.handle_id)
         if handle is None:
-            raise RpcError.invalid_request(f"unknown file handle {params.handle_id!r}")
+            raise RpcError.not_found(f"unknown file read handle `{params.handle_id}`")
         handle.users += 1
         try:
             return await self._run(_pread, handle.fd, params.offset, params.len, handle.path)

@@ -170,8 +170,10 @@ async def test_cwd_as_str_and_path(client: ExecClient, tmp_path: Path) -> None:
         assert (await client.run(pwd, cwd=tmp_path / "a b")).stdout == spaced
         with pytest.raises(ProtocolError) as info:
             await client.run(pwd, cwd=tmp_path / "missing")
-        assert info.value.code == -32602
-        assert "is not valid on this host" in info.value.message
+        # A well-formed cwd naming no directory: the OS error, -32603 (as Codex).
+        assert info.value.code == -32603
+        assert isinstance(info.value, FileNotFoundError)
+        assert info.value.filename == str(tmp_path / "missing")
 
 
 async def test_env_is_exact(client: ExecClient) -> None:

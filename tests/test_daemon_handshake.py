@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -551,7 +552,7 @@ async def test_environment_info_shape(connect: Any) -> None:
         assert set(info["shell"]) == {"name", "path"}
         assert os.path.isabs(info["shell"]["path"])
         assert info["shell"]["name"] == os.path.basename(info["shell"]["path"])
-        assert info["cwd"] == os.getcwd()
+        assert info["cwd"] == pathlib.Path(os.getcwd()).as_uri()  # a file: URI, as Codex
         home, temp_is_dir = host_facts(info["tempDir"])
         assert info["userHomeDir"] == home
         assert info["platformOs"] == "linux"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import random
 import signal
@@ -235,10 +236,29 @@ async def test_empty_argv_is_32602(connect: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("cwd", "errno_name"),
+    [
+        ("file:///no/such/directory/anywhere", "ENOENT"),
+        ("file:///etc/hostname", "ENOTDIR"),  # a file, not a directory
+    ],
+)
+async def test_a_well_formed_cwd_naming_no_directory_is_32603(
+    connect: Any, cwd: str, errno_name: str
+) -> None:
+    """As Codex (PROTOCOL §4): the OS error, -32603; only a bad URI is -32602."""
+    with trio.fail_after(5):
+        client = await connect()
+        reply = await client.start_request("p", ["true"], cwd=cwd)
+        error = reply["error"]
+        assert error["code"] == INTERNAL_ERROR, error
+        path = cwd.removeprefix("file://")
+        assert error["message"] == f"cwd {path}: {os.strerror(getattr(errno, errno_name))}"
+        assert (error["data"]["errnoName"], error["data"]["filename"]) == (errno_name, path)
+
+
+@pytest.mark.parametrize(
     "cwd",
     [
-        "file:///no/such/directory/anywhere",
-        "file:///etc/hostname",  # a file, not a directory
         "http://example.com/tmp",
         "file://otherhost/tmp",
         "file:relative/dir",

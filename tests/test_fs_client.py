@@ -45,6 +45,7 @@ from protocol_schema.fs import (
 NOT_FOUND = -32004
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 MIB = 1024 * 1024
 MAX_HANDLES = 128
 HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
@@ -115,7 +116,7 @@ async def walk(
     follow: bool = False,
     prune: bool = False,
 ) -> FsWalkResult:
-    return await client.fs.walk(
+    result = await client.fs.walk(
         root,
         max_depth=max_depth,
         max_directories=max_directories,
@@ -123,6 +124,13 @@ async def walk(
         follow_directory_symlinks=follow,
         prune_hidden_directories=prune,
     )
+    # Each path is an absolute native path under the root (checked here); the tests
+    # compare them relative to the root.
+    prefix = os.fspath(root) + "/"
+    for item in [*result.entries, *result.errors]:
+        assert item.path.startswith(prefix), (item.path, prefix)
+        item.path = item.path[len(prefix) :]
+    return result
 
 
 async def raw_open(client: ExecClient, path: Path, handle_id: str) -> str:
@@ -205,8 +213,9 @@ async def test_walk_tree_and_limits(client: ExecClient, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("max_depth", "max_directories", "max_entries"),
-    # maxDepth 0 is valid (the root's children only); the other two limits start at 1.
-    [(-1, 1, 1), (1, 0, 1), (1, 1, 0), (65, 1, 1), (1, 10_001, 1), (1, 1, 50_001)],
+    # maxDepth 0 is valid (the root's children only, as Codex); the other two limits
+    # start at 1. A negative limit is -32602 (test_walk_negative_limit_is_invalid_params).
+    [(1, 0, 1), (1, 1, 0), (65, 1, 1), (1, 10_001, 1), (1, 1, 50_001)],
 )
 async def test_walk_invalid_limits_checked_before_the_root(
     client: ExecClient, tmp_path: Path, max_depth: int, max_directories: int, max_entries: int
@@ -357,7 +366,10 @@ async def test_walk_response_budget(client: ExecClient, tmp_path: Path) -> None:
 
         result = await walk(client, root)
         assert result.truncated
-        spent = sum(len(e.path.encode()) + 64 for e in result.entries)
+        # Each entry costs its absolute URI on the wire (root URI, "/", relative path).
+        prefix = len(file_uri(root)) + 1
+        file_path_len += prefix
+        spent = sum(prefix + len(e.path.encode()) + 64 for e in result.entries)
         assert spent <= 4 * MIB
         assert spent + file_path_len + 64 > 4 * MIB  # the next one would not have fit
         assert 14 < len(result.entries) < 14 + 1200
@@ -688,7 +700,8 @@ async def test_create_directory_is_recursive_by_default(client: ExecClient, tmp_
         error = await error_of(client.fs.create_directory(tmp_path / "x" / "y", recursive=False))
         assert error.code == NOT_FOUND
         error = await error_of(client.fs.create_directory(deep, recursive=False))
-        assert error.code == INVALID_REQUEST  # exists
+        assert error.code == INTERNAL_ERROR  # EEXIST: -32603, as Codex
+        assert isinstance(error, FileExistsError)
         await client.fs.create_directory(tmp_path / "single", recursive=False)
         assert (tmp_path / "single").is_dir()
 
@@ -720,7 +733,7 @@ async def test_remove_rules(client: ExecClient, tmp_path: Path) -> None:
     with trio.fail_after(10):
         source = make_source(tmp_path)
         error = await error_of(client.fs.remove(source, recursive=False))
-        assert error.code == INVALID_REQUEST
+        assert error.code == INTERNAL_ERROR  # ENOTEMPTY: -32603, as Codex
         assert (source / "nested" / "note.txt").exists()
 
         await client.fs.remove(tmp_path / "missing")  # force: a missing path is fine
@@ -863,9 +876,11 @@ async def test_names_that_are_not_utf8_are_listed_lossily_and_nothing_breaks(
     client: ExecClient, tmp_path: Path
 ) -> None:
     """Linux names are bytes; JSON and msgpack strings are UTF-8. A name that is not
-    UTF-8 is listed with U+FFFD for its bad bytes (as ``ls`` shows it), instead of a
-    reply that cannot be encoded taking down the connection (or, in-process, the
-    runtime), and everything else goes on."""
+    UTF-8 is listed by fs/readDirectory with U+FFFD for its bad bytes (as ``ls`` shows
+    it), instead of a reply that cannot be encoded taking down the connection (or,
+    in-process, the runtime), and everything else goes on. fs/walk sends URIs, whose
+    %XX escapes carry the bytes: the client's paths hold them as surrogate escapes
+    (``os.fsdecode``), so they name the files."""
     with trio.fail_after(10):
         make_non_utf8_tree(tmp_path)
         proc = await client.start(["sleep", "30"])
@@ -876,9 +891,9 @@ async def test_names_that_are_not_utf8_are_listed_lossily_and_nothing_breaks(
         ]
         result = await walk(client, tmp_path)
         assert listed(result) == [
-            ("dir\ufffd", "directory"),
+            (os.fsdecode(b"dir\xfe"), "directory"),
             ("good", "file"),
-            ("dir\ufffd/bad\ufffd", "file"),
+            (os.fsdecode(b"dir\xfe/bad\xff"), "file"),
         ]
         assert client.statistics().reconnects == 0
         assert await proc.kill() is True

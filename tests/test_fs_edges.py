@@ -220,14 +220,15 @@ async def test_canonicalize_checks_the_path_as_the_os_does(
 ) -> None:
     """realpath drops a trailing ``/`` and folds ``file/..`` without checking that
     ``file`` is a directory, so canonicalize answered a path every other method calls
-    ENOTDIR (-32004) with the file, or its parent."""
+    ENOTDIR (-32603, as Codex) with the file, or its parent."""
     with trio.fail_after(10):
         file = tmp_path / "file.txt"
         file.write_text("x")
         for path in (f"{file}/", f"{file}/..", f"{file}/."):
             error = await error_of(client.fs.canonicalize(path))
-            assert error.code == NOT_FOUND, path
-            assert (await error_of(client.fs.get_metadata(path))).code == NOT_FOUND
+            assert error.code == INTERNAL_ERROR, path
+            assert isinstance(error, NotADirectoryError), path
+            assert (await error_of(client.fs.get_metadata(path))).code == INTERNAL_ERROR
         real = realpath(tmp_path)
         assert await client.fs.canonicalize(f"{tmp_path}/") == real
         assert await client.fs.canonicalize(f"{file}") == os.path.join(real, "file.txt")

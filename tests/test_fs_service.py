@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import trio
@@ -39,6 +40,7 @@ from protocol_schema.fs import (
 NOT_FOUND = -32004
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 MIB = 1024 * 1024
 
 
@@ -77,7 +79,17 @@ async def walk(
         follow_directory_symlinks=follow,
         prune_hidden_directories=prune,
     )
-    return await fs.walk(FsWalkParams(path=uri(root), options=options))
+    return relative(await fs.walk(FsWalkParams(path=uri(root), options=options)), root)
+
+
+def relative(result: FsWalkResult, root: Path) -> FsWalkResult:
+    """The result with each path (an absolute file: URI under the root, as Codex sends
+    it: checked here) made relative to the root, for shorter assertions."""
+    prefix = uri(root) + "/"
+    for item in [*result.entries, *result.errors]:
+        assert item.path.startswith(prefix), (item.path, prefix)
+        item.path = unquote(item.path[len(prefix) :])
+    return result
 
 
 def listed(result: FsWalkResult) -> list[tuple[str, str]]:
@@ -134,7 +146,6 @@ async def test_walk_max_entries_one(tmp_path: Path) -> None:
         {"max_depth": 65},
         {"max_directories": 10_001},
         {"max_entries": 50_001},
-        {"max_depth": -1},
     ],
 )
 async def test_walk_invalid_limits_checked_before_the_root(
@@ -145,6 +156,29 @@ async def test_walk_invalid_limits_checked_before_the_root(
         error = await error_of(walk(FsService(), tmp_path / "missing", **limits))
         assert error.code == INVALID_REQUEST
         assert "fs/walk options" in error.message
+
+
+@pytest.mark.parametrize("limit", ["max_depth", "max_directories", "max_entries"])
+async def test_walk_negative_limit_is_invalid_params(tmp_path: Path, limit: str) -> None:
+    # Codex's limits are unsigned: a negative one is a wrong type (-32602), not -32600.
+    with trio.fail_after(10):
+        error = await error_of(walk(FsService(), tmp_path / "missing", **{limit: -1}))
+        assert error.code == INVALID_PARAMS
+
+
+async def test_walk_entries_are_absolute_file_uris(tmp_path: Path) -> None:
+    """As Codex sends them (PROTOCOL §8): the root's URI joined with the names."""
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        (source / "a b%").mkdir()
+        options = FsWalkOptions(max_depth=64, max_directories=100, max_entries=100)
+        result = await FsService().walk(FsWalkParams(path=uri(source), options=options))
+        assert [e.path for e in result.entries] == [
+            (source / "a b%").as_uri(),
+            (source / "nested").as_uri(),
+            (source / "root.txt").as_uri(),
+            (source / "nested" / "note.txt").as_uri(),
+        ]
 
 
 async def test_walk_file_root_is_empty(tmp_path: Path) -> None:
@@ -275,7 +309,10 @@ async def test_walk_response_budget(tmp_path: Path) -> None:
         root, file_path_len = make_long_tree(tmp_path, 1200)
         result = await walk(FsService(), root)
         assert result.truncated
-        spent = sum(len(e.path.encode()) + 64 for e in result.entries)
+        # Each entry costs its absolute URI (the root's URI, "/", the relative path).
+        prefix = len(uri(root)) + 1
+        file_path_len += prefix
+        spent = sum(prefix + len(e.path.encode()) + 64 for e in result.entries)
         assert spent <= 4 * MIB
         assert spent + file_path_len + 64 > 4 * MIB  # the next one would not have fit
         assert 14 < len(result.entries) < 14 + 1200
@@ -307,7 +344,7 @@ async def test_read_block_is_positional(tmp_path: Path) -> None:
         assert await block(fs, handle, 20, 3) == (b"", True)
 
 
-@pytest.mark.parametrize("length", [0, -1, MIB + 1])
+@pytest.mark.parametrize("length", [0, MIB + 1])
 async def test_read_block_len_out_of_range(tmp_path: Path, length: int) -> None:
     with trio.fail_after(10):
         fs = FsService()
@@ -315,6 +352,18 @@ async def test_read_block_len_out_of_range(tmp_path: Path, length: int) -> None:
         error = await error_of(block(fs, handle, 0, length))
         assert error.code == INVALID_REQUEST
         assert "len" in error.message
+
+
+@pytest.mark.parametrize(("offset", "length"), [(0, -1), (-1, 1)])
+async def test_read_block_negative_is_invalid_params(
+    tmp_path: Path, offset: int, length: int
+) -> None:
+    # Unsigned in Codex: a negative offset or len is a wrong type (-32602).
+    with trio.fail_after(10):
+        fs = FsService()
+        handle = await open_handle(fs, write(tmp_path / "digits", b"0123456789"))
+        error = await error_of(block(fs, handle, offset, length))
+        assert error.code == INVALID_PARAMS
 
 
 async def test_two_mib_file_is_two_one_mib_blocks(tmp_path: Path) -> None:
@@ -352,7 +401,8 @@ async def test_handle_id_length(tmp_path: Path) -> None:
         path = write(tmp_path / "f", b"x")
         assert await open_handle(fs, path, "a" * 32) == "a" * 32
         assert await open_handle(fs, path, "é" * 16) == "é" * 16  # 32 bytes of UTF-8
-        for bad in ["a" * 33, "é" * 16 + "a", ""]:
+        assert await open_handle(fs, path, "") == ""  # as Codex: an empty id is an id
+        for bad in ["a" * 33, "é" * 16 + "a"]:
             error = await error_of(open_handle(fs, path, bad))
             assert error.code == INVALID_REQUEST
             assert "32 bytes" in error.message
@@ -411,7 +461,7 @@ async def test_close_is_idempotent_and_unknown_handle_is_rejected(tmp_path: Path
         assert await fs.close(FsCloseParams(handle_id=handle)) == EmptyResult()
         assert await fs.close(FsCloseParams(handle_id="never-opened")) == EmptyResult()
         error = await error_of(block(fs, handle, 0, 1))
-        assert error.code == INVALID_REQUEST
+        assert (error.code, error.message) == (NOT_FOUND, f"unknown file read handle `{handle}`")
 
 
 def open_fd_count() -> int:
@@ -433,7 +483,7 @@ async def test_handles_close_when_the_connection_ends(tmp_path: Path) -> None:
         assert open_fd_count() == before
         assert fs.open_handles == 0
         error = await error_of(block(fs, "h0", 0, 1))
-        assert error.code == INVALID_REQUEST
+        assert error.code == NOT_FOUND  # an unknown handle, as Codex
         error = await error_of(open_handle(fs, path, "late"))
         assert error.code == INVALID_REQUEST
 
@@ -497,13 +547,13 @@ async def test_write_file_overwrites(tmp_path: Path) -> None:
         assert base64.b64decode(read.data_base64) == b"new"
 
 
-async def test_write_file_bad_base64_is_invalid_params(tmp_path: Path) -> None:
+async def test_write_file_bad_base64_is_invalid_request(tmp_path: Path) -> None:
     with trio.fail_after(10):
         path = tmp_path / "f"
         error = await error_of(
             FsService().write_file(FsWriteFileParams(path=uri(path), data_base64="not base64!"))
         )
-        assert error.code == INVALID_PARAMS
+        assert error.code == INVALID_REQUEST  # as Codex 0.147
         assert not path.exists()
 
 
@@ -594,7 +644,7 @@ async def test_remove_non_empty_directory_without_recursive(tmp_path: Path) -> N
         error = await error_of(
             FsService().remove(FsRemoveParams(path=uri(source), recursive=False))
         )
-        assert error.code == INVALID_REQUEST
+        assert error.code == INTERNAL_ERROR  # ENOTEMPTY: an OS error, -32603 (PROTOCOL §8)
         assert str(source) in error.message
         assert (source / "root.txt").exists()
 
@@ -677,14 +727,31 @@ async def test_canonicalize_and_read_directory(tmp_path: Path) -> None:
         assert error.code == NOT_FOUND
 
 
-async def test_write_file_to_a_directory_is_invalid_request(tmp_path: Path) -> None:
-    """EISDIR: invalid input, -32600 (PROTOCOL §2), naming the path."""
+async def test_write_file_to_a_directory_is_internal_error(tmp_path: Path) -> None:
+    """EISDIR: an OS error neither not-found nor invalid input, -32603 (PROTOCOL §8,
+    as Codex), naming the path."""
     with trio.fail_after(10):
         error = await error_of(
             FsService().write_file(FsWriteFileParams(path=uri(tmp_path), data_base64=b64(b"x")))
         )
-        assert error.code == INVALID_REQUEST
+        assert error.code == INTERNAL_ERROR
         assert str(tmp_path) in error.message
+
+
+async def test_other_os_errors_are_internal_errors_with_the_os_message(tmp_path: Path) -> None:
+    """EEXIST (an existing directory created without recursive) and ENOTDIR (listing a
+    file): -32603 with the OS message and errno data, as Codex (PROTOCOL §8)."""
+    with trio.fail_after(10):
+        fs = FsService()
+        params = FsCreateDirectoryParams(path=uri(tmp_path), recursive=False)
+        error = await error_of(fs.create_directory(params))
+        assert (error.code, error.data["errnoName"]) == (INTERNAL_ERROR, "EEXIST")
+        assert error.message == f"{tmp_path}: File exists"
+        listing = FsReadDirectoryParams(path=uri(write(tmp_path / "f", b"x")))
+        error = await error_of(fs.read_directory(listing))
+        assert (error.code, error.data["errnoName"]) == (INTERNAL_ERROR, "ENOTDIR")
+        error = await error_of(fs.remove(FsRemoveParams(path=uri(tmp_path / "f" / "x"))))
+        assert error.code == INTERNAL_ERROR  # force ignores ENOENT only, as Codex
 
 
 @pytest.mark.parametrize(
@@ -767,7 +834,7 @@ async def test_paths_are_taken_as_the_os_takes_them(tmp_path: Path) -> None:
         read = await fs.read_file(FsReadFileParams(path=dotdot))
         assert base64.b64decode(read.data_base64) == b"in real"  # as `cat` says
         error = await error_of(fs.read_file(FsReadFileParams(path=uri(a / "secret.txt") + "/")))
-        assert error.code == NOT_FOUND  # ENOTDIR, as the OS says
+        assert error.code == INTERNAL_ERROR  # ENOTDIR, as the OS says (-32603, as Codex)
         os.close(os.open(os.path.join(os.fsencode(tmp_path), b"byte\xff"), os.O_CREAT))
         read = await fs.read_file(FsReadFileParams(path=f"{uri(tmp_path)}/byte%FF"))
         assert read.data_base64 == ""

@@ -187,9 +187,13 @@ class WalkState:
         root_identity: DirectoryIdentity | None = None,
         *,
         budget: int = RESPONSE_BUDGET,
+        path_prefix: int = 0,
     ) -> None:
+        """``path_prefix``: bytes the caller adds to each path it sends (the daemon sends
+        absolute URIs); counted against ``budget`` with each item."""
         self._limits = limits
         self._budget_left = budget
+        self._path_prefix = path_prefix
         self._queue: deque[PendingDirectory] = deque([PendingDirectory("", 0)])
         self._visited: set[DirectoryIdentity] = set()
         if root_identity is not None:
@@ -248,7 +252,8 @@ class WalkState:
             else:
                 is_directory = item.kind == "directory"
             path = f"{directory.path}/{item.name}" if directory.path else item.name
-            if len(entries) >= limits.max_entries or not self._spend(_cost(path)):
+            cost = _cost(path) + self._path_prefix
+            if len(entries) >= limits.max_entries or not self._spend(cost):
                 self._stop_truncated()
                 return
             entries.append(WalkEntry(path, "directory" if is_directory else item.kind))
@@ -265,7 +270,7 @@ class WalkState:
     def add_error(self, directory: PendingDirectory, message: str) -> None:
         self._take(directory)
         path = directory.path or "."
-        if not self._spend(_cost(path, message)):
+        if not self._spend(_cost(path, message) + self._path_prefix):
             self._stop_truncated()
             return
         self._outcome.errors.append(WalkError(path, message))
