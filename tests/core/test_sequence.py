@@ -440,6 +440,7 @@ def test_the_ack_window_never_lets_unacknowledged_output_be_evicted(
         retained = list(retention.after(0))
         assert [c.seq for c in retained if c.seq > acked] == [c.seq for c in unacked]
         assert sum(len(c.data) for c in unacked) <= max(window, size)
+        assert len(unacked) <= max_chunks  # the window bounds the chunk count too
         # Acknowledged output goes first, down to the limits: retention is over them
         # only while its oldest chunk is unacknowledged.
         if sum(len(c.data) for c in retained) > retain or len(retained) > max_chunks:
@@ -480,3 +481,16 @@ def test_fits_unacked_counts_exactly_the_retained_chunks_after_the_ack(
             and len(held) + 1 <= window.max_chunks
         )
         assert retention.fits_unacked(acked, size, window) == expected
+
+
+def test_fits_unacked_bounds_the_chunk_count() -> None:
+    """The window's chunk bound on its own: tiny chunks, far below its byte bound."""
+    retention = Retention(RetentionLimits(max_bytes=1 << 20, max_chunks=100))
+    window = RetentionLimits(max_bytes=1 << 20, max_chunks=3)
+    for seq in (1, 2, 3):
+        assert retention.fits_unacked(0, 1, window)
+        retention.append(Output(seq, "stdout", b"x"), keep_after=0)
+    # Three held chunks fill a three-chunk window: a fourth must wait for an ack.
+    assert not retention.fits_unacked(0, 1, window)
+    assert retention.fits_unacked(1, 1, window)  # one acknowledged: room for one more
+    assert not retention.fits_unacked(0, 1, RetentionLimits(max_bytes=1 << 20, max_chunks=2))
