@@ -10,9 +10,14 @@ runner, so a test can also assert that the race it is named after really happene
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+from daemon_process import eventually
 from test_fault_suite import (
     CloseStdin,
     Drop,
@@ -36,7 +41,12 @@ from test_fault_suite import (
 
 import exec_runtime
 from exec_runtime import Closed, Exited, Failed, Output, ServerConfig
-from exec_runtime.testing import FaultPlan, fault_proxy, open_faulty_local
+from exec_runtime._core.events import SeqEvent
+from exec_runtime._core.recovery import ReadSnapshot, events_after
+from exec_runtime._open import LocalConnector
+from exec_runtime._session import SessionRegistry
+from exec_runtime.testing import FaultPlan, fault_proxy
+from exec_runtime.testing._faults import FaultController, FaultyConnector
 
 PY = sys.executable
 
@@ -356,39 +366,109 @@ def test_with_acknowledgements_the_same_partition_loses_nothing() -> None:
 
 # --- found by the suite (fixed): a recovery read counted held outputs as missing ----------
 
-GRANDCHILD_FLOOD = (
-    "import os, time\n"
-    "if os.fork() == 0:\n"
-    "    time.sleep(0.9)\n"
-    "    for i in range(200):\n"
-    "        os.write(1, b'%05d' % i + b'.' * 995)\n"
-    "        time.sleep(0.0005)\n"
-    "    os._exit(0)\n"
-    "time.sleep(0.1)\n"
-    "os._exit(6)\n"
-)
+
+def _flood(gates: Path) -> str:
+    """The leader forks a grandchild and exits (6) once ``leader`` exists; the grandchild
+    writes 200 KB once ``grandchild`` exists. The test opens each gate when the moment
+    it needs has come (detached; reattached but not delivering)."""
+    return (
+        "import os, time\n"
+        f"gates = {str(gates)!r}\n"
+        "def wait(name):\n"
+        "    while not os.path.exists(os.path.join(gates, name)):\n"
+        "        time.sleep(0.002)\n"
+        "if os.fork() == 0:\n"
+        "    wait('grandchild')\n"
+        "    for i in range(200):\n"
+        "        os.write(1, b'%05d' % i + b'.' * 995)\n"
+        "    os._exit(0)\n"
+        "wait('leader')\n"
+        "os._exit(6)\n"
+    )
 
 
-async def test_exit_missed_while_detached_then_held_output_evicted() -> None:
+@asynccontextmanager
+async def _stack_with_registry(
+    config: ServerConfig, ack_output: bool
+) -> AsyncIterator[tuple[exec_runtime.ExecClient, FaultController, SessionRegistry]]:
+    """``open_faulty_local``, with the daemon's registry, so the test can wait on what
+    the daemon has recorded instead of sleeping."""
+    controller = FaultController(FaultPlan())
+    async with trio.open_nursery() as nursery:
+        registry = SessionRegistry(nursery, config)
+        connector = FaultyConnector(LocalConnector(registry), controller)
+        async with trio.open_nursery() as client_nursery:
+            client = exec_runtime.ExecClient(connector, client_nursery, ack_output=ack_output)
+            await client_nursery.start(client._supervise)
+            try:
+                yield client, controller, registry
+            finally:
+                controller.resume()
+                await client.aclose()
+                client_nursery.cancel_scope.cancel()
+        registry.close_all()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("ack_output", [False, True], ids=["no-acks", "acks"])
+async def test_exit_missed_while_detached_then_held_output_evicted(
+    ack_output: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Exit (seq 1) happens while detached. The client reconnects but cannot read
     yet (stalled); the grandchild's output is pushed on the new link (held: seq 1 is
-    missing) and evicted on the daemon (retain 4 KiB). The recovery read explains seq 1
-    (the exit) but not those outputs, which the client holds: before the fix
-    (events_after(..., held=reorder.held())) it failed a process it could complete."""
-    async with open_faulty_local(
-        FaultPlan(), ServerConfig(retain_bytes=4096)
-    ) as (client, faults):
-        proc = await client.start([PY, "-c", GRANDCHILD_FLOOD])
-        faults.partition()
-        await trio.sleep(0.6)  # the leader exits (6) at ~0.1 s, while detached
-        faults.stall()
-        faults.heal()  # reconnect: initialize reaches the daemon, its reply waits
-        await trio.sleep(0.6)  # at 0.9 s the grandchild floods the new link and retention
-        faults.resume()
-        events = [e async for e in proc.events()]
-        assert not isinstance(events[-1], Failed), events[-1]
-        assert [e.exit_code for e in events if isinstance(e, Exited)] == [6]
-        out = b"".join(e.data for e in events if isinstance(e, Output))
-        assert out == b"".join(b"%05d" % i + b"." * 995 for i in range(200))
-        stats = client.statistics()
-        assert stats.recoveries == 1 and faults.refused > 0 and faults.counts["process/read"]
+    missing) and, without acknowledgements, evicted on the daemon (retain 4 KiB). The
+    recovery read explains seq 1 (the exit) but not those outputs, which the client
+    holds: before the fix (events_after(..., held=reorder.held())) it failed a process
+    it could complete. With acknowledgements the daemon keeps the unacknowledged
+    output, so the read returns it all: the same steps must lose nothing either."""
+    recoveries: list[tuple[int, ReadSnapshot, dict[int, object]]] = []
+
+    def recording(
+        cursor: int, snapshot: ReadSnapshot, known_exit: int | None, held: Any = None
+    ) -> list[SeqEvent]:
+        recoveries.append((cursor, snapshot, dict(held or {})))
+        return events_after(cursor, snapshot, known_exit, held)
+
+    monkeypatch.setattr(exec_runtime._client, "events_after", recording)
+    with trio.fail_after(30):
+        async with _stack_with_registry(ServerConfig(retain_bytes=4096), ack_output) as (
+            client,
+            faults,
+            registry,
+        ):
+            proc = await client.start([PY, "-c", _flood(tmp_path)])
+            (session,) = registry.sessions.values()
+            managed = session.processes[proc.process_id]
+            faults.partition()
+            await eventually(lambda: session.attached is None)
+            (tmp_path / "leader").touch()
+            sequencer = managed.sequencer
+            assert sequencer is not None
+            await eventually(lambda: sequencer.sequence.exited)  # recorded while detached
+            faults.stall()
+            faults.heal()  # reconnect: initialize reaches the daemon, its reply waits
+            await eventually(lambda: session.attached is not None)
+            (tmp_path / "grandchild").touch()  # pushed on the new link, not delivered
+            await eventually(lambda: sequencer.sequence.closed)
+            if not ack_output:
+                assert sequencer.sequence.earliest_retained_seq > 2  # output was evicted
+            faults.resume()
+            events = [e async for e in proc.events()]
+            assert not isinstance(events[-1], Failed), events[-1]
+            assert [e.exit_code for e in events if isinstance(e, Exited)] == [6]
+            out = b"".join(e.data for e in events if isinstance(e, Output))
+            assert out == b"".join(b"%05d" % i + b"." * 995 for i in range(200))
+            stats = client.statistics()
+            assert stats.recoveries == 1 and faults.refused > 0 and faults.counts["process/read"]
+            # The race happened: the exit never came live, and the read from before it
+            # found outputs the client held; without acks some were no longer retained.
+            methods = {d.method for d in faults.delivered if d.process_id == proc.process_id}
+            assert "process/exited" not in methods
+            _cursor, snapshot, held = next(r for r in recoveries if r[0] == 0)
+            held_outputs = {seq for seq, event in held.items() if isinstance(event, Output)}
+            assert snapshot.exited and held_outputs
+            returned = {chunk.seq for chunk in snapshot.chunks}
+            if ack_output:
+                assert held_outputs <= returned
+            else:
+                assert held_outputs - returned
