@@ -551,8 +551,10 @@ async def test_open_read_closes_its_handle_when_cancelled_while_opening(
     client: ExecClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The daemon is slow to open: the client gives up (cancelled) with fs/open in
-    # flight and sends fs/close for the id, which overtakes the open. The daemon must
-    # then drop the descriptor the late open produces.
+    # flight and sends fs/close for the id. The connection's request order makes that
+    # close wait for the open, then close the handle it opened: no descriptor is left.
+    # (FsService's own closed-while-opening branch, which a close reaching the service
+    # mid-open takes, is tested directly in test_handles_close_while_opening.py.)
     path = write(tmp_path / "slow", b"x")
     started = threading.Event()
     proceed = threading.Event()
