@@ -69,7 +69,9 @@ def events_after(
         )
         raise GapLost(f"output after seq {cursor} is no longer retained ({missing})")
     exit_seq = unexplained[0] if unexplained else known_exit_seq
-    if exit_seq is not None and cursor < exit_seq <= last_seq:
+    # A held exit is the daemon's own event; it may have been pushed after the daemon
+    # answered this read (which then does not have it yet).
+    if exit_seq is not None and cursor < exit_seq <= last_seq and exit_seq not in by_seq:
         if snapshot.exit_code is None:
             raise GapLost(f"the exit at seq {exit_seq} is not in the read result")
         by_seq[exit_seq] = Exited(exit_seq, snapshot.exit_code, snapshot.sandbox_denied)

@@ -234,3 +234,103 @@ def test_a_read_that_lost_output_fails_instead_of_skipping(
     else:
         rebuilt = events_after(cursor, snapshot, known_exit)
         assert rebuilt == [e for e in prefix.events if e.seq > cursor]
+
+
+# --- the gap rules, one by one -----------------------------------------------------------
+
+
+def test_an_exit_with_no_seq_left_for_it_is_a_gap() -> None:
+    """The read says exited, but every seq up to nextSeq is an output: the exit's seq
+    was lost with the output before it (it cannot be placed), so the read fails."""
+    out = Output(1, "stdout", b"a")
+    snapshot = ReadSnapshot([out], next_seq=2, exited=True, exit_code=3, closed=False)
+    with pytest.raises(GapLost, match="no exit seq"):
+        events_after(0, snapshot)
+    # The same read with the exit's seq known explains it (it lies at or below the
+    # cursor, or the caller saw it): nothing is missing.
+    assert events_after(1, snapshot, known_exit_seq=1) == []
+
+
+def test_two_unexplained_seqs_and_a_pending_exit_is_a_gap() -> None:
+    """One missing seq is the exit's; a second one is lost output."""
+    snapshot = ReadSnapshot([], next_seq=3, exited=True, exit_code=0, closed=False)
+    with pytest.raises(GapLost, match=r"seqs 1\.\.2 missing"):
+        events_after(0, snapshot)
+    snapshot = ReadSnapshot([], next_seq=2, exited=True, exit_code=0, closed=False)
+    assert events_after(0, snapshot) == [Exited(1, 0)]
+
+
+def test_an_exit_the_caller_knows_but_the_read_lacks_is_a_gap() -> None:
+    """The caller saw the exit (seq 2) but its consumer is behind it (cursor 1): the exit
+    must be rebuilt from the read, and a read without an exit code cannot."""
+    snapshot = ReadSnapshot([], next_seq=3, exited=False, exit_code=None, closed=False)
+    with pytest.raises(GapLost, match="exit at seq 2 is not in the read result"):
+        events_after(1, snapshot, known_exit_seq=2)
+    with_code = attrs.evolve(snapshot, exited=True, exit_code=9)
+    assert events_after(1, with_code, known_exit_seq=2) == [Exited(2, 9)]
+
+
+# --- held events (the caller's reorder buffer past a gap) -------------------------------
+
+
+def test_held_outputs_explain_seqs_the_daemon_evicted() -> None:
+    """Exit at seq 1 missed; outputs 2..4 held; the daemon retains only 4: the held
+    ones explain 2 and 3, the exit explains 1."""
+    held: dict[int, SeqEvent] = {s: Output(s, "stdout", b"%d" % s) for s in (2, 3, 4)}
+    snapshot = ReadSnapshot([held[4]], next_seq=6, exited=True, exit_code=6, closed=True)
+    assert events_after(0, snapshot, held=held) == [
+        Exited(1, 6),
+        held[2],
+        held[3],
+        held[4],
+        Closed(5),
+    ]
+    # Without them the same read cannot explain 2 and 3.
+    with pytest.raises(GapLost):
+        events_after(0, snapshot)
+
+
+def test_held_events_at_or_below_the_cursor_are_ignored() -> None:
+    held: dict[int, SeqEvent] = {1: Output(1, "stdout", b"old"), 3: Output(3, "stdout", b"c")}
+    snapshot = ReadSnapshot(
+        [Output(2, "stdout", b"b")], next_seq=4, exited=False, exit_code=None, closed=False
+    )
+    assert events_after(1, snapshot, held=held) == [Output(2, "stdout", b"b"), held[3]]
+
+
+def test_held_events_past_the_read_extend_it() -> None:
+    """Pushes that arrived after the read was answered (seqs past its nextSeq) are
+    explained by themselves: a held close, and a held output before it."""
+    held: dict[int, SeqEvent] = {3: Output(3, "stderr", b"late"), 4: Closed(4)}
+    snapshot = ReadSnapshot([], next_seq=3, exited=True, exit_code=0, closed=False)
+    out = events_after(1, snapshot, known_exit_seq=2, held=held)
+    assert out == [Exited(2, 0), held[3], Closed(4)]
+
+
+def test_a_held_exit_past_the_read_is_kept() -> None:
+    """The exit was pushed (and held: seq 1 is missing) after the daemon answered a read
+    that did not have it yet: the held exit explains its seq, the read need not."""
+    held: dict[int, SeqEvent] = {2: Exited(2, 4, True)}
+    snapshot = ReadSnapshot(
+        [Output(1, "stdout", b"a")], next_seq=2, exited=False, exit_code=None, closed=False
+    )
+    assert events_after(0, snapshot, held=held) == [Output(1, "stdout", b"a"), Exited(2, 4, True)]
+
+
+@given(recovery_cases(), st.data())
+def test_events_after_with_held_events_matches_the_oracle(
+    case: tuple[Daemon, int, int, int | None], data: st.DataObject
+) -> None:
+    """Any subset of the events after the cursor may be held: they explain their seqs
+    even where the daemon evicted them; what is neither held nor retained is lost."""
+    daemon, cursor, first_retained, known_exit = case
+    after = [e for e in daemon.events if e.seq > cursor]
+    held_list = data.draw(st.lists(st.sampled_from(after), unique=True)) if after else []
+    held = {e.seq: e for e in held_list}
+    snapshot = daemon.snapshot(cursor, first_retained)
+    lost = [c.seq for c in daemon.outputs if cursor < c.seq < first_retained and c.seq not in held]
+    if lost:
+        with pytest.raises(GapLost):
+            events_after(cursor, snapshot, known_exit, held)
+    else:
+        assert events_after(cursor, snapshot, known_exit, held) == after
