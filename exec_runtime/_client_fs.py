@@ -16,14 +16,17 @@ Paths
 Errors
     Every method raises :class:`~exec_runtime.ProtocolError` for a JSON-RPC error:
     -32004 not found, -32600 invalid input / permission denied / limits, -32602 bad
-    params, -32603 other I/O. A connection that drops while a mutating call (write,
-    create, remove, copy, open, close) is in flight raises ``TransportError`` (the
-    outcome is unknown); reads are retried on the recovered connection.
+    params, -32603 any other OS error (EEXIST, EISDIR, ENOTDIR, ENOTEMPTY, ...), as Codex
+    0.147 answers. An OS error is raised as the matching ``OSError`` subclass too
+    (``RemoteFileExistsError``, ...), from the error's ``data`` or, from Codex, its
+    message. A connection that drops while a mutating call (write, create, remove, copy,
+    open, close) is in flight raises ``TransportError`` (the outcome is unknown); reads
+    are retried on the recovered connection.
 
 Handles
     :meth:`FsClient.open_read` reads through a daemon-side handle. Handles belong to one
     connection: the daemon closes them when it ends, so a reconnect in the middle of a
-    read makes the next block fail with -32600 (unknown handle); the file is not silently
+    read makes the next block fail with -32004 (unknown file read handle); the file is not silently
     reopened (it may have been replaced since).
 """
 
@@ -188,7 +191,8 @@ class FsClient:
         self, path: StrPath, recursive: bool = True, *, sandbox: SandboxArg = None
     ) -> None:
         """``mkdir -p`` by default (an existing directory is fine). With
-        ``recursive=False``: a missing parent is -32004, an existing path -32600."""
+        ``recursive=False``: a missing parent is -32004, an existing path -32603
+        (EEXIST, a ``FileExistsError``)."""
         params = FsCreateDirectoryParams(path=_to_uri(path), recursive=recursive)
         await self._call("fs/createDirectory", _sandboxed(params, sandbox), EmptyResult)
 
@@ -289,8 +293,8 @@ class FsClient:
         """Remove a file, a symlink (not its target) or a directory. A path whose last
         part is ``.`` or ``..`` is refused (-32600), as ``rm`` does, and so is ``/``.
 
-        ``recursive=False`` refuses a non-empty directory (-32600); ``force=True`` makes
-        a missing path a success (else -32004).
+        ``recursive=False`` refuses a non-empty directory (-32603 ENOTEMPTY);
+        ``force=True`` makes a missing path a success (else -32004).
         """
         params = FsRemoveParams(path=_to_uri(path), recursive=recursive, force=force)
         await self._call("fs/remove", _sandboxed(params, sandbox), EmptyResult)

@@ -11,6 +11,8 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 from ._errors import RpcError
 
 _REPEATED_SLASHES = re.compile("/{2,}")
+_URI_PATH_SAFE = "/!$&'()*+,:;=@[]^|"
+"""Printable ASCII the url crate leaves as is in a path (``quote`` adds ``_.-~``)."""
 
 
 def path_from_file_uri(uri: str, what: str = "path") -> str:
@@ -49,8 +51,10 @@ def file_uri(path: str | os.PathLike[str]) -> str:
     """An absolute file URI for a local path (relative paths resolve against the cwd)."""
     absolute = os.path.abspath(os.fspath(path))
     # Quoted as bytes: a name that is not UTF-8 (surrogate escapes) becomes %XX escapes
-    # of its bytes, which path_from_file_uri turns back into the same name.
-    return "file://" + quote(os.fsencode(absolute))
+    # of its bytes, which path_from_file_uri turns back into the same name. Escaped as
+    # Codex (Rust's url crate, path segments) escapes: only controls, space, "#%<>?`{}\
+    # and non-ASCII bytes, so both daemons spell a URI alike.
+    return "file://" + quote(os.fsencode(absolute), safe=_URI_PATH_SAFE)
 
 
 def uri_for_remote(path: str | os.PathLike[str]) -> str:

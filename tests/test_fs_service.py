@@ -181,6 +181,21 @@ async def test_walk_entries_are_absolute_file_uris(tmp_path: Path) -> None:
         ]
 
 
+async def test_uris_are_escaped_as_codex_escapes_them(tmp_path: Path) -> None:
+    """Rust's url crate (Codex) escapes only controls, space, "#%<>?`{}\\ and non-ASCII
+    in a path: fs/canonicalize and fs/walk spell a URI as Codex does."""
+    with trio.fail_after(10):
+        name = "!\"#$%&'()*+,-.:;<=>?@[\\]^_`{|}~ é"
+        write(tmp_path / name, b"x")
+        spelled = "!%22%23$%25&'()*+,-.:;%3C=%3E%3F@[%5C]^_%60%7B|%7D~%20%C3%A9"
+        result = await FsService().canonicalize(FsCanonicalizeParams(path=uri(tmp_path / name)))
+        real = await trio.Path(tmp_path).resolve()
+        assert result.path == uri(real) + "/" + spelled
+        options = FsWalkOptions(max_depth=0, max_directories=1, max_entries=9)
+        walked = await FsService().walk(FsWalkParams(path=uri(tmp_path), options=options))
+        assert [e.path for e in walked.entries] == [uri(tmp_path) + "/" + spelled]
+
+
 async def test_walk_file_root_is_empty(tmp_path: Path) -> None:
     with trio.fail_after(10):
         result = await walk(FsService(), write(tmp_path / "f", b"x"))

@@ -9,8 +9,6 @@ differences from our daemon, asserted here so a change on either side is noticed
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,32 +17,15 @@ import trio
 
 import exec_runtime
 from exec_runtime import Closed, Exited, Output
+from tests.interop.codex_wire import open_codex, require_codex
 
-CODEX = os.environ.get("EXEC_RUNTIME_CODEX")
-pytestmark = pytest.mark.skipif(not CODEX, reason="set EXEC_RUNTIME_CODEX to run interop tests")
+pytestmark = require_codex()
 
 
 @pytest.fixture
 async def codex_url(tmp_path: Path) -> AsyncIterator[str]:
-    home = tmp_path / "codex-home"
-    home.mkdir()
-    assert CODEX is not None
-    env = {**os.environ, "CODEX_HOME": str(home)}
-    process = await trio.lowlevel.open_process(
-        [CODEX, "exec-server", "--listen", "ws://127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(20):
-            while b"\n" not in buffer:
-                buffer += await process.stdout.receive_some(1024)
-        yield buffer.split(b"\n", 1)[0].decode().strip()
-    finally:
-        process.kill()
-        await process.wait()
+    async with open_codex(tmp_path / "codex-home") as url:
+        yield url
 
 
 async def test_run_completes_from_pushes(codex_url: str) -> None:

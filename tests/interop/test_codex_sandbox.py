@@ -66,26 +66,29 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 import trio
-import trio_websocket
 
 import exec_runtime
 from exec_runtime import Sandbox, ServerConfig
-from tests.conftest import RawClient
+from tests.interop.codex_wire import (
+    CODEX,
+    DAEMONS,
+    IO_TIMEOUT,
+    Outcome,
+    call,
+    open_codex,
+    require_codex,
+)
 
-CODEX = os.environ.get("EXEC_RUNTIME_CODEX")
-pytestmark = pytest.mark.skipif(not CODEX, reason="set EXEC_RUNTIME_CODEX to run interop tests")
+pytestmark = require_codex()
 
-DAEMONS = ("codex", "ours")
-IO_TIMEOUT = 30
 ROOT_READ = {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}
 INVALID_PARAMS = -32602
 
@@ -139,25 +142,10 @@ async def pair(
 
     if "bwrap" not in probe(None).mechanisms(("bwrap",)):
         pytest.fail("our daemon cannot enforce a sandbox here (bubblewrap unavailable)")
-    assert CODEX is not None
     path = f"{helper_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     home = tmp_path / "codex-home"
-    home.mkdir()
-    codex = await trio.lowlevel.open_process(
-        [CODEX, "exec-server", "--listen", "ws://127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=codex_log,
-        env={**os.environ, "CODEX_HOME": str(home), "PATH": path},
-    )
-    try:
-        assert codex.stdout is not None
-        buffer = b""
-        with trio.fail_after(20):
-            while b"\n" not in buffer:
-                data = await codex.stdout.receive_some(1024)
-                assert data, "codex exec-server exited before printing its URL"
-                buffer += data
-        urls = {"codex": buffer.split(b"\n", 1)[0].decode().strip()}
+    async with open_codex(home, env={**os.environ, "PATH": path}, log=codex_log) as url:
+        urls = {"codex": url}
         with trio.fail_after(20):
             urls["ours"] = await nursery.start(exec_runtime.serve, ServerConfig())
         places = {}
@@ -168,89 +156,9 @@ async def pair(
             place.outside.mkdir()
             places[name] = place
         yield Pair(urls, {**os.environ, "PATH": path}, places)
-    finally:
-        codex.kill()
-        with trio.fail_after(10):
-            await codex.wait()
 
 
-# --- the raw wire --------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """A ``process/start`` and everything it led to, as one daemon told it."""
-
-    reply: dict[str, Any]
-    exit_code: int | None = None
-    denied: bool | None = None
-    stdout: bytes = b""
-    stderr: bytes = b""
-    pty: bytes = b""
-    seqs: list[int] = field(default_factory=list)
-
-    @property
-    def error_code(self) -> int | None:
-        return self.reply["error"]["code"] if "error" in self.reply else None
-
-    @property
-    def message(self) -> str:
-        return str(self.reply["error"]["message"])
-
-    @property
-    def sandbox_type(self) -> str:
-        return str(self.reply["result"]["sandboxType"])
-
-    @property
-    def output(self) -> bytes:
-        return self.stdout + self.stderr + self.pty
-
-
-async def _pushed_until_closed(client: RawClient, process_id: str) -> list[dict[str, Any]]:
-    """Every pushed event, once they run contiguously from seq 1 to ``closed`` (Codex may
-    push ``closed`` before the output and exit that precede it, PROTOCOL §10)."""
-    while True:
-        events = sorted(client.notifications[process_id], key=lambda m: m["params"]["seq"])
-        closed = [e["params"]["seq"] for e in events if e["method"] == "process/closed"]
-        if closed and [e["params"]["seq"] for e in events] == list(range(1, closed[0] + 1)):
-            return events
-        await client._changed.wait()
-
-
-async def call(url: str, method: str, params: dict[str, Any]) -> Outcome:
-    """One request on a fresh connection; for ``process/start``, wait for the process
-    to close and check that the pushed exit and a later ``process/read`` agree."""
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(IO_TIMEOUT):
-            ws = await trio_websocket.connect_websocket_url(nursery, url)
-        client = RawClient(ws, nursery)
-        try:
-            with trio.fail_after(IO_TIMEOUT):
-                await client.handshake()
-                outcome = Outcome(await client.request(method, params))
-                if method == "process/start" and outcome.error_code is None:
-                    await _complete(client, params["processId"], outcome)
-        finally:
-            with trio.fail_after(IO_TIMEOUT):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
-    return outcome
-
-
-async def _complete(client: RawClient, process_id: str, outcome: Outcome) -> None:
-    events = await _pushed_until_closed(client, process_id)
-    outcome.seqs = [e["params"]["seq"] for e in events]
-    exits = [e["params"] for e in events if e["method"] == "process/exited"]
-    assert len(exits) == 1, events
-    outcome.exit_code = exits[0]["exitCode"]
-    outcome.denied = exits[0]["sandboxDenied"]
-    for event in events:
-        if event["method"] == "process/output":
-            stream = event["params"]["stream"]
-            data = base64.b64decode(event["params"]["chunk"])
-            setattr(outcome, stream, getattr(outcome, stream) + data)
-    read = await client.read_all(process_id)
-    assert (read["exitCode"], read["sandboxDenied"]) == (outcome.exit_code, outcome.denied)
+# --- the raw wire (Outcome, call: tests/interop/codex_wire.py) ----------------------------
 
 
 def start_params(place: Place, env: dict[str, str], argv: list[str], **extra: Any) -> Any:
