@@ -23,6 +23,17 @@ from exec_runtime import ExecClient, ServerConfig, serve
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+# CI's second, randomized run (.ci/run, over tests/core, the pure modules that run in
+# seconds): new examples every time, three times as many, replayable from the seed
+# .ci/run prints (``--hypothesis-seed``); no database, so the seed alone decides.
+settings.register_profile(
+    "ci-random",
+    max_examples=300,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.register_profile("dev", deadline=None)
 settings.register_profile("soak", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
