@@ -276,11 +276,18 @@ async def test_retention_is_bounded_while_detached(connect: Any) -> None:
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(retain_chunks=3)])
-async def test_retention_is_bounded_by_chunk_count(connect: Any) -> None:
+async def test_retention_is_bounded_by_chunk_count(connect: Any, tmp_path: Path) -> None:
     with trio.fail_after(5):
         client = await connect()
-        script = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.03; done"
+        # Each line waits until the one before it has arrived: six chunks, never fewer
+        # (a pause between the echos merged two of them on a loaded machine).
+        gate = f'while [ ! -e "{tmp_path}/go$i" ]; do sleep 0.002; done'
+        script = f"for i in 1 2 3 4 5 6; do echo $i; {gate}; done"
         await client.start("p", ["sh", "-c", script])
+        for i in range(1, 7):
+            line = b"%d\n" % i
+            await eventually(lambda line=line: output_of(client.notifications["p"]).endswith(line))
+            (tmp_path / f"go{i}").touch()
         events = await client.wait_closed("p")
         assert output_of(events) == b"1\n2\n3\n4\n5\n6\n"
         assert [m["params"]["seq"] for m in events] == list(range(1, 9))
