@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import trio
 from conftest import BACKENDS, open_backend
 
 import exec_runtime
+import protocol_schema as wire
 from exec_runtime import (
     ClientClosedError,
     Closed,
@@ -410,6 +411,37 @@ async def test_run_refuses_input_with_pipe_stdin(client: ExecClient) -> None:
     assert client.statistics().calls == {}  # refused before anything was sent
 
 
+async def until(predicate: Callable[[], object]) -> None:
+    """Poll plain client state; callers bound the wait (trio.fail_after)."""
+    while not predicate():  # noqa: ASYNC110 - nothing to wait on for these conditions
+        await trio.sleep(0.005)
+
+
+async def daemon_read(client: ExecClient, process_id: str) -> wire.ProcessReadResult:
+    """What the daemon retains (``afterSeq`` 0 acknowledges nothing, waits for nothing)."""
+    params = wire.ProcessReadParams(process_id=process_id, after_seq=0, wait_ms=0)
+    return await client._call("process/read", params, wire.ProcessReadResult)
+
+
+async def until_forgotten(client: ExecClient, process_id: str) -> None:
+    """Until the daemon has forgotten the process (its closed TTL passed)."""
+    while True:
+        try:
+            await daemon_read(client, process_id)
+        except exec_runtime.ProtocolError as exc:
+            assert "unknown process id" in str(exc), exc
+            return
+        await trio.sleep(0.01)
+
+
+async def a_later_start_ran(client: ExecClient, tmp_path: Path) -> None:
+    """The positive signal that a start sent before this one (held by the same
+    ``start_delay``) had every chance to spawn: this later one has spawned and run."""
+    proc = await client.start(["sh", "-c", f"echo $$ > {tmp_path / 'later'}"])
+    assert await proc.wait() == 0
+    assert await trio.Path(tmp_path / "later").exists()
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.3)])
 async def test_cancelling_a_start_in_flight_kills_the_process(
     client: ExecClient, tmp_path: Path
@@ -424,7 +456,7 @@ async def test_cancelling_a_start_in_flight_kills_the_process(
         while client.statistics().calls.get("process/terminate") != 1:  # noqa: ASYNC110
             await trio.sleep(0.01)  # sent in the background: the cancel took effect at once
         assert client.statistics().calls == {"process/start": 1, "process/terminate": 1}
-        await trio.sleep(0.5)  # an uncancelled start would have spawned by now
+        await a_later_start_ran(client, tmp_path)  # an uncancelled start would have by now
         assert not await trio.Path(pid_file).exists()
 
 
@@ -445,7 +477,7 @@ async def test_a_cancelled_start_returns_at_once_while_the_daemon_is_silent(
             faults.resume()
             while client.statistics().calls.get("process/terminate") != 1:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-            await trio.sleep(0.5)  # past the start delay: a start that ran would show
+            await a_later_start_ran(client, tmp_path)  # a start that ran would show by now
             assert not await trio.Path(pid_file).exists()
 
 
@@ -569,7 +601,7 @@ async def test_slow_consumer_catches_up_with_reads(client: ExecClient) -> None:
         size = 8 * 1024 * 1024
         proc = await client.start(writer_script(size))
         assert await proc.wait() == 0  # the whole sequence arrived; nobody consumed it
-        await trio.sleep(0.1)
+        await until(lambda: proc._stream.reorder.closed)  # up to its close
         events = await collect(proc)
         assert_complete(events)
         assert stdout_of(events) == pattern(size)
@@ -609,9 +641,9 @@ async def test_a_late_consumer_fails_alone_and_the_process_runs_on(
     with trio.fail_after(20):
         script = f"head -c 12000000 /dev/zero; sleep 0.5; touch {marker}; exit 3"
         proc = await client.start(["sh", "-c", script])
-        while client.statistics().events_published < 20:  # noqa: ASYNC110 - pushed output
+        # Far more than the daemon retains has come out: it evicted the first chunk.
+        while (await daemon_read(client, proc.process_id)).earliest_retained_seq <= 1:  # noqa: ASYNC110
             await trio.sleep(0.01)
-        await trio.sleep(0.3)  # far more than the daemon retains has come out by now
         events = await collect(proc)
         assert isinstance(events[-1], Failed)
         assert "no longer retained" in events[-1].message
@@ -630,7 +662,7 @@ async def test_a_consumer_that_comes_after_the_closed_ttl_gets_a_failed_event(
         size = 6 * 1024 * 1024  # past the consumer queue's 4 MiB
         proc = await client.start(writer_script(size))
         assert await proc.wait() == 0
-        await trio.sleep(0.5)  # past the TTL
+        await until_forgotten(client, proc.process_id)  # past the TTL
         events = await collect(proc)
         assert isinstance(events[-1], Failed)
         assert "unknown process id" in events[-1].message
