@@ -227,7 +227,8 @@ async def test_mutating_call_in_flight_fails_with_transport_error(
 
             async with trio.open_nursery() as tasks:
                 tasks.start_soon(starter)
-                await trio.sleep(0.2)  # process/start is held by the daemon for 1 s
+                # In flight: sent, unanswered (the daemon holds process/start for 1 s).
+                await until(lambda: client._link is not None and bool(client._link.pending))
                 await proxy.drop()
             assert len(outcome) == 1
             assert isinstance(outcome[0], TransportError)
