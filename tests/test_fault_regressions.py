@@ -202,7 +202,12 @@ async def test_long_poll_read_on_the_old_connection_while_another_resumes(
 ) -> None:
     """Daemon side: connection A has a long-poll read in flight when it goes away; B
     resumes the session at once and reads everything; the daemon keeps serving."""
-    a = await connect()  # type: ignore[operator]
+    with trio.fail_after(15):
+        await _long_poll_then_resume(connect)
+
+
+async def _long_poll_then_resume(connect: Any) -> None:
+    a = await connect()
     session = a.session_id
     await a.start("p", [PY, "-c", "import time; time.sleep(0.3); print('done')"])
     async with trio.open_nursery() as nursery:
@@ -214,9 +219,12 @@ async def test_long_poll_read_on_the_old_connection_while_another_resumes(
                 pass
 
         nursery.start_soon(long_poll)
-        await trio.sleep(0.05)
+        await eventually(lambda: a._waiting)  # the read is being sent (no checkpoint before)
+        # The daemon takes requests in wire order: once a later one is answered, the
+        # read is in flight on the daemon (a long poll: the process prints at 0.3 s).
+        assert await a.call("environment/status") == {"status": "ready"}
         await a.ws.aclose()
-        b = await connect(handshake=False)  # type: ignore[operator]
+        b = await connect(handshake=False)
         with trio.fail_after(5):
             while True:
                 try:
