@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from unprivileged import IS_ROOT, deny_as_the_os_denies_nobody, world_traversable_dir
 
 import exec_runtime
 from exec_runtime import ExecClient, ProtocolError, ServerConfig
@@ -315,14 +316,18 @@ async def test_walk_prune_hidden_directories(client: ExecClient, tmp_path: Path)
         assert (".git/HEAD", "file") in listed(await walk(client, root))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 directory")
 async def test_walk_unreadable_directory_is_an_error_entry(
-    client: ExecClient, tmp_path: Path
+    client: ExecClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with trio.fail_after(10):
-        source = make_source(tmp_path)
+    # Root reads a chmod 000 directory: as root (CI) the listing is checked as nobody,
+    # and the daemon gets the error the OS gave nobody (tests/unprivileged.py).
+    with trio.fail_after(10), world_traversable_dir() as base:
+        source = make_source(base if IS_ROOT else tmp_path)
         (source / "nested").chmod(0)
         try:
+            if IS_ROOT:
+                nested = source / "nested"
+                deny_as_the_os_denies_nobody(monkeypatch, daemon_fs, "_list_walk_directory", nested)
             result = await walk(client, source)
         finally:
             (source / "nested").chmod(0o755)
