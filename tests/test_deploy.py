@@ -15,8 +15,11 @@ import pytest
 
 from exec_runtime._cli import _build_parser
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-yaml = pytest.importorskip("yaml")
+# Both come with the test extra ('.[test]'); only a bare install skips these.
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate (the test extra) checks the manifests"
+)
+yaml = pytest.importorskip("yaml", reason="PyYAML (the test extra) parses the manifests")
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
