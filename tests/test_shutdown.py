@@ -67,8 +67,13 @@ async def test_sigterm_with_100_processes_terms_then_kills_and_exits_0_within_5_
 
         stopping_at = trio.current_time()
         daemon.process.send_signal(signal.SIGTERM)
-        # During the grace period (the stubborn ones hold it open) no one gets in.
-        await trio.sleep(0.3)
+        # During the grace period (the stubborn ones hold it open) no one gets in. The
+        # polite ones saying goodbye show that the SIGTERMs went out, after the
+        # listeners were closed.
+        polite_ids = [f"polite{n}" for n, (kind, _, _) in enumerate(kinds) if kind == "polite"]
+        await eventually(
+            lambda: all(b"got-term" in output_of(client.notifications[p]) for p in polite_ids)
+        )
         assert daemon.process.returncode is None
         assert await connection_refused(daemon.url)
         with trio.fail_after(5):
@@ -126,7 +131,8 @@ async def test_a_second_signal_kills_every_group_at_once(daemons: Any, connect: 
         client: RawClient = await connect(url=daemon.url)
         pid = await start_printing_pid(client, "stubborn", "trap '' TERM; exec sleep 1000")
         daemon.process.send_signal(signal.SIGTERM)
-        await trio.sleep(0.3)
+        # Logged as the SIGTERMs go out (in the same step): the grace has begun.
+        await eventually(lambda: b"shutting down" in daemon.stderr)
         assert not process_gone(pid)  # still in its (long) grace period
         daemon.process.send_signal(signal.SIGINT)
         with trio.fail_after(3):
@@ -198,8 +204,11 @@ async def test_no_process_starts_during_the_shutdown_grace(nursery: trio.Nursery
         client = RawClient(ws, nursery)
         await client.handshake()
         await start_printing_pid(client, "s", "trap '' TERM; exec sleep 1000")
+        polite = "trap 'echo got-term; exit 0' TERM; sleep 1000 & wait"
+        await start_printing_pid(client, "polite", polite)
         shutdown.set()
-        await trio.sleep(0.1)  # the SIGTERMs went out; the stubborn one holds the grace
+        # The polite one's goodbye: the SIGTERMs went out; the stubborn one holds the grace.
+        await eventually(lambda: b"got-term" in output_of(client.notifications["polite"]))
         params = {"processId": "late", "argv": ["true"], "cwd": "file:///", "env": {}, "tty": False}
         reply = await client.request("process/start", params)
         assert reply["error"] == {"code": -32600, "message": "the daemon is shutting down"}
