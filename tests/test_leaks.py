@@ -86,6 +86,18 @@ async def run_lifecycles(client: RawClient, first: int, count: int, batch: int =
                 nursery.start_soon(one_lifecycle, client, number)
 
 
+async def forgotten(client: RawClient, process_ids: list[str]) -> None:
+    """Until the daemon has forgotten every one of ``process_ids`` (closed TTL)."""
+    for process_id in process_ids:
+        while True:
+            read = {"processId": process_id, "waitMs": 0}
+            reply = await client.request("process/read", read)
+            if "error" in reply:
+                assert "unknown process id" in reply["error"]["message"], reply
+                break
+            await trio.sleep(0.02)
+
+
 async def settled_fds(pid: int, baseline: int) -> int:
     """The daemon's fd count once it is back to ``baseline`` (or after 5 s)."""
     with trio.move_on_after(5):
@@ -102,7 +114,7 @@ async def test_process_lifecycles_leave_no_zombie_fd_or_memory(
         client: RawClient = await connect(url=daemon.url)
         warmup = 60
         await run_lifecycles(client, 0, warmup)
-        await trio.sleep(0.3)  # past the closed TTL: every entry forgotten
+        await forgotten(client, [f"L{number}" for number in range(warmup)])
         fds = fd_count(daemon.pid)
         rss = status_kib(daemon.pid, "VmRSS")
         half = (LIFECYCLES - warmup) // 2
