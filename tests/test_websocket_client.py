@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 import trio_websocket
 from hypothesis import given
 from hypothesis import strategies as st
@@ -268,7 +269,8 @@ async def test_a_huge_frame_header_alone_reserves_nothing() -> None:
                 try:
                     nursery.start_soon(receive)
                     await part_sent.wait()
-                    await trio.sleep(0.05)
+                    # The receiver has taken in what was sent and waits for the rest.
+                    await trio.testing.wait_all_tasks_blocked(cushion=0.01)
                     held, _ = tracemalloc.get_traced_memory()
                 finally:
                     tracemalloc.stop()
@@ -466,7 +468,7 @@ async def test_aclose_while_another_task_is_receiving() -> None:
                 ended.set()
 
             nursery.start_soon(reader)
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)  # the reader waits
             await ws.aclose()
             await ended.wait()
     assert not errors
