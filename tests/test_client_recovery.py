@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import GatedStream, cancel_half_sent
+from daemon_process import process_gone
 from ws_proxy import WsProxy
 
 import exec_runtime
@@ -558,16 +559,24 @@ async def test_a_mutating_call_cut_in_flight_is_not_replayed(method: str, tmp_pa
             assert isinstance([e async for e in proc.events()][-1], Closed)
 
 
-async def test_a_session_that_expired_during_the_outage_fails_the_client() -> None:
+async def test_a_session_that_expired_during_the_outage_fails_the_client(
+    tmp_path: Path,
+) -> None:
     """PROTOCOL §9: the resume answers ``unknown session`` (its detached TTL passed):
     the client fails for good, every process gets a terminal Failed, and new starts
     fail at once."""
     with trio.fail_after(10):
         config = ServerConfig(detached_ttl=0.2)
         async with open_faulty_local(config=config) as (client, faults):
-            procs = [await client.start(["sleep", "30"]) for _ in range(2)]
+            pid_files = [tmp_path / f"pid{n}" for n in range(2)]
+            argvs = [["sh", "-c", f"echo $$ > {f}; exec sleep 30"] for f in pid_files]
+            procs = [await client.start(argv) for argv in argvs]
+            await until(lambda: all(f.exists() and f.read_text().endswith("\n") for f in pid_files))
+            pids = [int(f.read_text()) for f in pid_files]
             faults.partition()
-            await trio.sleep(0.6)  # past the detached TTL: the session is gone
+            # An expired session ends before its processes are killed: once they are
+            # gone, the session is (past the detached TTL).
+            await until(lambda: all(process_gone(pid) for pid in pids))
             faults.heal()
             await until(lambda: client.state is ClientState.FAILED)
             for proc in procs:
