@@ -641,8 +641,14 @@ async def test_a_late_consumer_fails_alone_and_the_process_runs_on(
     with trio.fail_after(20):
         script = f"head -c 12000000 /dev/zero; sleep 0.5; touch {marker}; exit 3"
         proc = await client.start(["sh", "-c", script])
-        # Far more than the daemon retains has come out: it evicted the first chunk.
-        while (await daemon_read(client, proc.process_id)).earliest_retained_seq <= 1:  # noqa: ASYNC110
+        # Far more than the daemon retains has come out: the consumer's queue is full
+        # (the client stopped queuing) and the daemon evicted output past what it queued.
+        stream = proc._stream
+        while not (  # noqa: ASYNC110 - polls the daemon
+            stream.lagging
+            and (await daemon_read(client, proc.process_id)).earliest_retained_seq
+            > stream.queued_seq + 1
+        ):
             await trio.sleep(0.01)
         events = await collect(proc)
         assert isinstance(events[-1], Failed)
