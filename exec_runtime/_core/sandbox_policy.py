@@ -198,7 +198,7 @@ def compile_plan(
     environment (for ``tmpdir``). Raises :class:`PolicyError` or :class:`Unenforceable`.
     """
     profile = intent.permissions
-    cwd = request_cwd
+    cwd = _normal(request_cwd)
     if (sandbox_cwd := intent.cwd_value) is not None:
         cwd = _uri_path(facts, sandbox_cwd, "sandbox.cwd")
     network = _network_mode(profile, managed_network)
@@ -262,7 +262,14 @@ def _uri_path(facts: HostFacts, uri: str, field: str) -> str:
 def _absolute(path: str, field: str) -> str:
     if not posixpath.isabs(path):
         raise PolicyError(f"{field} must be an absolute path")
-    return posixpath.normpath(path) if path != "/" else "/"
+    return _normal(path)
+
+
+def _normal(path: str) -> str:
+    """``normpath``, and a leading ``//`` made ``/`` (POSIX leaves ``//`` to the
+    system; on Linux it is ``/``)."""
+    normal = posixpath.normpath(path)
+    return "/" + normal.lstrip("/") if normal.startswith("//") else normal
 
 
 def _paths_of(
@@ -277,7 +284,7 @@ def _paths_of(
     if isinstance(path, wire.FileSystemGlob):
         if not posixpath.isabs(path.pattern):
             raise PolicyError(f"{field}.path.pattern must be an absolute glob pattern")
-        return [posixpath.normpath(p) for p in facts.glob(path.pattern)]
+        return [_normal(p) for p in facts.glob(path.pattern)]
     special = path.value
     subpath = special.subpath
     if subpath is not None:
@@ -295,13 +302,13 @@ def _paths_of(
         bases = list(roots)
     elif special.kind == "tmpdir":
         tmpdir = env.get("TMPDIR", "")
-        bases = [posixpath.normpath(tmpdir)] if posixpath.isabs(tmpdir) else []
+        bases = [_normal(tmpdir)] if posixpath.isabs(tmpdir) else []
     elif special.kind == "slash_tmp":
         bases = ["/tmp"]
     else:
         return []  # an unknown kind grants nothing
     if subpath:
-        bases = [posixpath.normpath(posixpath.join(base, subpath)) for base in bases]
+        bases = [_normal(posixpath.join(base, subpath)) for base in bases]
     return bases
 
 
@@ -326,25 +333,27 @@ def _resolve(raw: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[tupl
 def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[str], list[str]]:
     """``.git`` (and the directory a ``.git`` file names), ``.codex`` and ``.agents``
     at the top of every writable root become read-only, and so does every grant below
-    them: a protected path is never writable. An absent ``.codex`` or ``.agents`` is
-    guarded too (the third list)."""
+    them: a protected path is never writable. Then, at the top of every root still
+    writable, an absent ``.codex`` or ``.agents`` is guarded (the third list)."""
     plan = ConfinementPlan("restricted", "restricted", tuple(grants))
-    protected: list[str] = []
-    absent: list[str] = []
+    protected: set[str] = set()
     for root in plan.writable_roots():
         for name in PROTECTED_NAMES:
-            candidate = posixpath.join(root, name) if root != "/" else "/" + name
+            candidate = _child(root, name)
             if not facts.exists(candidate):
-                if name in GUARDED_WHEN_ABSENT and plan.access_of(candidate) == "write":
-                    absent.append(candidate)
                 continue
-            protected.append(facts.realpath(candidate))
+            protected.add(facts.realpath(candidate))
             gitdir = facts.gitdir_of(candidate) if name == ".git" else None
             if gitdir is not None and facts.exists(gitdir):
                 real_gitdir = facts.realpath(gitdir)
-                if plan.access_of(real_gitdir) == "write":
-                    protected.append(real_gitdir)
-    protected = sorted(set(protected) | set(absent))
+                # Protected where any of it is writable: as a whole or below (a grant
+                # on its logs/, or a root the .git file's directory lies in).
+                if any(
+                    g.access == "write"
+                    and (is_within(g.path, real_gitdir) or is_within(real_gitdir, g.path))
+                    for g in grants
+                ):
+                    protected.add(real_gitdir)
     result = {g.path: g.access for g in grants}
     for path in protected:
         if plan.access_of(path) == "write":
@@ -352,4 +361,20 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
     for path, access in list(result.items()):
         if access == "write" and any(is_within(path, p) for p in protected):
             result[path] = "read"
-    return [Grant(p, a) for p, a in result.items()], protected, sorted(set(absent))
+    protected_plan = ConfinementPlan(
+        "restricted", "restricted", tuple(Grant(p, a) for p, a in result.items())
+    )
+    absent: set[str] = set()
+    for root in protected_plan.writable_roots():
+        for name in GUARDED_WHEN_ABSENT:
+            candidate = _child(root, name)
+            if not facts.exists(candidate) and protected_plan.access_of(candidate) == "write":
+                absent.add(candidate)
+    for path in absent:
+        result[path] = "read"
+    grants_out = [Grant(p, a) for p, a in result.items()]
+    return grants_out, sorted(protected | absent), sorted(absent)
+
+
+def _child(root: str, name: str) -> str:
+    return "/" + name if root == "/" else posixpath.join(root, name)
