@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
+from opentelemetry.metrics import MeterProvider
 
 import protocol_schema as wire
 
@@ -246,6 +247,7 @@ async def open_client(
     recovery_deadline: float = 25.0,
     ack_output: bool = True,
     final_read: bool = False,
+    meter_provider: MeterProvider | None = None,
 ) -> AsyncIterator[ExecClient]:
     """Connect to ``exec-runtime serve`` (``ws://`` or ``wss://``) and start a session.
 
@@ -257,6 +259,10 @@ async def open_client(
 
     The bearer token is ``token``, else the content of ``token_file``, else
     ``$EXEC_RUNTIME_TOKEN`` (as ``serve`` and ``run`` read it), else none.
+
+    ``meter_provider``: where the client's ``exec_client_*`` counters go (reconnects,
+    recoveries, gap reads, failed processes, calls); default OpenTelemetry's global
+    provider, which records nothing until an SDK is configured.
 
     Errors: a bad ``url`` or arguments raise ``ValueError``/``TypeError`` at once;
     failing to connect raises :class:`ConnectError` (refused, unreachable, timed out,
@@ -280,23 +286,31 @@ async def open_client(
         recovery_deadline=recovery_deadline,
         ack_output=ack_output,
         final_read=final_read,
+        meter_provider=meter_provider,
     ) as client:
         yield client
 
 
 @asynccontextmanager
 async def open_local(
-    config: ServerConfig | None = None, *, client_name: str = "exec-runtime"
+    config: ServerConfig | None = None,
+    *,
+    client_name: str = "exec-runtime",
+    meter_provider: MeterProvider | None = None,
 ) -> AsyncIterator[ExecClient]:
     """An in-process runtime with the client's interface: no socket, same code paths.
 
-    Processes belong to this context: leaving it kills every process group.
+    Processes belong to this context: leaving it kills every process group. The
+    daemon's metrics go to ``config.meter_provider``, the client's ``exec_client_*``
+    counters to ``meter_provider``.
     """
     with _unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
             registry = SessionRegistry(nursery, config or ServerConfig())
             try:
-                async with _client_from(LocalConnector(registry), client_name) as client:
+                async with _client_from(
+                    LocalConnector(registry), client_name, meter_provider=meter_provider
+                ) as client:
                     yield client
             finally:
                 registry.close_all()
@@ -311,6 +325,7 @@ async def _client_from(
     recovery_deadline: float = 25.0,
     ack_output: bool = True,
     final_read: bool = False,
+    meter_provider: MeterProvider | None = None,
 ) -> AsyncIterator[ExecClient]:
     with _unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
@@ -321,6 +336,7 @@ async def _client_from(
                 recovery_deadline=recovery_deadline,
                 ack_output=ack_output,
                 final_read=final_read,
+                meter_provider=meter_provider,
             )
             await nursery.start(client._supervise)
             try:

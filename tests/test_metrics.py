@@ -172,20 +172,36 @@ async def test_an_unknown_method_is_counted_as_unknown(
         assert "no/such/method/at-/tmp/x" not in methods
 
 
-async def test_client_counters_mirror_statistics(reader: InMemoryMetricReader) -> None:
-    with trio.fail_after(10):
-        provider = reader.provider  # type: ignore[attr-defined]
-        async with exec_runtime.open_local() as client:
-            client._metrics = exec_runtime._metrics.ClientMetrics(provider)
+@pytest.mark.parametrize("backend", ["local", "remote"])
+async def test_client_counters_mirror_statistics(
+    reader: InMemoryMetricReader, nursery: trio.Nursery, backend: str
+) -> None:
+    """The host's meter provider, passed to open_local / open_client, gets the
+    client's counters; a reconnect is counted as statistics() counts it."""
+    provider = reader.provider  # type: ignore[attr-defined]
+    with trio.fail_after(20):
+        if backend == "local":
+            opened = exec_runtime.open_local(meter_provider=provider)
+        else:
+            url = await nursery.start(serve, ServerConfig())
+            opened = exec_runtime.open_client(url, meter_provider=provider)
+        async with opened as client:
             await client.run(["true"])
+            if backend == "remote":
+                client._link.mark_lost()  # the transport drops: the client resumes
+                await client.run(["true"])
             points = collect(reader)
             calls = {
                 dict(attrs)["method"]: value
                 for (name, attrs), value in points.items()
                 if name == "exec_client_calls_total"
             }
-            assert calls.get("process/start") == client.statistics().calls["process/start"]
+            stats = client.statistics()
+            assert calls.get("process/start") == stats.calls["process/start"] >= 1
             assert set(calls) <= VOCABULARY
+            if backend == "remote":
+                assert stats.reconnects >= 1
+                assert at(points, "exec_client_reconnects_total") == stats.reconnects
 
 
 # --- Prometheus -------------------------------------------------------------------
