@@ -623,6 +623,19 @@ def test_explicit_write_on_protected_paths_stays_read_only() -> None:
     assert {"/w/.git", "/w/.codex", "/w/.agents", "/wt/.git"} <= set(plan.protected)
 
 
+def test_a_git_symlink_protects_its_target() -> None:
+    """2. /w/.git → /store/w.git: the real directory is what becomes read-only, even
+    where another grant makes it writable."""
+    host = FakeHost({"/w/.git": link("/store/w.git"), "/store/w.git/HEAD": FILE})
+    entries = [special("project_roots", "write"), path_entry("/store", "write")]
+    plan = compile_on(host, managed(entries))
+    assert plan.access_of("/store") == "write"
+    for path in ("/store/w.git", "/store/w.git/HEAD"):
+        assert plan.access_of(path) == "read", path
+        assert effective_access(plan.mounts(), path) == "read", path
+    assert "/store/w.git" in plan.protected
+
+
 @pytest.mark.parametrize("gitdir", ["/store/wt", "../store/wt"])
 def test_the_dir_a_git_file_names_is_read_only(gitdir: str) -> None:
     """2. A worktree's .git file names its git dir elsewhere; where that dir is
