@@ -740,7 +740,7 @@ class Connection:
     async def _process_signal(self, params: wire.ProcessSignalParams) -> wire.EmptyResult:
         managed = self._attached_session().get(params.process_id)
         if managed is not None:
-            managed.send_signal(params.signal)
+            await managed.send_signal(params.signal)
         return wire.EmptyResult()
 
     async def _process_terminate(

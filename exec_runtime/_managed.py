@@ -149,12 +149,12 @@ class ManagedProcess:
             # Closed: stdin has nothing left to serve.
             nursery.cancel_scope.cancel()
 
-    def send_signal(self, name: str) -> None:
+    async def send_signal(self, name: str) -> None:
         """Signal the group, and a tty's foreground job (``Child.send_signal``); a no-op
         for a starting or exited process (PROTOCOL §4)."""
         if self.child is None or self.exited:
             return
-        self.child.send_signal(SIGNALS[name])
+        await self.child.send_signal(SIGNALS[name])
 
     def terminate(self) -> bool:
         """SIGKILL the group (a tty's whole session, ``Child.kill``). Returns whether

@@ -205,7 +205,7 @@ class Child:
             return False
         return True
 
-    def send_signal(self, signum: int) -> bool:
+    async def send_signal(self, signum: int) -> bool:
         """``process/signal``: ``signum`` to the child's group (PROTOCOL §4) and, for a
         tty, to the terminal's foreground process group when that is another one: what
         Ctrl-C means at a terminal. Under an interactive shell the foreground job has a
@@ -215,8 +215,8 @@ class Child:
         if not self._group_ours:
             return False
         sent = self._killpg(signum)
-        foreground = self._foreground_group()
-        if foreground is not None:
+        foreground = await self._foreground_group()
+        if foreground is not None and self._group_ours:
             try:
                 os.killpg(foreground, signum)
                 sent = True
@@ -251,7 +251,7 @@ class Child:
             self._swept = _sweeper().request(self.pid)
         return killed
 
-    def _foreground_group(self) -> int | None:
+    async def _foreground_group(self) -> int | None:
         """The PTY's foreground process group, if it is not the leader's group and is
         one of the child's session."""
         if self.pty_master is None:
@@ -267,13 +267,15 @@ class Child:
         # only to a group that has a member in the child's session. If the process
         # ``foreground`` lives in the session, the group is one of the session (a
         # group is made by its leader, and a process leads no group of another
-        # session); if that leader exited (``true | sleep 9``), look for a member.
+        # session); if that leader exited (``true | sleep 9``), look for a member:
+        # a scan of /proc, in a worker thread (it grows with the host's processes).
         try:
             if os.getsid(foreground) == self.pid:
                 return foreground
         except ProcessLookupError:
             pass
-        if any(pgrp == foreground for _, pgrp in session_members(self.pid)):
+        members = await trio.to_thread.run_sync(session_members, self.pid)
+        if any(pgrp == foreground for _, pgrp in members):
             return foreground
         return None
 

@@ -301,7 +301,7 @@ async def _shut_down(daemon: _Daemon, accept_scope: trio.CancelScope) -> None:
                 managed.cancel_start()
             elif managed.child is not None and not managed.closed:
                 # Even after the leader exited: a grandchild may still hold the pipes.
-                managed.child.send_signal(signal.SIGTERM)  # a tty: its foreground job too
+                await managed.child.send_signal(signal.SIGTERM)  # a tty: its foreground job
     registry = daemon.registry
     with trio.move_on_after(grace):
         await _until(lambda: _all_closed(registry))

@@ -722,7 +722,7 @@ async def test_a_recycled_group_id_is_not_signalled_while_a_setsid_grandchild_ho
             try:
                 assert os.getpgid(impostor.pid) == child.pid  # the same group id, not ours
                 assert child.signal_group(signal.SIGKILL) is False
-                assert child.send_signal(signal.SIGTERM) is False
+                assert await child.send_signal(signal.SIGTERM) is False
                 assert child.kill() is False
                 await trio.sleep(0.05)
                 assert impostor.poll() is None  # untouched

@@ -4,8 +4,10 @@ worker thread, for all the sessions killed meanwhile at once."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +85,54 @@ async def test_terminating_tty_processes_scans_off_the_event_loop(
             assert events[-2]["params"]["exitCode"] == 137
         assert all(process_gone(pid) for pid in jobs)
         assert spy.on_loop == 0, spy.on_loop
+
+
+def pipeline_group() -> int | None:
+    """The process group of the test's ``sleep 1000`` (the terminal's foreground job)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/cmdline").read_bytes() == b"sleep\x001000\x00":
+                return os.getpgid(int(entry))
+        except OSError:
+            continue
+    return None
+
+
+async def test_a_signal_to_a_foreground_job_scans_off_the_event_loop(
+    connect: Any, spy: ScanSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``process/signal`` to a tty whose foreground job's leader has exited (``true |
+    sleep``): whether that group is the session's takes a /proc scan, which runs in a
+    worker thread while the loop serves another connection; the job gets the signal.
+    The leader's exit is made certain by failing ``getsid`` for it (a zombie leader
+    would still answer it), so the scan is always needed."""
+    with trio.fail_after(60):
+        client: RawClient = await connect()
+        other: RawClient = await connect()
+        script = "set -m; echo ready; sleep 1000 | (trap 'echo got-int; exit 3' INT; read x)"
+        await client.start("t", ["sh", "-c", script], tty=True)
+        await eventually(lambda: b"ready" in output_of(client.notifications["t"], "pty"))
+        await eventually(lambda: pipeline_group() is not None)
+        leader = pipeline_group()
+        real_getsid = os.getsid
+
+        def getsid(pid: int) -> int:
+            if pid == leader:
+                raise ProcessLookupError(pid)
+            return real_getsid(pid)
+
+        monkeypatch.setattr(os, "getsid", getsid)
+        spy.on_loop = spy.in_workers = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                client.call, "process/signal", {"processId": "t", "signal": "interrupt"}
+            )
+            await eventually(lambda: spy.in_workers > 0 or spy.on_loop > 0)
+            assert spy.on_loop == 0, "the /proc scan ran on the event loop"
+            # The scan is held in its thread; the loop serves another connection.
+            assert await other.call("environment/status") == {"status": "ready"}
+            spy.gate.set()
+        events = await client.wait_closed("t")
+    assert b"got-int" in output_of(events, "pty")
