@@ -54,13 +54,15 @@ def fuzz(session: nox.Session) -> None:
 @nox.session
 def load(session: nox.Session) -> None:
     """The leak and load tests at full size: 10,000 lifecycles, 500 reconnects, 100 MiB;
-    the memory budgets at the sizes of issue 20 (30 MiB reads, 45 MiB writes, 64 streams)."""
+    the memory budgets at the sizes of issue 20 (30 MiB reads, 45 MiB writes, 64 streams);
+    2,000 tty processes killed at once while another connection is served."""
     session.install("-e", ".[test]")
     session.run(
         "pytest",
         "-q",
         "tests/test_leaks.py",
         "tests/test_memory_budgets.py",
+        "tests/test_tty_kill_off_loop.py",
         env={"EXEC_RUNTIME_LOAD_FULL": "1"},
     )
 

@@ -5,6 +5,7 @@ worker thread, for all the sessions killed meanwhile at once."""
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,21 @@ from daemon_process import eventually, process_gone
 
 import exec_runtime._reaper as reaper
 
-TTYS = 20
+TTYS = int(
+    os.environ.get(
+        "EXEC_RUNTIME_TTY_LOAD", "2000" if os.environ.get("EXEC_RUNTIME_LOAD_FULL") else "20"
+    )
+)
+"""How many tty processes are killed at once: 20 in CI, 2,000 in ``nox -s load``."""
+
+
+@pytest.fixture(autouse=True)
+def enough_descriptors() -> None:
+    """Each tty process holds a few descriptors here (the daemon is in this process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, TTYS * 8 + 1024))
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class ScanSpy:
