@@ -20,6 +20,8 @@ from ._process import Child, ChildMessage, SpawnSpec, spawn
 from ._sequencer import Sequencer
 from ._stdin import StdinWriter
 
+FAILURE_PUBLISH_TIMEOUT = 5.0
+"""How long a failed process's last events may wait for the client's outbox."""
 CHANNEL_CAPACITY = 1
 """Batches (one read round each, at most ``ROUND_BYTES``) between the child task and
 the sequencer: small, so backpressure is prompt and little output is held here."""
@@ -148,6 +150,19 @@ class ManagedProcess:
             await self.sequencer.run(receive)
             # Closed: stdin has nothing left to serve.
             nursery.cancel_scope.cancel()
+
+    async def finish_after_failure(self) -> None:
+        """The process task failed (a bug, an unhandled OS error) after the start was
+        answered, and its group was killed on the way out: record an exit by SIGKILL
+        (unless one was recorded) and the streams' ends, and publish them, so the
+        client sees the process end instead of waiting for ever."""
+        sequencer = self.sequencer
+        if sequencer is None or sequencer.sequence.closed:
+            return
+        events = sequencer.sequence.finish(128 + signal.SIGKILL)
+        sequencer.wake_readers()
+        with trio.move_on_after(FAILURE_PUBLISH_TIMEOUT):
+            await self._publish(self.process_id, events)
 
     async def send_signal(self, name: str) -> None:
         """Signal the group, and a tty's foreground job (``Child.send_signal``); a no-op

@@ -279,8 +279,12 @@ class Session:
             if managed.state is State.STARTING:
                 raise  # the start request answers it
             # A bug, or an OS failure nothing handled: it ends this process (its
-            # group was killed on the way out), never the session or the daemon.
+            # group was killed on the way out), never the session or the daemon. The
+            # client is told it ended (exit 137, closed), and reads see that for the
+            # closed TTL.
             log.exception("process %s of session %s failed", managed.process_id, self.fingerprint)
+            await managed.finish_after_failure()
+            await trio.sleep(self.config.closed_ttl)
         finally:
             self._forget(managed)
 

@@ -224,6 +224,15 @@ class ProcessSequence:
         events: list[SeqEvent] = [Exited(self._take_seq(), exit_code, sandbox_denied)]
         return events + self._maybe_close()
 
+    def finish(self, exit_code: int) -> list[SeqEvent]:
+        """End the sequence for a process whose task failed (its group was killed): the
+        exit, unless one is recorded, and every open stream's end, so ``closed``
+        follows and a client completes instead of waiting for events that never come."""
+        events = [] if self.exited else self.record_exit(exit_code)
+        for stream in sorted(self._open_streams):
+            events += self.record_eof(stream)
+        return events
+
     def _maybe_close(self) -> list[SeqEvent]:
         if self.closed or self._open_streams or not self.exited:
             return []

@@ -494,3 +494,20 @@ def test_fits_unacked_bounds_the_chunk_count() -> None:
     assert not retention.fits_unacked(0, 1, window)
     assert retention.fits_unacked(1, 1, window)  # one acknowledged: room for one more
     assert not retention.fits_unacked(0, 1, RetentionLimits(max_bytes=1 << 20, max_chunks=2))
+
+
+def test_finish_ends_a_sequence_whose_task_failed() -> None:
+    """finish(): the exit unless recorded, every open stream's end, then closed."""
+    seq = ProcessSequence(("stdout", "stderr"))
+    seq.record_output("stdout", b"x")
+    events = seq.finish(137)
+    assert [type(e).__name__ for e in events] == ["Exited", "Closed"]
+    assert [e.seq for e in events] == [2, 3]
+    assert seq.exit_code == 137 and seq.closed
+
+    seq = ProcessSequence(("stdout", "stderr"))
+    seq.record_exit(3)
+    seq.record_eof("stdout")
+    events = seq.finish(137)
+    assert [type(e).__name__ for e in events] == ["Closed"]
+    assert seq.exit_code == 3  # the recorded exit stands
