@@ -62,6 +62,8 @@ class ManagedProcess:
         self.child: Child | None = None
         self.sequencer: Sequencer | None = None
         self.stdin: StdinWriter | None = None
+        self.stdin_budget: ByteBudget | None = None
+        """The daemon's buffer budget, charged for stdin bytes queued and not written."""
         self.metrics = NO_METRICS
         self._record = NO_PROCESS  # its end, recorded once (``_metrics.py``)
 
@@ -137,7 +139,11 @@ class ManagedProcess:
             child.in_flight,
             self._output_budget,
         )
-        self.stdin = StdinWriter(child.stdin, eof_bytes=b"\x04" if child.pty_master else None)
+        self.stdin = StdinWriter(
+            child.stdin,
+            eof_bytes=b"\x04" if child.pty_master else None,
+            account=Account(self.stdin_budget),
+        )
         send, receive = trio.open_memory_channel[list[ChildMessage]](CHANNEL_CAPACITY)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(child.run, send)

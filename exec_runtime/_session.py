@@ -56,6 +56,8 @@ class Session:
         self.id = session_id
         self.config = config
         self.output_budget = output_budget
+        self.stdin_budget: ByteBudget | None = None
+        """The daemon's buffer budget: stdin bytes queued for a child count in it."""
         """The daemon's budget for process output (``daemon_output_bytes``)."""
         self.processes: dict[str, ManagedProcess] = {}
         self.attached: EventSink | None = None
@@ -236,6 +238,7 @@ class Session:
             self.output_budget,
         )
         managed.metrics = self.metrics
+        managed.stdin_budget = self.stdin_budget
         self.processes[params.process_id] = managed
         self._live.add(params.process_id)
         if registered is not None:
@@ -432,6 +435,7 @@ class SessionRegistry:
         session = Session(str(uuid.uuid4()), self.config, self.output_budget)
         session.on_detached = self._evict_detached
         session.metrics = self.metrics
+        session.stdin_budget = self.buffer_budget
         self.sessions[session.id] = session
         await self._nursery.start(self._own, session)
         return session

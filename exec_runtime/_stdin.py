@@ -9,6 +9,7 @@ import trio
 
 from protocol_schema import WriteStatus
 
+from ._budget import Account
 from ._core.write_ids import WriteIdMemory
 
 MAX_PENDING_BYTES: Final = 1 << 20
@@ -23,7 +24,17 @@ class StdinWriter:
     got past the wait has done everything: a retry can never double-write.
     """
 
-    def __init__(self, stream: trio.abc.SendStream | None, *, eof_bytes: bytes | None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.SendStream | None,
+        *,
+        eof_bytes: bytes | None,
+        account: Account | None = None,
+    ) -> None:
+        self._account = account or Account(None)
+        """Queued bytes stay charged to the daemon's buffer budget until written: an
+        empty queue takes one write of any size, and without this a client could park
+        one big write per process outside every budget."""
         self._stream = stream
         self._eof_bytes = eof_bytes  # a PTY has no half-close: ^D ends input instead
         self._queue: deque[bytes | object] = deque()
@@ -56,6 +67,7 @@ class StdinWriter:
         if chunk:
             self._queue.append(chunk)
             self._pending_bytes += len(chunk)
+            self._account.charge(len(chunk))
         if close:
             self._queue.append(_CLOSE)
             self._closing = True
@@ -66,6 +78,7 @@ class StdinWriter:
         self._closing = True
         self._queue.clear()
         self._pending_bytes = 0
+        self._account.close()
         self._queued.set()
         self._signal_drained()
 
@@ -99,6 +112,7 @@ class StdinWriter:
                 await stream.send_all(item)
                 last_byte = item[-1:]
                 self._pending_bytes -= len(item)
+                self._account.release(len(item))
                 self._signal_drained()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the child closed its end; later writes answer stdinClosed

@@ -170,7 +170,9 @@ async def test_pending_writes_stop_the_connections_reader(
         async with trio.open_nursery() as writers:
             writers.start_soon(write_all)
             held = await until_state(daemon, lambda s: s["waiting"] >= 1)
-            assert held["buffers"] <= budget + chunk, held
+            # The requests held, and the write stdin queued (charged to the daemon's
+            # buffers until written), each with its envelope: a few bytes over.
+            assert held["buffers"] <= budget + chunk + 4096, held
             total = peak(daemon) - baseline
             writers.cancel_scope.cancel()
         # The budget, one request admitted just under it, the write stdin accepted

@@ -65,3 +65,33 @@ async def test_close_stdin_on_a_pty_ends_input_after_a_partial_line(connect: Any
         exited = [m for m in events if m["method"] == "process/exited"]
         assert exited[0]["params"]["exitCode"] == 0
         assert b"abc" in output_of(events, "pty")
+
+
+async def test_queued_stdin_bytes_count_in_the_daemons_buffer_budget() -> None:
+    """An empty queue takes one write of any size: those bytes stay charged to the
+    budget until written to the child, and are given back when stdin closes, so one
+    big write parked per process cannot grow the daemon outside every budget."""
+    from exec_runtime._budget import Account, ByteBudget
+
+    budget = ByteBudget(64 << 20, "buffers")
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    writer = StdinWriter(trio.lowlevel.FdStream(write_fd), eof_bytes=None, account=Account(budget))
+    big = b"x" * (8 << 20)  # far more than the pipe holds: the child is not reading
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            assert await writer.write("w1", big, close=False) == "accepted"
+            assert budget.used == len(big)  # queued, not written
+            received = await read_some_then_close(read_fd, 1 << 20)
+            assert received
+            nursery.cancel_scope.cancel()  # the process ends with bytes still queued
+    assert writer.pending_bytes == 0
+    assert budget.used == 0
+
+
+async def read_some_then_close(fd: int, size: int) -> bytes:
+    await trio.lowlevel.wait_readable(fd)
+    data = os.read(fd, size)
+    os.close(fd)
+    return data
