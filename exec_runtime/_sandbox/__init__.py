@@ -66,6 +66,18 @@ class LaunchPieces:
     """Run once the process is reaped (guard mount points go, ``_guards.py``)."""
 
 
+@contextmanager
+def _as_invalid_params() -> Iterator[None]:
+    """The compiler's refusals as the wire's: -32602, the unenforceable ones prefixed
+    as PROTOCOL §11 words them."""
+    try:
+        yield
+    except PolicyError as exc:
+        raise RpcError.invalid_params(str(exc)) from None
+    except Unenforceable as exc:
+        raise RpcError.invalid_params(UNENFORCEABLE + str(exc)) from None
+
+
 class SandboxEnforcer:
     """One per daemon: the mechanisms it may use, in order of preference."""
 
@@ -100,10 +112,8 @@ class SandboxEnforcer:
         def expand() -> dict[str, list[str]]:
             return {pattern: expand_glob(pattern) for pattern in patterns}
 
-        try:
+        with _as_invalid_params():
             return HostFilesystem(await trio.to_thread.run_sync(expand))
-        except Unenforceable as exc:
-            raise RpcError.invalid_params(UNENFORCEABLE + str(exc)) from None
 
     def plan_for(
         self,
@@ -120,7 +130,7 @@ class SandboxEnforcer:
             raise RpcError.invalid_params(
                 f"sandbox.permissions.file_system.entries: at most {MAX_ENTRIES} entries"
             )
-        try:
+        with _as_invalid_params():
             return compile_plan(
                 intent,
                 request_cwd=request_cwd,
@@ -128,10 +138,6 @@ class SandboxEnforcer:
                 facts=facts or self._facts,
                 managed_network=managed_network,
             )
-        except PolicyError as exc:
-            raise RpcError.invalid_params(str(exc)) from None
-        except Unenforceable as exc:
-            raise RpcError.invalid_params(UNENFORCEABLE + str(exc)) from None
 
     def confinement_for(
         self,
@@ -154,12 +160,8 @@ class SandboxEnforcer:
         )
         if plan is None:
             return None
-        try:
+        with _as_invalid_params():
             return Confinement(self._choose(plan, intent, argv0, request_cwd), plan)
-        except PolicyError as exc:
-            raise RpcError.invalid_params(str(exc)) from None
-        except Unenforceable as exc:
-            raise RpcError.invalid_params(UNENFORCEABLE + str(exc)) from None
 
     def _choose(
         self, plan: ConfinementPlan, intent: wire.SandboxIntent, argv0: str | None, cwd: str
