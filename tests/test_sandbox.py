@@ -664,9 +664,7 @@ async def test_fs_masks_a_denied_path(connect: Any, workspace: Path) -> None:
     secret.mkdir()
     (secret / "key").write_text("k")
     intent = Sandbox.read_only().to_dict()
-    intent["permissions"]["file_system"]["entries"].append(
-        {"path": {"type": "path", "path": secret.as_uri()}, "access": "deny"}
-    )
+    intent["permissions"]["file_system"]["entries"].append(entry(secret, "deny"))
     client = await connect()
     with trio.fail_after(30):
         reply = await client.request(
@@ -696,9 +694,7 @@ async def test_a_denied_path_is_masked_for_a_command(
     (workspace / "token").write_text("t")
     intent = Sandbox.read_only().to_dict()
     for path in (secret, workspace / "token"):
-        intent["permissions"]["file_system"]["entries"].append(
-            {"path": {"type": "path", "path": path.as_uri()}, "access": "deny"}
-        )
+        intent["permissions"]["file_system"]["entries"].append(entry(path, "deny"))
     result = await run(
         sandbox_client,
         f"ls -A {secret}; cat {workspace}/token; cat {workspace}/src.txt",
