@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import pwd
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from conftest import RawClient, WireError
 from daemon_process import eventually
 
 from exec_runtime import ServerConfig
+from exec_runtime._environment import user_shell
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -534,6 +536,29 @@ async def test_sessions_own_their_process_id_namespace(connect: Any) -> None:
 
 def host_facts(temp_dir: str) -> tuple[str, bool]:
     return os.path.expanduser("~"), os.path.isdir(temp_dir)
+
+
+def test_info_shell_is_the_login_shell_when_a_host_can_drive_it() -> None:
+    # Codex reports the passwd shell and ignores $SHELL; bash then sh from PATH otherwise.
+    found = {"bash": "/usr/bin/bash", "sh": "/usr/bin/sh"}.get
+    assert user_shell("/bin/sh", found) == "/bin/sh"
+    assert user_shell("/usr/sbin/nologin", found) == "/usr/bin/bash"
+    assert user_shell(None, found) == "/usr/bin/bash"
+    assert user_shell("/no/such/bash", found) == "/usr/bin/bash"
+    assert user_shell(None, {"sh": "/usr/bin/sh"}.get) == "/usr/bin/sh"
+    assert user_shell(None, lambda name: None) == "/bin/sh"
+
+
+async def test_environment_info_ignores_dollar_shell(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHELL", "/nonexistent/fish")
+    with trio.fail_after(5):
+        client = await connect()
+        info = await client.call("environment/info")
+    login = pwd.getpwuid(os.getuid()).pw_shell
+    assert info["shell"]["path"] == user_shell(login)
+    assert info["shell"]["path"] != "/nonexistent/fish"
 
 
 async def test_environment_info_shape(connect: Any) -> None:
