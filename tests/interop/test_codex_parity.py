@@ -5,14 +5,13 @@ tree, and the replies must agree as a Codex host sees them.
 Per request: both answer a result or both an error; errors have the same code (messages
 differ: Codex sends Rust's ``No such file or directory (os error 2)``, we name the path;
 the handshake messages, which PROTOCOL spells out, must be equal too); a result has every
-member Codex sends, with the same JSON type, and the same value once normalised. Only
-what legitimately differs is normalised: each daemon's temporary root (``ROOT``), the
-session id, and file times (``createdAtMs``, ``modifiedAtMs``). Our extension members
-(``earliestRetainedSeq``, ``environment/info``'s extra members, ...) may be added.
+member Codex sends, with the same JSON type, and the same value once normalised
+(``tests/interop/differential.py``, shared with the stateful suite).
 
-Every remaining difference is in :data:`KNOWN` below, with its reason (each is in
-docs/protocol.md's compatibility section or is PROTOCOL-marked), and is *asserted*: a
-known case must still differ the way it is listed, so a change on either side is noticed.
+Every remaining difference is in ``differential.KNOWN``, with its reason (each is in
+docs/protocol.md's compatibility section or is PROTOCOL-marked), and is *asserted* here:
+a known case must still differ the way it is listed, so a change on either side is
+noticed. Every entry of ``KNOWN`` names a case of this file.
 
 Set EXEC_RUNTIME_CODEX to the ``codex`` binary (``tests/interop/install_codex.sh``);
 under CI a missing Codex fails these tests.
@@ -21,9 +20,8 @@ under CI a missing Codex fails these tests.
 from __future__ import annotations
 
 import base64
-import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,28 +32,19 @@ import trio
 
 import exec_runtime
 from exec_runtime import ServerConfig
-from tests.conftest import RawClient
 from tests.interop.codex_wire import DAEMONS, IO_TIMEOUT, open_codex, open_raw, require_codex
+from tests.interop.differential import (
+    KNOWN,
+    Pair,
+    Step,
+    holds,
+    reply_differences,
+    send_step,
+)
 
 pytestmark = require_codex()
 
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-NOT_FOUND = -32004
-
-VOLATILE = frozenset({"createdAtMs", "modifiedAtMs", "sessionId"})
-"""Members whose value legitimately differs (compared by type only)."""
-
-
 # --- the two daemons -----------------------------------------------------------------------
-
-
-@dataclass
-class Pair:
-    urls: dict[str, str]
-    roots: dict[str, Path]
 
 
 def build_tree(root: Path) -> None:
@@ -96,143 +85,16 @@ async def pair(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Pair]:
 
 # --- sending the same steps to both ----------------------------------------------------------
 
-Step = tuple[str, Any]
-"""``(method, params)``, or a pseudo-step: ``("@closed", processId)`` long-polls
-``process/read`` until the process is closed (one result, output joined per stream);
-``("@notify", method)`` sends a notification; ``("@outputs", (processId, n))`` waits for
-n output notifications; ``("@raw", text)`` sends a raw frame."""
-
-
-def fill(value: Any, root: Path) -> Any:
-    """``ROOT`` in every string replaced by this daemon's root."""
-    return json.loads(json.dumps(value).replace("ROOT", str(root)))
-
-
-def normalise(value: Any, root: Path) -> Any:
-    return json.loads(json.dumps(value).replace(str(root), "ROOT"))
-
-
-async def until_closed(client: RawClient, process_id: str) -> dict[str, Any]:
-    result = await client.read_all(process_id)
-    output: dict[str, str] = {}
-    for chunk in result.pop("chunks"):
-        data = base64.b64decode(chunk["chunk"]).decode(errors="replace")
-        output[chunk["stream"]] = output.get(chunk["stream"], "") + data
-    return {"result": {**result, "output": output}}
-
-
-async def outputs(client: RawClient, process_id: str, count: int) -> None:
-    """Until ``count`` output notifications of the process have arrived."""
-    while True:
-        pushed = client.notifications[process_id]
-        if sum(m["method"] == "process/output" for m in pushed) >= count:
-            return
-        await client._changed.wait()
-
-
-async def unmatched(client: RawClient, count: int) -> dict[str, Any]:
-    while len(client.notifications["__unmatched__"]) <= count:
-        await client._changed.wait()
-    return client.notifications["__unmatched__"][count]
-
 
 async def run_steps(url: str, root: Path, steps: list[Step], handshake: bool) -> list[Any]:
     replies: list[Any] = []
     async with open_raw(url, handshake=handshake) as client:
         with trio.fail_after(IO_TIMEOUT):
             for method, params in steps:
-                if method == "@closed":
-                    reply = await until_closed(client, params)
-                elif method == "@notify":
-                    await client.notify(params)
-                    continue
-                elif method == "@outputs":
-                    await outputs(client, *params)
-                    continue
-                elif method == "@raw":
-                    count = len(client.notifications["__unmatched__"])
-                    await client.send_raw(params)
-                    reply = await unmatched(client, count)
-                else:
-                    reply = await client.request(method, fill(params, root))
-                    reply.pop("id", None)
-                    if method == "fs/readDirectory" and "result" in reply:
-                        # Codex lists in the directory's own order, we by name.
-                        reply["result"]["entries"].sort(key=lambda e: e["fileName"])
-                replies.append(normalise(reply, root))
+                reply = await send_step(client, root, method, params)
+                if reply is not None:
+                    replies.append(reply)
     return replies
-
-
-def json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
-
-
-def differences(codex: Any, ours: Any, where: str = "") -> list[str]:
-    """How ``ours`` differs from ``codex`` as a Codex host sees it: every member Codex
-    sends must be there with the same type and (unless volatile) the same value; members
-    only we send are extensions and ignored."""
-    if json_type(codex) != json_type(ours):
-        return [f"{where or '.'}: {codex!r} (codex) vs {ours!r} (ours)"]
-    if isinstance(codex, dict):
-        found = []
-        for key, value in codex.items():
-            if key not in ours:
-                found.append(f"{where}.{key}: missing in ours")
-            elif key in VOLATILE:
-                if json_type(value) != json_type(ours[key]):
-                    found.append(f"{where}.{key}: type {value!r} vs {ours[key]!r}")
-            else:
-                found += differences(value, ours[key], f"{where}.{key}")
-        return found
-    if isinstance(codex, list):
-        if len(codex) != len(ours):
-            return [f"{where}: {codex!r} (codex) vs {ours!r} (ours)"]
-        return [
-            d
-            for i, (a, b) in enumerate(zip(codex, ours, strict=True))
-            for d in differences(a, b, f"{where}[{i}]")
-        ]
-    return [] if codex == ours else [f"{where or '.'}: {codex!r} (codex) vs {ours!r} (ours)"]
-
-
-def reply_differences(codex: Any, ours: Any, same_message: bool) -> list[str]:
-    if "error" in codex or "error" in ours:
-        if "error" not in codex or "error" not in ours:
-            return [f"one error: {codex} (codex) vs {ours} (ours)"]
-        if codex["error"]["code"] != ours["error"]["code"]:
-            return [f"error code: {codex['error']} (codex) vs {ours['error']} (ours)"]
-        if same_message and codex["error"]["message"] != ours["error"]["message"]:
-            return [f"message: {codex['error']} (codex) vs {ours['error']} (ours)"]
-        return []
-    return differences(codex["result"], ours["result"])
-
-
-Expect = int | str | Callable[[list[Any]], bool]
-"""An error code of the last reply, ``"ok"`` (a result), or a predicate on all replies."""
-
-
-@dataclass(frozen=True)
-class Known:
-    """A deliberate difference: why, and what each daemon answers (asserted)."""
-
-    reason: str
-    codex: Expect
-    ours: Expect
-    only: str | None = None
-    """When set, every difference found must be at this member (the rest must agree)."""
-
-
-def holds(expect: Expect, replies: list[Any]) -> bool:
-    last = replies[-1]
-    if callable(expect):
-        return expect(replies)
-    if expect == "ok":
-        return "result" in last
-    return "error" in last and last["error"]["code"] == expect
 
 
 @dataclass(frozen=True)
@@ -645,6 +507,13 @@ PROCESS_CASES = [
     Case("signal-unknown", [("process/signal", {"processId": "nope", "signal": "interrupt"})]),
     Case("signal-bogus", [("process/signal", {"processId": "nope", "signal": "bogus"})]),
     Case(
+        "signal-extension",
+        [
+            start("p", ["sleep", "30"]),
+            ("process/signal", {"processId": "p", "signal": "terminate"}),
+        ],
+    ),
+    Case(
         "signal-interrupt",
         [
             start("p", ["sleep", "30"]),
@@ -722,89 +591,6 @@ HANDSHAKE_CASES = [
 ]
 
 
-def _signal_exit(code: int) -> Callable[[list[Any]], bool]:
-    def check(replies: list[Any]) -> bool:
-        return bool(replies[-1]["result"]["exitCode"] == code)
-
-    return check
-
-
-KNOWN: dict[str, Known] = {
-    # Codex requires members PROTOCOL marks optional; we accept them absent (§10).
-    "walk-no-follow-member": Known(
-        "Codex requires options.followDirectorySymlinks; we default it (PROTOCOL §10)",
-        INVALID_PARAMS,
-        "ok",
-    ),
-    "start-no-tty": Known("Codex requires tty; we default it to false", INVALID_PARAMS, "ok"),
-    "start-no-env": Known(
-        "Codex requires env; we start with an empty environment", INVALID_PARAMS, "ok"
-    ),
-    "start-empty-id": Known(
-        "Codex accepts an empty processId; we refuse it (-32602): an id must name the process",
-        "ok",
-        INVALID_PARAMS,
-    ),
-    "readFile-foreign-host": Known(
-        "a file URI naming another host: Codex -32600 (invalid on 'linux'), we -32602 as for "
-        "any URI not valid on this host (a cwd URI with a host is -32602 on both)",
-        INVALID_REQUEST,
-        INVALID_PARAMS,
-    ),
-    "readFile-nofollow": Known(
-        "followSymlinks: false on a symlink to a file: Codex reads the target; we refuse "
-        "(-32600), as the flag says",
-        "ok",
-        INVALID_REQUEST,
-    ),
-    "canonicalize-enotdir": Known(
-        "a file with a trailing '/' (file/): Codex answers the file (realpath drops the '/'); "
-        "we answer ENOTDIR (-32603) as every other method does for that path",
-        "ok",
-        INTERNAL_ERROR,
-    ),
-    "readDirectory-broken-link": Known(
-        "a broken symlink: Codex leaves it out of the listing; we list it (neither a file "
-        "nor a directory), so every name is there",
-        lambda r: "broken" not in [e["fileName"] for e in r[-1]["result"]["entries"]],
-        lambda r: (
-            {"fileName": "broken", "isDirectory": False, "isFile": False}
-            in r[-1]["result"]["entries"]
-        ),
-    ),
-    "copy-onto-itself": Known(
-        "Codex copies a file onto itself, which truncates it to nothing; we refuse (-32600)",
-        "ok",
-        INVALID_REQUEST,
-    ),
-    "getMetadata-symlink-nofollow": Known(
-        "followSymlinks: false on a symlink: Codex still describes the target (isFile, size); "
-        "we describe the link itself (lstat), as the flag says",
-        lambda r: r[-1]["result"]["isFile"] is True,
-        lambda r: r[-1]["result"]["isFile"] is False and r[-1]["result"]["isSymlink"] is True,
-    ),
-    "terminate-running": Known(
-        "a death by signal N: Codex mostly reports exitCode -1, we 128+N (PROTOCOL §10)",
-        lambda r: r[-1]["result"]["exitCode"] in (-1, 137),
-        _signal_exit(137),
-        only=".exitCode",
-    ),
-    "environment-info": Known(
-        "networkProxyLaunch: Codex true; we false (managed-network proxy ports are refused, "
-        "not bridged: PROTOCOL §11, interop D9)",
-        lambda r: r[-1]["result"]["capabilities"]["networkProxyLaunch"] is True,
-        lambda r: r[-1]["result"]["capabilities"]["networkProxyLaunch"] is False,
-        only=".capabilities.networkProxyLaunch",
-    ),
-    "environment-info-null-params": Known(
-        "the same networkProxyLaunch difference as environment-info",
-        "ok",
-        "ok",
-        only=".capabilities.networkProxyLaunch",
-    ),
-}
-
-
 @pytest.mark.parametrize("case", FS_CASES, ids=lambda c: c.id)
 async def test_fs(pair: Pair, case: Case) -> None:
     await check(pair, case)
@@ -839,3 +625,8 @@ async def test_client_walk_is_the_same_against_either_daemon(pair: Pair) -> None
         assert all(e.path.startswith(str(root) + "/") for e in result.entries)
     assert results["codex"] == results["ours"]
     assert ("ROOT/sp ace+@[x]%", "file") in results["ours"]
+
+
+def test_every_known_difference_is_a_case() -> None:
+    cases = FS_CASES + PROCESS_CASES + ENVIRONMENT_CASES + HANDSHAKE_CASES
+    assert set(KNOWN) <= {case.id for case in cases}
