@@ -22,8 +22,8 @@ import trio
 
 import exec_runtime
 from exec_runtime import Sandbox
-from exec_runtime._sandbox import SandboxEnforcer, probe
-from exec_runtime._sandbox._seccomp import program_fd
+from exec_runtime._daemon.sandbox import SandboxEnforcer, probe
+from exec_runtime._daemon.sandbox._seccomp import program_fd
 
 from ._common import (
     TRUE,

@@ -15,10 +15,14 @@ Public API::
     exec_runtime.tune_malloc()  # opt in, once, in a host that streams a lot of output (glibc)
 """
 
-from ._client import ClientState, ClientStatistics, CompletedProcess, ExecClient
-from ._client_args import EnvPolicy
-from ._client_process import ProcessHandle, StdinClosedError
-from ._config import ServerConfig
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._client.args import EnvPolicy
+from ._client.client import ClientState, ClientStatistics, CompletedProcess, ExecClient
+from ._client.connect import open_client
+from ._client.pool import ExecPool, NoEndpointError, PoolProcessHandle, PoolStatistics, open_pool
+from ._client.process import ProcessHandle, StdinClosedError
 from ._core.events import Closed, Event, Exited, Failed, Output
 from ._errors import (
     CalledProcessError,
@@ -40,10 +44,34 @@ from ._errors import (
     TransportError,
 )
 from ._malloc import tune_malloc
-from ._open import open_client, open_local
-from ._pool import ExecPool, NoEndpointError, PoolProcessHandle, PoolStatistics, open_pool
-from ._sandbox_intent import Sandbox
-from ._server import serve
+from ._wire.sandbox_intent import Sandbox
+
+# The daemon side loads on first use: a host that only connects never imports it.
+_LAZY = {
+    "ServerConfig": ("._daemon.config", "ServerConfig"),
+    "serve": ("._daemon.server", "serve"),
+    "open_local": ("._local", "open_local"),
+}
+
+if TYPE_CHECKING:
+    from ._daemon.config import ServerConfig
+    from ._daemon.server import serve
+    from ._local import open_local
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "CalledProcessError",

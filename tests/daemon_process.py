@@ -52,7 +52,7 @@ def children_of(pid: int) -> list[tuple[int, str]]:
 
 
 def _is_orphan_watchdog(pid: int) -> bool:
-    from exec_runtime._orphans import REAPER_SCRIPT
+    from exec_runtime._daemon.orphans import REAPER_SCRIPT
 
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -62,7 +62,7 @@ def _is_orphan_watchdog(pid: int) -> bool:
 
 
 def watchdogs_of(pid: int) -> list[int]:
-    """The orphan watchdog a daemon started (``exec_runtime/_orphans.py``), if any."""
+    """The orphan watchdog a daemon started (``exec_runtime/_daemon/orphans.py``), if any."""
     return [child for child, _ in children_of(pid) if _is_orphan_watchdog(child)]
 
 

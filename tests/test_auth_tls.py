@@ -20,8 +20,8 @@ from daemon_process import ROOT, Daemon
 
 import exec_runtime
 from exec_runtime import ServerConfig, open_client, serve
-from exec_runtime._http import bearer_refusal
-from exec_runtime._server import StartupError
+from exec_runtime._daemon.server import StartupError
+from exec_runtime._wire.http import bearer_refusal
 
 TOKEN = "tok-3f9a0c1b7e5d4a2f8c6b"
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from exec_runtime import _process
-from exec_runtime._process import READ_SIZE, ChunkRead, StreamEnded, _read_round
+from exec_runtime._daemon import child as _process
+from exec_runtime._daemon.child import READ_SIZE, ChunkRead, StreamEnded, _read_round
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 

@@ -147,7 +147,7 @@ async def test_ctrl_c_before_trio_starts_exits_130_without_a_traceback() -> None
     """KeyboardInterrupt before the run installs its signal handling (here: raised by
     the malloc tuning that precedes ``trio.run``)."""
     code = (
-        "import sys; from exec_runtime import _cli, _cli_run\n"
+        "import sys; from exec_runtime._cli import main as _cli, run as _cli_run\n"
         "def interrupted(): raise KeyboardInterrupt\n"
         "_cli_run.tune_malloc = interrupted\n"
         "sys.exit(_cli.main(['run', '--', 'true']))\n"

@@ -28,7 +28,7 @@ from exec_runtime import (
     Output,
     ServerConfig,
 )
-from exec_runtime._client import RUN_KILL_WAIT, ClientState
+from exec_runtime._client.client import RUN_KILL_WAIT, ClientState
 from exec_runtime.testing import open_faulty_local
 
 

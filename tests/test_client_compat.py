@@ -23,9 +23,9 @@ from exec_runtime import (
     Output,
     ServerConfig,
 )
-from exec_runtime._open import LocalConnector
-from exec_runtime._session import SessionRegistry
-from exec_runtime._transport import Frame, MessageTransport, joined
+from exec_runtime._daemon.session import SessionRegistry
+from exec_runtime._local import LocalConnector
+from exec_runtime._wire.transport import Frame, MessageTransport, joined
 
 Message = dict[str, Any]
 Rewrite = Callable[[Message, int], Message]

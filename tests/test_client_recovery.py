@@ -31,7 +31,7 @@ from exec_runtime import (
     ServerConfig,
     TransportError,
 )
-from exec_runtime._client import DETACHED_SEND_BYTES
+from exec_runtime._client.client import DETACHED_SEND_BYTES
 from exec_runtime.testing import FaultPlan, check_pattern, open_faulty_local, scripted_argv
 
 PY = sys.executable

@@ -23,8 +23,8 @@ from conftest import RawClient, output_of
 from daemon_process import eventually, process_gone, spawned_children_of
 
 from exec_runtime import ServerConfig
-from exec_runtime._cli import _build_parser
-from exec_runtime._cli import main as cli_main
+from exec_runtime._cli.main import _build_parser
+from exec_runtime._cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 

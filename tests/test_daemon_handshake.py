@@ -21,7 +21,7 @@ from conftest import RawClient, WireError
 from daemon_process import eventually
 
 from exec_runtime import ServerConfig
-from exec_runtime._environment import user_shell
+from exec_runtime._daemon.environment_info import user_shell
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -598,7 +598,7 @@ async def test_a_result_the_wire_cannot_carry_is_32603_and_the_connection_serves
 ) -> None:
     """A bug of ours (here a status result holding an unencodable string) answers
     -32603 for that request; it neither closes the connection nor crashes the daemon."""
-    from exec_runtime._connection import Connection
+    from exec_runtime._daemon.connection import Connection
 
     async def broken_status(self: Connection, params: Any) -> dict[str, str]:
         return {"status": "bad\udcff"}  # a lone surrogate: not UTF-8

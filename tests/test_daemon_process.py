@@ -21,7 +21,14 @@ from conftest import RawClient, WireError, output_of
 from daemon_process import eventually, process_gone
 
 from exec_runtime import ServerConfig
-from exec_runtime._process import Child, ChildExited, ChildMessage, SpawnSpec, StreamEnded, spawn
+from exec_runtime._daemon.child import (
+    Child,
+    ChildExited,
+    ChildMessage,
+    SpawnSpec,
+    StreamEnded,
+    spawn,
+)
 
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602

@@ -18,10 +18,10 @@ from daemon_process import eventually, process_gone
 import protocol_schema as wire
 from exec_runtime import ServerConfig
 from exec_runtime._core.events import SeqEvent
-from exec_runtime._errors import RpcError
-from exec_runtime._managed import State
-from exec_runtime._process import Child
-from exec_runtime._session import Session
+from exec_runtime._daemon.child import Child
+from exec_runtime._daemon.managed import State
+from exec_runtime._daemon.rpc_error import RpcError
+from exec_runtime._daemon.session import Session
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010

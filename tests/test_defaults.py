@@ -7,12 +7,12 @@ import attrs
 
 import exec_runtime
 from exec_runtime import ServerConfig
-from exec_runtime._cli import _build_parser
-from exec_runtime._client import RECOVERY_DEADLINE, RETRY_INTERVAL
-from exec_runtime._client_process import ProcessStream
+from exec_runtime._cli.main import _build_parser
+from exec_runtime._client.client import RECOVERY_DEADLINE, RETRY_INTERVAL
+from exec_runtime._client.process import ProcessStream
 from exec_runtime._core.reorder import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_EVENTS
 from exec_runtime._core.write_ids import DEFAULT_WRITE_ID_CAPACITY
-from exec_runtime._fs import MAX_BLOCK_LEN, MAX_DIRECTORY_ENTRIES
+from exec_runtime._daemon.fs_service import MAX_BLOCK_LEN, MAX_DIRECTORY_ENTRIES
 
 MiB = 1 << 20
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from exec_runtime._cli import _build_parser
+from exec_runtime._cli.main import _build_parser
 
 # Both come with the test extra ('.[test]'); only a bare install skips these.
 kubernetes_validate = pytest.importorskip(

@@ -43,8 +43,8 @@ import exec_runtime
 from exec_runtime import Closed, Exited, Failed, Output, ServerConfig
 from exec_runtime._core.events import SeqEvent
 from exec_runtime._core.recovery import ReadSnapshot, events_after
-from exec_runtime._open import LocalConnector
-from exec_runtime._session import SessionRegistry
+from exec_runtime._daemon.session import SessionRegistry
+from exec_runtime._local import LocalConnector
 from exec_runtime.testing import FaultPlan, fault_proxy
 from exec_runtime.testing._faults import FaultController, FaultyConnector
 
@@ -437,7 +437,7 @@ async def test_exit_missed_while_detached_then_held_output_evicted(
         recoveries.append((cursor, snapshot, dict(held or {})))
         return events_after(cursor, snapshot, known_exit, held)
 
-    monkeypatch.setattr(exec_runtime._client, "events_after", recording)
+    monkeypatch.setattr(exec_runtime._client.client, "events_after", recording)
     with trio.fail_after(30):
         async with _stack_with_registry(ServerConfig(retain_bytes=4096), ack_output) as (
             client,

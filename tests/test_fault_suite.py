@@ -64,7 +64,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 import exec_runtime
-import exec_runtime._client_process as client_process
+import exec_runtime._client.process as client_process
 from exec_runtime import (
     ClientState,
     Closed,
@@ -77,7 +77,7 @@ from exec_runtime import (
     ServerConfig,
     TransportError,
 )
-from exec_runtime._client_process import StdinClosedError
+from exec_runtime._client.process import StdinClosedError
 from exec_runtime.testing import (
     FaultController,
     FaultPlan,

@@ -27,9 +27,9 @@ from unprivileged import IS_ROOT, deny_as_the_os_denies_nobody, world_traversabl
 
 import exec_runtime
 from exec_runtime import ExecClient, ProtocolError, ServerConfig
-from exec_runtime import _fs as daemon_fs
-from exec_runtime._client_fs import BLOCK_SIZE, BlockReader
-from exec_runtime._paths import file_uri
+from exec_runtime._client.fs import BLOCK_SIZE, BlockReader
+from exec_runtime._daemon import fs_service as daemon_fs
+from exec_runtime._wire.uris import file_uri
 from protocol_schema import EmptyResult
 from protocol_schema.fs import (
     FsCloseParams,

@@ -16,10 +16,10 @@ import pytest
 import trio
 from unprivileged import IS_ROOT, deny_as_the_os_denies_nobody, world_traversable_dir
 
-from exec_runtime import _fs
-from exec_runtime._errors import RpcError
-from exec_runtime._fs import FsService
-from exec_runtime._paths import file_uri
+from exec_runtime._daemon import fs_service as _fs
+from exec_runtime._daemon.fs_service import FsService
+from exec_runtime._daemon.rpc_error import RpcError
+from exec_runtime._wire.uris import file_uri
 from protocol_schema import EmptyResult
 from protocol_schema.fs import (
     FsCanonicalizeParams,

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from exec_runtime import _fs as daemon_fs
-from exec_runtime._errors import RpcError
-from exec_runtime._fs import FsService
-from exec_runtime._paths import file_uri
+from exec_runtime._daemon import fs_service as daemon_fs
+from exec_runtime._daemon.fs_service import FsService
+from exec_runtime._daemon.rpc_error import RpcError
+from exec_runtime._wire.uris import file_uri
 from protocol_schema.fs import FsCloseParams, FsOpenParams, FsReadBlockParams
 
 

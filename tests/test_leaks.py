@@ -35,10 +35,10 @@ from daemon_process import (
     status_kib,
 )
 
-import exec_runtime._server
+import exec_runtime._daemon.server
 import protocol_schema as wire
 from exec_runtime import ServerConfig
-from exec_runtime._session import SessionRegistry
+from exec_runtime._daemon.session import SessionRegistry
 
 FULL = os.environ.get("EXEC_RUNTIME_LOAD_FULL") == "1"
 LIFECYCLES = 10_000 if FULL else 500
@@ -145,7 +145,7 @@ def registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[SessionRegistry
             super().__init__(*args, **kwargs)
             created.append(self)
 
-    monkeypatch.setattr(exec_runtime._server, "SessionRegistry", Recorded)
+    monkeypatch.setattr(exec_runtime._daemon.server, "SessionRegistry", Recorded)
     yield created
 
 

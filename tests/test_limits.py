@@ -24,11 +24,11 @@ import wsproto.events as wsevents
 from conftest import RawClient, output_of
 from daemon_process import Daemon, eventually, process_gone
 
-import exec_runtime._connection
-import exec_runtime._open
+import exec_runtime._client.connect
+import exec_runtime._daemon.connection
 import protocol_schema as wire
 from exec_runtime import ExecClient, ServerConfig, open_client, serve
-from exec_runtime._http import MAX_HEAD_BYTES
+from exec_runtime._wire.http import MAX_HEAD_BYTES
 
 INVALID_REQUEST = -32600
 SESSION_ATTACHED = -32010
@@ -609,7 +609,7 @@ async def test_a_result_over_the_message_limit_is_an_error_not_a_dropped_connect
     that retries reads after a reconnect would ask again, forever: the daemon answers
     -32600 instead, and the connection keeps serving. (Shrunk here: the real limit is
     64 MiB, or a bigger --max-message-bytes.)"""
-    monkeypatch.setattr(exec_runtime._connection, "CLIENT_MAX_MESSAGE_BYTES", 10_000)
+    monkeypatch.setattr(exec_runtime._daemon.connection, "CLIENT_MAX_MESSAGE_BYTES", 10_000)
     big = tmp_path / "big"
     big.write_bytes(b"x" * 20_000)
     with trio.fail_after(10):
@@ -630,7 +630,7 @@ async def test_a_reply_over_the_clients_limit_fails_that_call_and_is_not_asked_a
     implementation, or ours with a bigger --max-message-bytes): the client closes the
     connection on it (1009); retrying the read after the reconnect would lose it again,
     forever. The call fails instead, once, and the client goes on."""
-    monkeypatch.setattr(exec_runtime._open, "CLIENT_MAX_MESSAGE_BYTES", 10_000)
+    monkeypatch.setattr(exec_runtime._client.connect, "CLIENT_MAX_MESSAGE_BYTES", 10_000)
     big = tmp_path / "big"
     big.write_bytes(b"x" * 20_000)
     with trio.fail_after(10):

@@ -17,7 +17,7 @@ from daemon_process import Daemon, eventually
 from test_client_recovery import proxied_client, until
 
 from exec_runtime import ClientState, ServerConfig
-from exec_runtime._redact import fingerprint
+from exec_runtime._core.redact import fingerprint
 
 TOKEN = "tok-5e1d7a9c03b24f68a1c7"
 

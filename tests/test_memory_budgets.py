@@ -244,7 +244,7 @@ async def test_detached_acknowledged_streams_pause_at_the_daemons_output_budget(
 
 @pytest.mark.parametrize("memory", [1 << 30, 16 << 30, 512 << 30])
 def test_default_budgets_follow_the_machines_memory(memory: int) -> None:
-    from exec_runtime._budget import default_budgets
+    from exec_runtime._daemon.budget import default_budgets
 
     output, buffers, connection = default_budgets(memory)
     assert output == max(memory // 8, 64 * MIB)

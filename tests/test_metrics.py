@@ -27,10 +27,10 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 import exec_runtime
 import protocol_schema as wire
 from exec_runtime import ServerConfig, serve
-from exec_runtime._cli import main
-from exec_runtime._logging import JsonFormatter
-from exec_runtime._metrics import VOCABULARY
-from exec_runtime._redact import fingerprint
+from exec_runtime._cli.main import main
+from exec_runtime._core.redact import fingerprint
+from exec_runtime._daemon.log_format import JsonFormatter
+from exec_runtime._daemon.metrics import VOCABULARY
 from tests.conftest import RawClient, start_params
 
 DELTA = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
@@ -287,7 +287,7 @@ def test_metrics_without_the_extra_fail_at_start_up(
 
 def test_metrics_need_a_listener() -> None:
     with pytest.raises(ValueError, match="not stdio"):
-        exec_runtime._server.check_startup(ServerConfig(listen="stdio", metrics=True))
+        exec_runtime._daemon.server.check_startup(ServerConfig(listen="stdio", metrics=True))
 
 
 # --- OTLP from a daemon subprocess ---------------------------------------------------

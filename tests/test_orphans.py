@@ -17,7 +17,7 @@ import trio
 from daemon_process import Daemon, eventually, process_gone, watchdogs_of
 
 from exec_runtime import ServerConfig, open_local
-from exec_runtime._orphans import REAPER_SCRIPT, WATCHDOG, OrphanWatchdog
+from exec_runtime._daemon.orphans import REAPER_SCRIPT, WATCHDOG, OrphanWatchdog
 
 
 def read_pid(path: Path) -> int | None:

@@ -11,8 +11,8 @@ import trio
 
 import exec_runtime
 from exec_runtime import Closed, Exited, Output
-from exec_runtime._process import ChildExited
-from exec_runtime._sequencer import Sequencer
+from exec_runtime._daemon.child import ChildExited
+from exec_runtime._daemon.sequencer import Sequencer
 
 
 @pytest.fixture

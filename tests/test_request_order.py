@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exec_runtime import ServerConfig
-from exec_runtime._request_order import RequestOrder
-from exec_runtime._websocket import TEXT, WebSocket
-from exec_runtime._websocket_handshake import handshake
+from exec_runtime._daemon.request_order import RequestOrder
+from exec_runtime._wire.websocket import TEXT, WebSocket
+from exec_runtime._wire.websocket_handshake import handshake
 
 ROUNDS = 30
 

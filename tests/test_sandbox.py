@@ -23,9 +23,9 @@ import trio
 
 import exec_runtime
 from exec_runtime import ExecClient, ProtocolError, Sandbox, SandboxDeniedError, ServerConfig
-from exec_runtime._sandbox import SandboxEnforcer, probe
-from exec_runtime._sandbox._seccomp import program_fd
-from exec_runtime._sandbox_intent import sandbox_intent
+from exec_runtime._daemon.sandbox import SandboxEnforcer, probe
+from exec_runtime._daemon.sandbox._seccomp import program_fd
+from exec_runtime._wire.sandbox_intent import sandbox_intent
 from tests.conftest import output_of
 from tests.daemon_process import eventually, proc_state
 

@@ -11,7 +11,7 @@ from typing import Any
 import trio
 from conftest import output_of
 
-from exec_runtime._stdin import MAX_PENDING_BYTES, StdinWriter
+from exec_runtime._daemon.stdin import MAX_PENDING_BYTES, StdinWriter
 
 
 async def read_all(fd: int) -> bytes:
@@ -71,7 +71,7 @@ async def test_queued_stdin_bytes_count_in_the_daemons_buffer_budget() -> None:
     """An empty queue takes one write of any size: those bytes stay charged to the
     budget until written to the child, and are given back when stdin closes, so one
     big write parked per process cannot grow the daemon outside every budget."""
-    from exec_runtime._budget import Account, ByteBudget
+    from exec_runtime._daemon.budget import Account, ByteBudget
 
     budget = ByteBudget(64 << 20, "buffers")
     read_fd, write_fd = os.pipe()

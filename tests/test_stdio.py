@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from exec_runtime._transport import StreamLineTransport, TransportClosed
+from exec_runtime._wire.transport import StreamLineTransport, TransportClosed
 
 HANDSHAKE = (
     b'{"id":1,"method":"initialize","params":{"clientName":"t"}}\n{"method":"initialized"}\n'

@@ -12,7 +12,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exec_runtime._streams import IOV_MAX, WrappedStream, send_all_pieces
+from exec_runtime._wire.streams import IOV_MAX, WrappedStream, send_all_pieces
 
 
 async def _receive_all(stream: trio.abc.ReceiveStream, size: int) -> bytes:

@@ -16,7 +16,7 @@ import trio
 from conftest import RawClient, output_of
 from daemon_process import eventually, process_gone
 
-import exec_runtime._reaper as reaper
+import exec_runtime._daemon.reaper as reaper
 
 TTYS = int(
     os.environ.get(

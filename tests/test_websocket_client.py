@@ -18,13 +18,12 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-import trio_websocket
 from hypothesis import given
 from hypothesis import strategies as st
 from ws_raw import RawEnd, frame
 
-from exec_runtime._transport import TransportClosed
-from exec_runtime._websocket import (
+from exec_runtime._wire.transport import TransportClosed
+from exec_runtime._wire.websocket import (
     BINARY,
     CLOSE,
     CONTINUATION,
@@ -34,7 +33,7 @@ from exec_runtime._websocket import (
     WebSocket,
     mask,
 )
-from exec_runtime._websocket_handshake import HandshakeFailed, handshake
+from exec_runtime._wire.websocket_handshake import HandshakeFailed, UpgradeRejected, handshake
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -148,7 +147,7 @@ async def test_a_rejection_raises_connection_rejected_with_status_and_body() -> 
 
     with trio.fail_after(5):
         async with scripted_server(script) as (stream, _):
-            with pytest.raises(trio_websocket.ConnectionRejected) as caught:
+            with pytest.raises(UpgradeRejected) as caught:
                 await connect(stream)
     assert caught.value.status_code == 401
     assert caught.value.body == b"bad token..."

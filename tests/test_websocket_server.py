@@ -10,7 +10,7 @@ import struct
 import trio
 from ws_raw import RawEnd, frame
 
-from exec_runtime._websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT
+from exec_runtime._wire.websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (

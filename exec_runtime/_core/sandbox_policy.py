@@ -8,7 +8,7 @@ comes through :class:`HostFacts`, so tests drive it with an in-memory tree.
 
 Meaning of a plan: a path's access is that of the **deepest** grant at or above it
 (for two grants on one path, the more restrictive wins); a path under no grant is
-``deny``. The launchers (``exec_runtime._sandbox``) turn the plan into bubblewrap
+``deny``. The launchers (``exec_runtime._daemon.sandbox``) turn the plan into bubblewrap
 mounts or a Landlock ruleset; :meth:`ConfinementPlan.mounts` orders the mounts so the
 kernel's rule (the last mount at or above a path decides it) gives the same answer.
 """

@@ -19,8 +19,8 @@ import trio
 
 import protocol_schema as wire
 
-from .._client import Connector
-from .._transport import Frame, MessageTransport, TransportClosed, joined
+from .._client.client import Connector
+from .._wire.transport import Frame, MessageTransport, TransportClosed, joined
 
 CLOSE_TIMEOUT = 1.0
 """How long closing the wrapped transport may take after a drop."""

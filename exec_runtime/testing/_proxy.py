@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
-import trio_websocket
 
 import protocol_schema as wire
 
-from .._transport import TransportClosed, WebSocketTransport
+from .._wire.transport import Frame, TransportClosed, joined
 from ._faults import FaultController, FaultPlan, FaultyTransport
+
+if TYPE_CHECKING:
+    import trio_websocket
 
 
 class FaultProxy:
@@ -30,6 +33,37 @@ class FaultProxy:
         self.controller.heal()
 
 
+class WebSocketTransport:
+    """A trio-websocket connection carrying one message per frame: the proxy speaks it
+    on both sides, so it is an independent WebSocket implementation between our client
+    and our daemon (both of which use ``_wire/websocket.py``)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, codec: wire.Codec) -> None:
+        self.ws = ws
+        self.codec = codec
+
+    async def send_message(self, data: bytes) -> None:
+        try:
+            # Text frames for JSON, binary frames for msgpack (PROTOCOL §1).
+            await self.ws.send_message(data if self.codec.binary else data.decode())
+        except _connection_closed() as exc:
+            raise TransportClosed(str(exc)) from None
+
+    async def send_messages(self, messages: Sequence[Frame]) -> None:
+        for message in messages:
+            await self.send_message(joined(message))
+
+    async def receive_message(self) -> bytes | str:
+        try:
+            return await self.ws.get_message()
+        except _connection_closed() as exc:
+            raise TransportClosed(str(exc)) from None
+
+    async def aclose(self) -> None:
+        await self.ws.aclose()
+
+
+
 @asynccontextmanager
 async def fault_proxy(
     daemon_url: str, plan: FaultPlan | None = None
@@ -39,6 +73,10 @@ async def fault_proxy(
     Frames from the daemon pass through a :class:`FaultyTransport`, so drops, delays,
     duplicates, reordering and stalls happen on the real socket path.
     """
+    # trio-websocket (a test dependency: ``exec-runtime[test]``) is the proxy's own
+    # WebSocket implementation, independent of the ends it sits between.
+    import trio_websocket
+
     controller = FaultController(plan or FaultPlan())
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
@@ -73,6 +111,12 @@ async def fault_proxy(
         yield FaultProxy(f"ws://127.0.0.1:{server.port}", controller)
         controller.resume()
         nursery.cancel_scope.cancel()
+
+
+def _connection_closed() -> type[Exception]:
+    import trio_websocket
+
+    return trio_websocket.ConnectionClosed
 
 
 async def _pipe_up(downstream: WebSocketTransport, upstream: FaultyTransport) -> None:

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from .._client import ExecClient
-from .._config import ServerConfig
-from .._open import LocalConnector
-from .._session import SessionRegistry
+from .._client.client import ExecClient
+from .._daemon.config import ServerConfig
+from .._daemon.session import SessionRegistry
+from .._local import LocalConnector
 from ._faults import FaultController, FaultPlan, FaultyConnector
 
 

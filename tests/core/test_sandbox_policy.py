@@ -1025,9 +1025,9 @@ def test_network_modes_of_a_managed_profile(
 
 
 def test_the_fake_parses_uris_as_the_daemon_does() -> None:
-    """The fake's path_from_uri agrees with the daemon's parser (exec_runtime._paths)."""
-    from exec_runtime._errors import RpcError
-    from exec_runtime._paths import path_from_file_uri
+    """The fake's path_from_uri agrees with the daemon's parser (exec_runtime._wire.uris)."""
+    from exec_runtime._daemon.paths import path_from_file_uri
+    from exec_runtime._daemon.rpc_error import RpcError
 
     host = FakeHost({})
     for text in [

@@ -138,7 +138,7 @@ def codex_log(tmp_path: Path) -> Iterator[IO[bytes]]:
 async def pair(
     tmp_path: Path, helper_dir: Path, codex_log: IO[bytes], nursery: trio.Nursery
 ) -> AsyncIterator[Pair]:
-    from exec_runtime._sandbox import probe
+    from exec_runtime._daemon.sandbox import probe
 
     if "bwrap" not in probe(None).mechanisms(("bwrap",)):
         pytest.fail("our daemon cannot enforce a sandbox here (bubblewrap unavailable)")

@@ -1,0 +1,1 @@
+"""The ``exec-runtime`` command: ``serve``, ``run``, ``schema`` (main.py, run.py)."""
