@@ -34,8 +34,8 @@ def soak(session: nox.Session) -> None:
         "pytest",
         "-q",
         "tests/core",
-        "tests/test_fault_suite.py",
-        "tests/test_fault_regressions.py",
+        "tests/faults/test_fault_suite.py",
+        "tests/faults/test_fault_regressions.py",
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "soak"},
     )
@@ -47,7 +47,7 @@ def fuzz(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     examples = session.posargs[0] if session.posargs else "3000"
     session.run(
-        "pytest", "-q", "tests/test_fuzz.py", env={"EXEC_RUNTIME_FUZZ_EXAMPLES": examples}
+        "pytest", "-q", "tests/faults/test_fuzz.py", env={"EXEC_RUNTIME_FUZZ_EXAMPLES": examples}
     )
 
 
@@ -60,9 +60,9 @@ def load(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-q",
-        "tests/test_leaks.py",
-        "tests/test_memory_budgets.py",
-        "tests/test_tty_kill_off_loop.py",
+        "tests/daemon/test_leaks.py",
+        "tests/daemon/test_memory_budgets.py",
+        "tests/daemon/test_tty_kill_off_loop.py",
         env={"EXEC_RUNTIME_LOAD_FULL": "1"},
     )
 
