@@ -254,6 +254,14 @@ class Spec:
     flip_mask: bool = False
     key: bytes = b"\x9a\x10\x7f\xe3"
 
+    def __repr__(self) -> str:
+        payload = self.payload if len(self.payload) <= 60 else self.payload[:20]
+        more = "" if payload is self.payload else f" + {len(self.payload) - 20} more bytes"
+        return (
+            f"Spec({self.opcode:#x}, {payload!r}{more}, fin={self.fin}, rsv={self.rsv:#x}, "
+            f"length_form={self.length_form!r}, flip_mask={self.flip_mask}, key={self.key!r})"
+        )
+
     def encode(self, *, masked: bool) -> bytes:
         masked ^= self.flip_mask
         length = len(self.payload)
@@ -262,6 +270,8 @@ class Spec:
         form = self.length_form
         if form == "shortest":
             form = "7" if length < 126 else "16" if length < 65536 else "64"
+        elif form == "16" and length >= 65536:
+            form = "64"  # 16 bits cannot hold it
         if form == "7":
             header = bytes([first, bit | length])
         elif form == "16":
