@@ -1,25 +1,27 @@
 """WebSocket connections (RFC 6455) for both ends, once open (the handshakes are in
-``_websocket_handshake.py``): frames read in the task that asks for a message.
+``websocket_handshake.py``): the I/O shell around the sans-IO frame parser and
+serializers of ``_core/websocket_frames.py``, which hold every rule about bytes on
+the wire. This module owns the stream, the send lock, pings and the close handshake.
 
 Why not trio-websocket: measured on the benchmark machine, wsproto's frame parser
 costs about 2 ms per MB (each payload is copied through its buffer several times),
 and trio-websocket adds a reader task with a channel hand-off per message, a
 scheduler round each, which was a large share of a one-shot command's latency. Here
-``receive_message`` parses frames straight out of what ``receive_some`` returned, in
-the caller's task, and reads a big frame straight into a buffer of its size; a payload
-is copied once. The test suite keeps trio-websocket as
-an independent peer on the other end of both sides.
+``receive_message`` feeds what ``receive_some`` returned to the parser and pulls
+events, in the caller's task; a big frame is read straight into the buffer of its
+size the parser offers (``get_buffer``); a payload is copied once. The test suite
+keeps trio-websocket as an independent peer on the other end of both sides, and
+tests/core checks the parser against wsproto.
 
 What this protocol needs and nothing more: no extensions, no outgoing fragmentation;
 incoming fragmented messages, pings (answered), pongs and the close handshake are
 handled. Client frames are masked and server frames are not (RFC 6455 §5.3); each
-side fails the connection (1002) on a frame masked the wrong way.
+side fails the connection (1002) on a frame masked the wrong way, and on a close
+frame RFC 6455 §7.4 does not allow (1002, or 1007 for a reason that is not UTF-8).
 """
 
 from __future__ import annotations
 
-import os
-import struct
 from collections.abc import Sequence
 from typing import Final
 
@@ -27,71 +29,46 @@ import trio
 
 import protocol_schema as wire
 
+from .._core.websocket_frames import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    MESSAGE_TOO_BIG,
+    NEED_DATA,
+    NO_STATUS_RECEIVED,
+    NORMAL_CLOSURE,
+    PING,
+    PONG,
+    TEXT,
+    Close,
+    FrameParser,
+    Message,
+    Ping,
+    Pong,
+    ProtocolError,
+    client_frame,
+    close_code_is_valid,
+    close_payload,
+    control_frame,
+    mask,
+    server_frame_header,
+)
 from .streams import send_all_pieces
 from .transport import Frame, MessageTooBig, TransportClosed, joined
 
+__all__ = [
+    "BINARY",
+    "CLOSE",
+    "CONTINUATION",
+    "PING",
+    "PONG",
+    "TEXT",
+    "WebSocket",
+    "WebSocketMessageTransport",
+    "mask",
+]
+
 RECEIVE_SIZE: Final = 256 * 1024
-DIRECT_RECEIVE_BYTES: Final = 64 * 1024
-DIRECT_RECEIVE_MAX: Final = 1 << 20
-"""A frame of DIRECT_RECEIVE_BYTES to DIRECT_RECEIVE_MAX that is not all read yet is
-read into its own buffer, sized from its header: no joining of reads, and no copy out
-of a shared buffer (an output chunk's frame is at most ~350 KB). Bigger frames grow as
-their bytes arrive, so a header alone never makes this end reserve a whole
-``max_message_size``."""
-
-CONTINUATION: Final = 0x0
-TEXT: Final = 0x1
-BINARY: Final = 0x2
-CLOSE: Final = 0x8
-PING: Final = 0x9
-PONG: Final = 0xA
-
-NORMAL_CLOSURE: Final = 1000
-PROTOCOL_ERROR: Final = 1002
-INVALID_PAYLOAD: Final = 1007
-MESSAGE_TOO_BIG: Final = 1009
-
-
-def mask(payload: bytes | bytearray | memoryview, key: bytes) -> bytes:
-    """``payload`` XOR the repeating 4-byte ``key`` (one big-integer XOR: C speed)."""
-    length = len(payload)
-    if not length:
-        return b""
-    keystream = (key * (length // 4 + 1))[:length]
-    masked = int.from_bytes(payload, "little") ^ int.from_bytes(keystream, "little")
-    return masked.to_bytes(length, "little")
-
-
-def _is_utf8(data: bytes | bytearray) -> bool:
-    if data.isascii():  # JSON with base64 nearly always is: no decoding needed
-        return True
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked frame."""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-    key = os.urandom(4)
-    return header + key + mask(payload, key)
-
-
-def server_frame_header(opcode: int, length: int) -> bytes:
-    """The header of one unmasked, final frame; the payload follows as it is."""
-    if length < 126:
-        return struct.pack("!BB", 0x80 | opcode, length)
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, length)
-    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
 
 
 class WebSocket:
@@ -110,14 +87,10 @@ class WebSocket:
         self.is_client = client
         self.subprotocol = subprotocol
         self._stream = stream
-        self._pending: bytes | bytearray = buffered
-        self._offset = 0
-        """``_pending[_offset:]`` is what was read and not yet parsed."""
-        self._max_message_size = max_message_size
+        self._parser = FrameParser(client=client, max_message_size=max_message_size)
+        if buffered:
+            self._parser.receive_data(buffered)
         self._send_lock = trio.StrictFIFOLock()
-        self._parts: list[bytes | bytearray] = []
-        self._parts_size = 0
-        self._parts_opcode = 0
         self.close_reason: str | None = None
         self._close_sent = False
         self._stream_closed = False
@@ -146,9 +119,7 @@ class WebSocket:
         await self._send(parts)
 
     def _control_frame(self, opcode: int, payload: bytes) -> bytes:
-        if self.is_client:
-            return client_frame(opcode, payload)
-        return server_frame_header(opcode, len(payload)) + payload
+        return control_frame(opcode, payload, client=self.is_client)
 
     async def ping(self, payload: bytes) -> None:
         """Send a ping and wait for the pong that echoes ``payload``. Only a task that is
@@ -195,7 +166,7 @@ class WebSocket:
     async def _send_close(self, code: int, reason: str = "") -> None:
         if self._close_sent or self._stream_closed:
             return
-        payload = struct.pack("!H", code) + reason.encode()[:120]
+        payload = close_payload(code, reason)  # the reason cut to fit, between characters
         try:
             await self._send(self._control_frame(CLOSE, payload), closing=True)
         except TransportClosed:
@@ -219,110 +190,33 @@ class WebSocket:
             self._receiving = False
 
     async def _receive_message(self) -> tuple[int, bytes | bytearray]:
+        parser = self._parser
         while True:
-            header = self._next_header()
-            if header is None:
-                await self._receive_more()
-                continue
-            fin, opcode, start, end, key = header
-            payload: bytes | bytearray
-            if len(self._pending) >= end:
-                payload = self._take_payload(start, end, key)
-            elif DIRECT_RECEIVE_BYTES <= end - start <= DIRECT_RECEIVE_MAX:
-                payload = await self._receive_payload(start, end, key)
-            else:
-                await self._receive_more()
-                continue
-            if opcode >= CLOSE:
-                await self._control(opcode, bytes(payload))  # at most 125 bytes
-                continue
-            message = self._assemble(fin, opcode, payload)
-            if message is not None:
-                if message[0] == TEXT and not _is_utf8(message[1]):
-                    # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
-                    raise self._fail(INVALID_PAYLOAD, "a text message is not valid UTF-8")
-                return message
-
-    def _next_frame(self) -> tuple[bool, int, bytes] | None:
-        """The next whole frame already read, as ``(fin, opcode, payload)``, or None."""
-        header = self._next_header()
-        if header is None or len(self._pending) < header[3]:
-            return None
-        fin, opcode, start, end, key = header
-        return fin, opcode, self._take_payload(start, end, key)
-
-    def _next_header(self) -> tuple[bool, int, int, int, bytes] | None:
-        """The next frame's ``(fin, opcode, payload start, payload end, mask key)`` in
-        ``_pending`` once its header is read (the payload may not be), else None.
-        Raises (failing the connection) on a frame this end must refuse."""
-        buffer, pos = self._pending, self._offset
-        if len(buffer) - pos < 2:
-            return None
-        first, second = buffer[pos], buffer[pos + 1]
-        masked = bool(second & 0x80)
-        if masked == self.is_client:
-            raise self._fail(
-                PROTOCOL_ERROR,
-                "the server sent a masked frame" if masked else "a client frame is not masked",
-            )
-        if first & 0x70:
-            raise self._fail(PROTOCOL_ERROR, "reserved bits set: no extension was agreed")
-        length, start = second & 0x7F, pos + 2
-        if length == 126:
-            if len(buffer) - pos < 4:
-                return None
-            (length,) = struct.unpack_from("!H", buffer, pos + 2)
-            start += 2
-        elif length == 127:
-            if len(buffer) - pos < 10:
-                return None
-            (length,) = struct.unpack_from("!Q", buffer, pos + 2)
-            start += 8
-        key = b""
-        if masked:
-            if len(buffer) < start + 4:
-                return None
-            key = bytes(buffer[start : start + 4])
-            start += 4
-        opcode = first & 0x0F
-        if length > self._max_message_size - self._parts_size:
-            raise self._fail(MESSAGE_TOO_BIG, f"message larger than {self._max_message_size}")
-        if opcode >= CLOSE and (length > 125 or not first & 0x80):
-            raise self._fail(PROTOCOL_ERROR, "a control frame is fragmented or too long")
-        return bool(first & 0x80), opcode, start, start + length, key
-
-    def _take_payload(self, start: int, end: int, key: bytes) -> bytes:
-        buffer = self._pending
-        if key:
-            with memoryview(buffer) as view:
-                payload = mask(view[start:end], key)
-        elif isinstance(buffer, bytes):
-            payload = buffer[start:end]  # the whole buffer when one read held one frame
-        else:
-            with memoryview(buffer) as view:
-                payload = bytes(view[start:end])
-        self._offset = end
-        return payload
-
-    async def _receive_payload(self, start: int, end: int, key: bytes) -> bytes | bytearray:
-        """Read the rest of a big frame straight into a buffer of its size."""
-        buffer = self._pending
-        payload = bytearray(end - start)
-        filled = len(buffer) - start
-        with memoryview(buffer) as read:
-            payload[:filled] = read[start:]
-        header = bytes(buffer[self._offset : start])
-        self._pending, self._offset = b"", 0
-        try:
-            with memoryview(payload) as view:
-                while filled < len(payload):
-                    filled += await self._receive_into(view[filled:])
-        except BaseException:
-            # Cancelled (or the connection broke) mid-frame: what was read goes back,
-            # so the next receive starts this frame again from its header.
-            self._pending = header + payload[:filled]
-            raise
-        return mask(payload, key) if key else payload
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                raise self._fail(exc.code, str(exc)) from None
+            if type(event) is Message:
+                return event.opcode, event.payload
+            if event is NEED_DATA:
+                view = parser.get_buffer()
+                if view is None:
+                    await self._receive_more()
+                else:  # the rest of a big frame, straight into its buffer
+                    with view:
+                        count = await self._receive_into(view)
+                    parser.buffer_updated(count)
+            elif type(event) is Ping:
+                try:
+                    await self._send(self._control_frame(PONG, event.payload))
+                except TransportClosed:
+                    pass
+            elif type(event) is Pong:
+                waiting = self._pongs.get(event.payload)
+                if waiting is not None:
+                    waiting.set()
+            elif type(event) is Close:
+                await self._peer_close(event)
 
     async def _receive_into(self, view: memoryview) -> int:
         stream = self._stream
@@ -348,7 +242,7 @@ class WebSocket:
             raise self._lost(f"connection lost: {exc}") from None
         if not data:
             raise self._lost(f"the {self._peer} closed the connection without a close frame")
-        self._append(data)
+        self._parser.receive_data(data)
 
     @property
     def _peer(self) -> str:
@@ -359,59 +253,15 @@ class WebSocket:
         self.close_reason = reason
         return TransportClosed(reason)
 
-    def _append(self, data: bytes | bytearray) -> None:
-        # Parse straight from the read when nothing is left over (no copy); join the
-        # rest of a frame that spans reads in a bytearray.
-        if self._offset >= len(self._pending):
-            self._pending = data
-        elif isinstance(self._pending, bytearray):
-            del self._pending[: self._offset]
-            self._pending += data
-        else:
-            self._pending = bytearray(self._pending[self._offset :]) + data
-        self._offset = 0
-
-    def _assemble(
-        self, fin: bool, opcode: int, payload: bytes | bytearray
-    ) -> tuple[int, bytes | bytearray] | None:
-        if opcode == CONTINUATION:
-            if not self._parts_opcode:
-                raise self._fail(PROTOCOL_ERROR, "a continuation frame starts nothing")
-        elif opcode in (TEXT, BINARY):
-            if self._parts_opcode:
-                raise self._fail(PROTOCOL_ERROR, "a new message inside a fragmented one")
-            if fin:
-                return opcode, payload  # the usual case: one frame, one message
-            self._parts_opcode = opcode
-        else:
-            raise self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
-        self._parts.append(payload)
-        self._parts_size += len(payload)
-        if not fin:
-            return None
-        message = (self._parts_opcode, b"".join(self._parts))
-        self._parts, self._parts_size, self._parts_opcode = [], 0, 0
-        return message
-
-    async def _control(self, opcode: int, payload: bytes) -> None:
-        if opcode == PING:
-            try:
-                await self._send(self._control_frame(PONG, payload))
-            except TransportClosed:
-                pass
-        elif opcode == PONG:
-            waiting = self._pongs.get(payload)
-            if waiting is not None:
-                waiting.set()
-        elif opcode == CLOSE:
-            code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
-            reason = payload[2:].decode(errors="replace")
-            self.close_reason = f"the {self._peer} closed the connection: {code} {reason}".rstrip()
-            await self._send_close(code if code != 1005 else NORMAL_CLOSURE)
-            await self._close_stream()
-            raise TransportClosed(self.close_reason)
-        else:
-            raise self._fail(PROTOCOL_ERROR, f"unknown control opcode {opcode:#x}")
+    async def _peer_close(self, close: Close) -> None:
+        """The peer's close frame (valid: the parser checked it): answer, then end."""
+        self.close_reason = (
+            f"the {self._peer} closed the connection: {close.code} {close.reason}".rstrip()
+        )
+        # Echo the peer's code (RFC 6455 §5.5.1); 1005 means it gave none, and is never sent.
+        await self._send_close(close.code if close.code != NO_STATUS_RECEIVED else NORMAL_CLOSURE)
+        await self._close_stream()
+        raise TransportClosed(self.close_reason)
 
     def _fail(self, code: int, message: str) -> TransportClosed:
         """A protocol violation by the server: note it; the close frame goes out in aclose."""
@@ -430,6 +280,8 @@ class WebSocket:
         If a task is in ``receive_message``, it reads that answer (and raises
         TransportClosed); only one task may read the stream, so then we just wait.
         """
+        if not close_code_is_valid(code):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
         try:
             if self.close_reason is None:
                 self.close_reason = "closed by the " + ("client" if self.is_client else "server")
@@ -448,19 +300,19 @@ class WebSocket:
 
     async def _await_close_answer(self) -> None:
         """Read (discarding data) until the peer's close frame or the end of the stream."""
+        parser = self._parser
         while True:
             try:
-                frame = self._next_frame()
-            except TransportClosed:
+                event = parser.next_event()
+            except ProtocolError:
                 return
-            if frame is not None:
-                if frame[1] == CLOSE:
+            if type(event) is Close:
+                return
+            if event is NEED_DATA:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+                if not data:
                     return
-                continue
-            data = await self._stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                return
-            self._append(data)
+                parser.receive_data(data)
 
     async def _close_stream(self) -> None:
         if not self._stream_closed:
