@@ -18,7 +18,9 @@ from typing import Any
 import trio
 
 from . import (
+    cold_path,
     concurrency,
+    interactive,
     metrics,
     one_shot,
     peers,
@@ -37,6 +39,8 @@ SCENARIOS: dict[str, Scenario] = {
     one_shot.NAME: one_shot.run,
     wide_area.NAME: wide_area.run,
     throughput.NAME: throughput.run,
+    cold_path.NAME: cold_path.run,
+    interactive.NAME: interactive.run,
     concurrency.NAME: concurrency.run,
     recovery.NAME: recovery.run,
     peers.NAME: peers.run,
