@@ -139,7 +139,9 @@ class FsWalkResult(WireStruct, omit_defaults=False):
     truncated: bool
 
 
-class FsRemoveParams(FsParams, kw_only=True):
+# The defaults are the wire's (Codex's ``rm -rf``); both flags are always sent, so the
+# client's safer defaults (``os.remove``/``rmdir``) never rest on a peer's defaults.
+class FsRemoveParams(FsParams, omit_defaults=False, kw_only=True):
     path: str
     recursive: bool = True
     force: bool = True

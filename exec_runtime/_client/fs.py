@@ -81,7 +81,16 @@ from .._wire.sandbox_intent import Sandbox, sandbox_intent
 if TYPE_CHECKING:
     from .client import ExecClient
 
-__all__ = ["BLOCK_SIZE", "CLOSE_TIMEOUT", "BlockReader", "FsClient", "StrPath"]
+__all__ = [
+    "BLOCK_SIZE",
+    "CLOSE_TIMEOUT",
+    "WALK_MAX_DEPTH",
+    "WALK_MAX_DIRECTORIES",
+    "WALK_MAX_ENTRIES",
+    "BlockReader",
+    "FsClient",
+    "StrPath",
+]
 
 log = logging.getLogger("exec_runtime.client.fs")
 
@@ -92,6 +101,12 @@ BLOCK_SIZE: Final = 1024 * 1024
 """The ``len`` of every ``fs/readBlock`` :meth:`FsClient.open_read` sends (the maximum)."""
 CLOSE_TIMEOUT: Final = 2.0
 """How long a cancelled or failing :class:`BlockReader` waits for ``fs/close``."""
+WALK_MAX_DEPTH: Final = 64
+""":meth:`FsClient.walk`'s default ``max_depth``: the protocol's maximum."""
+WALK_MAX_DIRECTORIES: Final = 10_000
+""":meth:`FsClient.walk`'s default ``max_directories``: the protocol's maximum."""
+WALK_MAX_ENTRIES: Final = 50_000
+""":meth:`FsClient.walk`'s default ``max_entries``: the protocol's maximum."""
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
@@ -237,9 +252,9 @@ class FsClient:
         self,
         path: StrPath,
         *,
-        max_depth: int,
-        max_directories: int,
-        max_entries: int,
+        max_depth: int = WALK_MAX_DEPTH,
+        max_directories: int = WALK_MAX_DIRECTORIES,
+        max_entries: int = WALK_MAX_ENTRIES,
         follow_directory_symlinks: bool = False,
         prune_hidden_directories: bool = False,
         sandbox: SandboxArg = None,
@@ -256,7 +271,11 @@ class FsClient:
         paths relative to the root, is joined to the root here). Limits: 0 ≤
         ``max_depth`` ≤ 64 (0 lists the root's children only), 1 ≤ ``max_directories``
         ≤ 10,000 (the root counts), 1 ≤ ``max_entries`` ≤ 50,000, else -32600 before
-        the root is touched. A file root gives an empty result; a missing root -32004.
+        the root is touched. Each defaults to the protocol's maximum
+        (:data:`WALK_MAX_DEPTH`, :data:`WALK_MAX_DIRECTORIES`, :data:`WALK_MAX_ENTRIES`):
+        as much of the tree as the daemon will list, with ``truncated`` saying whether
+        that was all (the wire has no defaults; the client always sends the three). A
+        file root gives an empty result; a missing root -32004.
         """
         options = FsWalkOptions(
             max_depth=max_depth,
@@ -285,16 +304,20 @@ class FsClient:
     async def remove(
         self,
         path: StrPath,
-        recursive: bool = True,
-        force: bool = True,
+        recursive: bool = False,
+        force: bool = False,
         *,
         sandbox: SandboxArg = None,
     ) -> None:
         """Remove a file, a symlink (not its target) or a directory. A path whose last
         part is ``.`` or ``..`` is refused (-32600), as ``rm`` does, and so is ``/``.
 
-        ``recursive=False`` refuses a non-empty directory (-32603 ENOTEMPTY);
-        ``force=True`` makes a missing path a success (else -32004).
+        By default it is ``os.remove`` for a file or a link and ``os.rmdir`` for a
+        directory: a non-empty directory raises a ``RemoteOSError`` with errno
+        ``ENOTEMPTY`` (-32603), a missing path a ``RemoteFileNotFoundError`` (-32004).
+        ``recursive=True`` removes a directory with its content (``rm -r``);
+        ``force=True`` makes a missing path a success (``rm -f``). Both flags are always
+        sent, because the wire's defaults are Codex's ``rm -rf`` (both true).
         """
         params = FsRemoveParams(path=_to_uri(path), recursive=recursive, force=force)
         await self._call("fs/remove", _sandboxed(params, sandbox), EmptyResult)

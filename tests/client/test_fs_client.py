@@ -9,6 +9,7 @@ client's private ``_call``.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -26,7 +27,13 @@ import trio
 
 import exec_runtime
 from exec_runtime import ExecClient, ProtocolError, ServerConfig
-from exec_runtime._client.fs import BLOCK_SIZE, BlockReader
+from exec_runtime._client.fs import (
+    BLOCK_SIZE,
+    WALK_MAX_DEPTH,
+    WALK_MAX_DIRECTORIES,
+    WALK_MAX_ENTRIES,
+    BlockReader,
+)
 from exec_runtime._daemon import fs_service as daemon_fs
 from exec_runtime._wire.uris import file_uri
 from protocol_schema import EmptyResult
@@ -739,26 +746,62 @@ async def test_copy_rules(client: ExecClient, tmp_path: Path) -> None:
 async def test_remove_rules(client: ExecClient, tmp_path: Path) -> None:
     with trio.fail_after(10):
         source = make_source(tmp_path)
-        error = await error_of(client.fs.remove(source, recursive=False))
-        assert error.code == INTERNAL_ERROR  # ENOTEMPTY: -32603, as Codex
-        assert (source / "nested" / "note.txt").exists()
-
-        await client.fs.remove(tmp_path / "missing")  # force: a missing path is fine
-        error = await error_of(client.fs.remove(tmp_path / "missing", force=False))
-        assert error.code == NOT_FOUND
-
         target = write(tmp_path / "target", b"x")
         (tmp_path / "link").symlink_to(target)
         await client.fs.remove(tmp_path / "link")
         assert not (tmp_path / "link").is_symlink()
         assert target.exists()  # the link went, not its target
 
-        (tmp_path / "empty").mkdir()
-        await client.fs.remove(tmp_path / "empty", recursive=False)
-        assert not (tmp_path / "empty").exists()
-
-        await client.fs.remove(source)  # recursive by default
+        await client.fs.remove(tmp_path / "missing", force=True)  # rm -f
+        await client.fs.remove(source, recursive=True)  # rm -r
         assert not source.exists()
+
+
+async def test_remove_defaults_are_os_remove_and_rmdir(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """Without flags, ``fs.remove`` is ``os.remove`` for a file and ``os.rmdir`` for a
+    directory, and fails as they do, with the same OSError subclass and errno: the
+    wire's defaults (Codex's, both true) are ``rm -rf``, so the client sends both flags
+    false. Before, a bare ``remove(dir)`` deleted a whole tree and a missing path was a
+    success."""
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        with pytest.raises(OSError) as caught:
+            await client.fs.remove(source)
+        assert isinstance(caught.value, exec_runtime.RemoteOSError)
+        assert caught.value.errno == errno.ENOTEMPTY  # os.rmdir's error
+        assert caught.value.code == INTERNAL_ERROR  # -32603, as Codex
+        assert (source / "nested" / "note.txt").read_text() == "note"
+
+        with pytest.raises(FileNotFoundError) as missing:
+            await client.fs.remove(tmp_path / "missing")
+        assert isinstance(missing.value, exec_runtime.RemoteFileNotFoundError)
+        assert missing.value.errno == errno.ENOENT
+        assert missing.value.code == NOT_FOUND
+
+        (tmp_path / "empty").mkdir()
+        await client.fs.remove(tmp_path / "empty")  # os.rmdir
+        assert not (tmp_path / "empty").exists()
+        await client.fs.remove(source / "root.txt")  # os.remove
+        assert not (source / "root.txt").exists()
+        assert (source / "nested" / "note.txt").exists()
+
+
+async def test_walk_limits_default_to_the_protocol_maxima(
+    client: ExecClient, tmp_path: Path
+) -> None:
+    """``walk(path)`` needs no limits: each defaults to the protocol's maximum (64,
+    10,000, 50,000), which both daemons accept."""
+    with trio.fail_after(10):
+        source = make_source(tmp_path)
+        result = await client.fs.walk(source)
+        assert [(e.path.removeprefix(f"{source}/"), e.kind) for e in result.entries] == FULL
+        assert (result.errors, result.truncated) == ([], False)
+        assert (WALK_MAX_DEPTH, WALK_MAX_DIRECTORIES, WALK_MAX_ENTRIES) == (64, 10_000, 50_000)
+        with pytest.raises(ProtocolError) as caught:  # one above: refused, as documented
+            await client.fs.walk(source, max_depth=WALK_MAX_DEPTH + 1)
+        assert caught.value.code == INVALID_REQUEST
 
 
 async def test_metadata_file_directory_symlink(client: ExecClient, tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ async def test_remove_refuses_dot_and_dotdot(
         victim = tmp_path / "victim"
         (victim / "inner").mkdir(parents=True)
         (victim / "keep.txt").write_text("k")
-        error = await error_of(client.fs.remove(f"{victim}/{suffix}"))
+        error = await error_of(client.fs.remove(f"{victim}/{suffix}", recursive=True, force=True))
         assert error.code == INVALID_REQUEST
         assert "refusing to remove '.' or '..'" in error.message
         assert (victim / "keep.txt").read_text() == "k"
@@ -171,7 +171,7 @@ async def test_remove_of_a_link_with_a_trailing_slash_deletes_nothing(
         (target / "precious").write_text("p")
         link = tmp_path / "link"
         link.symlink_to(target)
-        error = await error_of(client.fs.remove(f"{link}{slashes}"))
+        error = await error_of(client.fs.remove(f"{link}{slashes}", recursive=True, force=True))
         assert error.code == INVALID_REQUEST
         assert "a symbolic link with a trailing '/'" in error.message
         assert (target / "precious").read_text() == "p"
@@ -207,7 +207,7 @@ async def test_str_paths_that_are_not_utf8_reach_the_file(
         assert sorted(os.listdir(raw)) == [b"f\xfe", b"g\xfd"]
         result = await client.run(["pwd", "-P"], cwd=directory)
         assert result.stdout == os.fsencode(realpath(directory)) + b"\n"
-        await client.fs.remove(directory)
+        await client.fs.remove(directory, recursive=True)
         assert not lexists(raw)
 
 

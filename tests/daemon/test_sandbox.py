@@ -631,8 +631,8 @@ async def test_fs_calls_obey_the_sandbox(sandbox_client: ExecClient, workspace: 
         for call in (
             fs.write_file(workspace / ".git" / "config", b"evil", sandbox=writable),
             fs.create_directory(workspace / ".git" / "hooks" / "d", sandbox=writable),
-            fs.remove(workspace, sandbox=writable),  # would delete .git with it
-            fs.remove(workspace / ".codex", sandbox=writable),
+            fs.remove(workspace, recursive=True, sandbox=writable),  # would delete .git with it
+            fs.remove(workspace / ".codex", recursive=True, sandbox=writable),
             fs.copy(workspace / "src.txt", workspace / ".git" / "x", sandbox=writable),
             fs.write_file("/etc/exec-runtime-test", b"x", sandbox=writable),
         ):

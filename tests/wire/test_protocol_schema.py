@@ -302,6 +302,10 @@ def test_required_and_codex_required_fields_are_always_sent(codec: Codec) -> Non
     }
     options = fs.FsWalkOptions(max_depth=1, max_directories=1, max_entries=1)
     assert wire_dict(codec, options)["followDirectorySymlinks"] is False
+    # fs/remove's flags default to true on the wire (rm -rf) and to false in the Python
+    # client (os.remove / rmdir): always sent, whatever their value.
+    remove = fs.FsRemoveParams(path="file:///x")
+    assert wire_dict(codec, remove) == {"path": "file:///x", "recursive": True, "force": True}
     # process/write's chunk is required (PROTOCOL §4), even when empty.
     write = process.ProcessWriteParams(process_id="p", write_id="w")
     assert wire_dict(codec, write)["chunk"] == (b"" if codec.binary else "")
