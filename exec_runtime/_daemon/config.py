@@ -200,8 +200,9 @@ class ServerConfig:
     """Serve ``GET /metrics`` (Prometheus text) on the listener; extra ``[prometheus]``."""
     metrics_otlp_endpoint: str | None = None
     """Push metrics over OTLP/HTTP (delta temporality) to this URL; extra ``[otlp]``."""
-    start_delay: float = 0.0
-    """Test hook: hold each process/start in the starting state this long."""
+    _start_delay: float = attrs.field(default=0.0, alias="_start_delay", repr=False)
+    """Tests only, not an option (no flag, no config key): hold each process/start in
+    the starting state this long, to widen the window a test races against."""
 
     # --- sandbox (PROTOCOL §11) ---------------------------------------------------------
     sandbox_mechanisms: tuple[str, ...] = attrs.field(

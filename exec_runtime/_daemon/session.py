@@ -275,7 +275,7 @@ class Session:
             await managed.run(
                 spec,
                 self.config.closed_ttl,
-                self.config.start_delay,
+                self.config._start_delay,
                 task_status=task_status,
             )
         except Exception:

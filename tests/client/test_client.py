@@ -429,13 +429,13 @@ async def until_forgotten(client: ExecClient, process_id: str) -> None:
 
 async def a_later_start_ran(client: ExecClient, tmp_path: Path) -> None:
     """The positive signal that a start sent before this one (held by the same
-    ``start_delay``) had every chance to spawn: this later one has spawned and run."""
+    ``_start_delay``) had every chance to spawn: this later one has spawned and run."""
     proc = await client.start(["sh", "-c", f"echo $$ > {tmp_path / 'later'}"])
     assert await proc.wait() == 0
     assert await trio.Path(tmp_path / "later").exists()
 
 
-@pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.3)])
+@pytest.mark.parametrize("server_config", [ServerConfig(_start_delay=0.3)])
 async def test_cancelling_a_start_in_flight_kills_the_process(
     client: ExecClient, tmp_path: Path
 ) -> None:
@@ -460,7 +460,7 @@ async def test_a_cancelled_start_returns_at_once_while_the_daemon_is_silent(
     with no answer coming (a stalled link), the cancel still takes effect at once, and
     the process is killed once the daemon is heard again."""
     pid_file = tmp_path / "pid"
-    config = ServerConfig(start_delay=0.3)
+    config = ServerConfig(_start_delay=0.3)
     async with open_faulty_local(config=config) as (client, faults):
         with trio.fail_after(5):
             with trio.move_on_after(0.1) as scope:

@@ -89,7 +89,7 @@ async def test_closing_the_client_ends_consumers_waiters_and_runs_in_other_tasks
             await client.run(["true"])
 
 
-@pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.3)])
+@pytest.mark.parametrize("server_config", [ServerConfig(_start_delay=0.3)])
 async def test_closing_the_client_with_a_start_in_flight(
     client: ExecClient, tmp_path: Path
 ) -> None:

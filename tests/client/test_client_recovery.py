@@ -203,7 +203,7 @@ async def test_mutating_call_in_flight_fails_with_transport_error(
     nursery: trio.Nursery,
 ) -> None:
     with trio.fail_after(10):
-        async with proxied_client(nursery, ServerConfig(start_delay=1.0)) as (client, proxy):
+        async with proxied_client(nursery, ServerConfig(_start_delay=1.0)) as (client, proxy):
             outcome: list[BaseException] = []
 
             async def starter() -> None:

@@ -740,7 +740,7 @@ async def test_a_recycled_group_id_is_not_signalled_while_a_setsid_grandchild_ho
         assert {m.stream for m in seen if isinstance(m, StreamEnded)} == {"stdout", "stderr"}
 
 
-@pytest.mark.parametrize("server_config", [ServerConfig(start_delay=1.0)])
+@pytest.mark.parametrize("server_config", [ServerConfig(_start_delay=1.0)])
 async def test_terminate_while_starting_cancels_the_start(connect: Any) -> None:
     with trio.fail_after(5):
         client = await connect()

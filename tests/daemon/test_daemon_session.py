@@ -211,7 +211,7 @@ async def test_a_start_pending_when_the_session_ends_answers_that_it_ended() -> 
     """The start (held in the starting state by the test hook) runs under its request,
     not in the session's nursery: the session's end must still answer it, not start a
     process into a nursery that kills it before it reports an exit or a close."""
-    session = Session("s1", ServerConfig(start_delay=1.0))
+    session = Session("s1", ServerConfig(_start_delay=1.0))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             await nursery.start(session.run)

@@ -132,7 +132,7 @@ async def test_start_terminate_start_starts_the_second(daemon: str) -> None:
         await client.ws.aclose()
 
 
-@pytest.mark.parametrize("server_config", [ServerConfig(start_delay=0.2)])
+@pytest.mark.parametrize("server_config", [ServerConfig(_start_delay=0.2)])
 async def test_a_cancelled_start_is_gone_at_once(daemon: str) -> None:
     """Starts that take a while (a test hook): the terminate that cancels one answers
     ``running: true`` (PROTOCOL §4: it was starting), and from then on the id is
