@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ import trio
 
 import protocol_schema as wire
 
-from .._wire.transport import Frame, TransportClosed, joined
+from .._wire.transport import CLIENT_MAX_MESSAGE_BYTES, Frame, TransportClosed, joined
 from ._faults import FaultController, FaultPlan, FaultyTransport
 
 if TYPE_CHECKING:
@@ -87,7 +88,10 @@ async def fault_proxy(
         offered = request.proposed_subprotocols
         async with trio.open_nursery() as nursery:
             upstream_ws = await trio_websocket.connect_websocket_url(
-                nursery, daemon_url, subprotocols=list(offered) or None
+                nursery,
+                daemon_url,
+                subprotocols=list(offered) or None,
+                max_message_size=CLIENT_MAX_MESSAGE_BYTES,
             )
             client_ws = await request.accept(subprotocol=upstream_ws.subprotocol)
             codec = wire.codec_for_subprotocol(upstream_ws.subprotocol)
@@ -105,9 +109,12 @@ async def fault_proxy(
             await upstream_ws.aclose()
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None
+        # trio-websocket's default limit (1 MiB) would close the link on any bigger
+        # message: the client's own limit instead, so the proxy passes what it accepts.
+        serve = functools.partial(
+            trio_websocket.serve_websocket, max_message_size=CLIENT_MAX_MESSAGE_BYTES
         )
+        server = await nursery.start(serve, handler, "127.0.0.1", 0, None)
         yield FaultProxy(f"ws://127.0.0.1:{server.port}", controller)
         controller.resume()
         nursery.cancel_scope.cancel()
