@@ -1,6 +1,7 @@
 """The public exceptions a host sees (the daemon's own error is ``_daemon/rpc_error.py``).
 
-Public hierarchy (exported from ``exec_runtime``)::
+Public hierarchy (exported from ``exec_runtime``; README.md shows the same tree, and
+tests/test_docs.py checks both against the classes)::
 
     ExecRuntimeError
     ├── ProtocolError        the daemon answered with a JSON-RPC error (keeps code, message)
@@ -16,10 +17,14 @@ Public hierarchy (exported from ``exec_runtime``)::
     │   └── ConnectError     connecting failed (also a ConnectionError, so an OSError)
     │       └── ConnectionRejectedError  the daemon refused the upgrade (.status_code)
     ├── ProcessFailed        a process's event stream could not be completed
+    ├── StdinClosedError     a write to a closed stdin, or to a process without
+    │                        pipe_stdin (defined in _client/process.py)
     ├── CalledProcessError   run(check=True): non-zero exit (also a
     │   │                    subprocess.CalledProcessError)
     │   └── SandboxDeniedError  the sandbox stopped the command
     ├── ClientClosedError    the client was used after it closed
+    ├── NoEndpointError      a pool found no endpoint to take the work in time
+    │                        (defined in _client/pool.py)
     └── TimeoutExpired       run(timeout=...) ran out: the process was killed (also a
                              subprocess.TimeoutExpired and a TimeoutError)
 
