@@ -53,7 +53,7 @@ from __future__ import annotations
 import codecs
 import os
 import struct
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "BINARY",
@@ -211,23 +211,13 @@ class NeedData:
 NEED_DATA: Final = NeedData()
 
 
-class Message:
-    """A whole data message: ``opcode`` is TEXT (``payload`` is valid UTF-8) or BINARY."""
+class Message(NamedTuple):
+    """A whole data message: ``opcode`` is TEXT (``payload`` is valid UTF-8) or BINARY.
 
-    __slots__ = ("opcode", "payload")
+    A tuple, so the shell hands it on as its ``(opcode, payload)`` without a copy."""
 
-    def __init__(self, opcode: int, payload: bytes | bytearray) -> None:
-        self.opcode = opcode
-        self.payload = payload
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and (self.opcode, self.payload) == (
-            other.opcode,
-            other.payload,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.opcode, bytes(self.payload)))
+    opcode: int
+    payload: bytes | bytearray
 
     def __repr__(self) -> str:
         kind = "TEXT" if self.opcode == TEXT else "BINARY"
@@ -315,6 +305,9 @@ def _is_utf8(data: bytes | bytearray) -> bool:
 
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+_new_message = tuple.__new__
+"""``_new_message(Message, (opcode, payload))`` is ``Message(opcode, payload)`` without the
+Python-level ``__new__`` of a NamedTuple: the parser's one allocation per message."""
 
 
 class FrameParser:
@@ -508,7 +501,7 @@ class FrameParser:
             if fin and opcode:  # the usual case: one frame, one message
                 if opcode == TEXT and not _is_utf8(payload):
                     raise self._fail(INVALID_PAYLOAD, "a text message is not valid UTF-8")
-                return Message(opcode, payload)
+                return _new_message(Message, (opcode, payload))
             message = self._fragment(fin, opcode, payload)
             if message is not None:
                 return message

@@ -197,7 +197,7 @@ class WebSocket:
             except ProtocolError as exc:
                 raise self._fail(exc.code, str(exc)) from None
             if type(event) is Message:
-                return event.opcode, event.payload
+                return event  # an (opcode, payload) tuple
             if event is NEED_DATA:
                 view = parser.get_buffer()
                 if view is None:
