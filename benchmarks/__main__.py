@@ -27,6 +27,7 @@ from . import (
     pool,
     recovery,
     sandbox,
+    scale,
     throughput,
     wide_area,
 )
@@ -47,7 +48,9 @@ SCENARIOS: dict[str, Scenario] = {
     sandbox.NAME: sandbox.run,
     pool.NAME: pool.run,
     metrics.NAME: metrics.run,
+    scale.NAME: scale.run,
 }
+DEFAULT_OFF = {scale.NAME}  # runs only with --scale (or --only scale)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", type=Path, metavar="OUT", help="also write the table as markdown"
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="also run 10,000 concurrent processes, 100 clients x 100 (~1-2 min)",
+    )
     args = parser.parse_args(argv)
     opts = Options(quick=args.quick, install_peers=args.install_peers, profile_dir=args.profile)
     if args.cache_dir is not None:
@@ -83,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     machine = describe_machine()
     results: list[ScenarioResult] = []
-    for name in args.only or list(SCENARIOS):
+    default = [name for name in SCENARIOS if name not in DEFAULT_OFF or args.scale]
+    for name in args.only or default:
         print(f"== {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         cpu0 = cpu_snapshot()

@@ -250,6 +250,7 @@ async def spawn_with_url_line(
     parse: Callable[[str], str] = lambda line: line,
     limit_s: float = 30.0,
     stream: str = "stdout",
+    preexec_fn: Callable[[], None] | None = None,
 ) -> AsyncIterator[tuple[trio.Process, str, str]]:
     """Start ``argv``; wait for its first stdout (or stderr) line; SIGTERM it on exit."""
     log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)  # noqa: SIM115
@@ -262,6 +263,7 @@ async def spawn_with_url_line(
         stderr=log if pipe_out else subprocess.PIPE,
         env=env,
         start_new_session=True,
+        preexec_fn=preexec_fn,
     )
     log.close()
     pipe = process.stdout if pipe_out else process.stderr
@@ -336,7 +338,11 @@ async def _stop(process: trio.Process, grace: float = 10.0) -> None:
 
 @asynccontextmanager
 async def running_daemon(
-    opts: Options | None = None, *, profile_name: str | None = None, args: Sequence[str] = ()
+    opts: Options | None = None,
+    *,
+    profile_name: str | None = None,
+    args: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> AsyncIterator[Daemon]:
     """``python -m exec_runtime serve`` as a subprocess (its own CPU, its own RSS).
 
@@ -350,7 +356,7 @@ async def running_daemon(
         out = opts.profile_dir / f"{profile_name}.daemon.pyisession"
         argv += ["-m", "pyinstrument", "-i", "0.0005", "-r", "session", "-o", str(out)]
     argv += ["-m", "exec_runtime", "serve", "--log-level", "WARNING", *args]
-    async with spawn_with_url_line(argv) as (process, url, log_path):
+    async with spawn_with_url_line(argv, preexec_fn=preexec_fn) as (process, url, log_path):
         yield Daemon(url=url, pid=process.pid, process=process, stderr_path=log_path)
 
 

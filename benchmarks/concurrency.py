@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -46,12 +47,14 @@ class Tally:
         }
 
 
-async def ours_one(client: exec_runtime.ExecClient, go: trio.Event, tally: Tally) -> None:
+async def ours_one(
+    client: exec_runtime.ExecClient, go: trio.Event, tally: Tally, argv: list[str] = ARGV
+) -> None:
     await go.wait()
     start = time.perf_counter()
     output, exit_code, closed = b"", None, False
     try:
-        proc = await client.start(ARGV)
+        proc = await client.start(argv)
         async for event in proc.events():
             if isinstance(event, exec_runtime.Output):
                 if not output:
@@ -73,12 +76,12 @@ async def ours_one(client: exec_runtime.ExecClient, go: trio.Event, tally: Tally
         tally.failures.append(f"output {output!r} exit {exit_code} closed {closed}")
 
 
-async def baseline_one(go: trio.Event, tally: Tally) -> None:
+async def baseline_one(go: trio.Event, tally: Tally, argv: list[str] = ARGV) -> None:
     await go.wait()
     start = time.perf_counter()
     try:
         process = await trio.lowlevel.open_process(
-            ARGV, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
     except OSError as exc:
         tally.failures.append(str(exc))
@@ -116,15 +119,25 @@ async def fan_out(tasks: list[Any], go: trio.Event) -> float:
     return time.perf_counter() - start
 
 
-async def baseline(count: int) -> dict[str, Any]:
+async def baseline(count: int, argv: list[str] = ARGV) -> dict[str, Any]:
     tally, go = Tally(), trio.Event()
-    seconds = await fan_out([(baseline_one, go, tally) for _ in range(count)], go)
+    seconds = await fan_out([(baseline_one, go, tally, argv) for _ in range(count)], go)
     return tally.figures(count, seconds)
 
 
-async def ours(opts: Options, clients: int, per_client: int, tag: str) -> dict[str, Any]:
+async def ours(
+    opts: Options,
+    clients: int,
+    per_client: int,
+    tag: str,
+    argv: list[str] = ARGV,
+    preexec_fn: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     tally, go = Tally(), trio.Event()
-    async with running_daemon(opts, profile_name=f"{NAME}-{tag}") as daemon:
+    limits = ""
+    daemon_cm = running_daemon(opts, profile_name=f"{NAME}-{tag}", preexec_fn=preexec_fn)
+    async with daemon_cm as daemon:
+        limits = _nofile_line(daemon.pid)
         sampler = RssSampler(daemon.pid)
         idle_mb = daemon.rss_mb()
         async with trio.open_nursery() as nursery:
@@ -133,7 +146,7 @@ async def ours(opts: Options, clients: int, per_client: int, tag: str) -> dict[s
             async with trio.open_nursery() as openers:
                 for _ in range(clients):
                     openers.start_soon(_open_into, nursery, daemon.url, opened)
-            tasks = [(ours_one, c, go, tally) for c in opened for _ in range(per_client)]
+            tasks = [(ours_one, c, go, tally, argv) for c in opened for _ in range(per_client)]
             seconds = await fan_out(tasks, go)
             reads = sum(c.statistics().calls.get("process/read", 0) for c in opened)
             nursery.cancel_scope.cancel()
@@ -145,8 +158,21 @@ async def ours(opts: Options, clients: int, per_client: int, tag: str) -> dict[s
         daemon_idle_rss_mb=idle_mb,
         daemon_peak_rss_mb=sampler.peak_mb,
         process_read_calls=reads,
+        daemon_max_open_files=limits,
     )
     return figures
+
+
+def _nofile_line(pid: int) -> str:
+    """The daemon's ``Max open files`` line from /proc/<pid>/limits (soft, hard)."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return " ".join(line.split()[3:5])
+    except OSError:
+        pass
+    return ""
 
 
 async def _open_into(
