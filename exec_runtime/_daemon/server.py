@@ -188,7 +188,10 @@ async def serve(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon (see :func:`_serve`), recording its metrics (``_metrics.py``);
-    the last points are exported however it ends (returns, is cancelled, fails)."""
+    the last points are exported however it ends (returns, is cancelled, fails).
+
+    Process-wide settings stay the host's: unlike ``exec-runtime serve``, this neither
+    raises ``RLIMIT_NOFILE`` to the hard limit nor tunes malloc (docs/security.md)."""
     check_startup(config)
     wanted = config.metrics or config.metrics_otlp_endpoint is not None
     pipeline = MetricsPipeline(config) if wanted else None
