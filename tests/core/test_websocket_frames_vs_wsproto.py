@@ -442,9 +442,11 @@ any_specs = st.builds(
 so it gets past that check often enough to reach the others)."""
 
 NO_CUTS = Cuts([], [], 0)
+MORE_EXAMPLES = settings(max_examples=3 * settings().max_examples)
+"""The differential tests get three times the profile's examples (they run in seconds)."""
 
 
-@settings(max_examples=300)
+@MORE_EXAMPLES
 @given(specs=broken_streams(), cuts=cuts, client=st.booleans(), read_into=st.booleans())
 def test_broken_streams_fail_as_wsproto_fails(
     specs: list[Spec], cuts: Cuts, client: bool, read_into: bool
@@ -453,13 +455,13 @@ def test_broken_streams_fail_as_wsproto_fails(
     check(encode(specs, masked=not client), cuts, client=client, read_into=read_into)
 
 
-@settings(max_examples=300)
+@MORE_EXAMPLES
 @given(specs=st.lists(any_specs, max_size=8), cuts=cuts, client=st.booleans())
 def test_frames_drawn_without_rules(specs: list[Spec], cuts: Cuts, client: bool) -> None:
     check(encode(specs, masked=not client), cuts, client=client, read_into=True)
 
 
-@settings(max_examples=200)
+@MORE_EXAMPLES
 @given(specs=valid_streams(), cuts=cuts, client=st.booleans(), read_into=st.booleans())
 def test_valid_streams_give_what_wsproto_gives(
     specs: list[Spec], cuts: Cuts, client: bool, read_into: bool
@@ -470,7 +472,7 @@ def test_valid_streams_give_what_wsproto_gives(
     assert len([e for e in outcome.events if not isinstance(e, Message)]) == len(expected)
 
 
-@settings(max_examples=300)
+@MORE_EXAMPLES
 @given(wire=st.binary(max_size=400), cuts=cuts, client=st.booleans())
 @example(wire=b"\x88\x02\x03\xee", cuts=NO_CUTS, client=True)  # close 1006
 @example(wire=b"\x88\x01\x03", cuts=NO_CUTS, client=True)  # a 1-byte close payload
