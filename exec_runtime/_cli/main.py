@@ -9,24 +9,51 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
 
 import trio
 
-from .._daemon import config as defaults
-from .._core.sequence import DEFAULT_RETAIN_BYTES
-from .._daemon.budget import default_budgets
-from .._daemon.config import DEFAULT_ACK_WINDOW_BYTES, ServerConfig
-from .._daemon.fds import DEFAULT_FD_RESERVE, raise_nofile_limit
+from .._daemon.config import SANDBOX_MECHANISMS, ServerConfig
+from .._daemon.fds import raise_nofile_limit
 from .._daemon.log_format import configure_logging
-from .._daemon.metrics_export import otlp_endpoint_from_env
 from .._daemon.server import StartupError, check_startup, log_state, serve
 from .._malloc import tune_malloc
 from .observability import add_observability_arguments as _add_observability_arguments
+from .serve_options import (
+    CONFIG_ENV,
+    LOG_LEVELS,
+    TOKEN_ENV,
+    ConfigError,
+    ServeOptions,
+    consumed_variables,
+    env_name,
+    load,
+)
 
-TOKEN_ENV = "EXEC_RUNTIME_TOKEN"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DESCRIPTION = """\
+Run processes for a remote client over the exec-server protocol (WebSocket or stdio).
+
+  exec-runtime serve               run the daemon (prints its URL)
+  exec-runtime run -- CMD ARGS...  run one command, in-process or on a daemon (--url)
+  exec-runtime schema [OUT]        write the protocol's JSON Schema
+
+'exec-runtime COMMAND --help' lists a command's options and their defaults.
+"""
+SERVE_DESCRIPTION = f"""\
+Run the daemon: print its URL on stdout, log to stderr, stop on SIGTERM or SIGINT.
+
+Options come from a TOML file (--config, or ${CONFIG_ENV}), then from the
+environment, then from these flags, each on top of the one before. A flag
+--some-option is some_option in the file and EXEC_RUNTIME_SOME_OPTION in the
+environment (--no-orphan-watchdog: orphan_watchdog = false); ${TOKEN_ENV} holds
+the token itself. See the README's CLI reference and docs/exec-runtime.example.toml.
+"""
 SIGINT_EXIT = 128 + signal.SIGINT
+MiB = 1 << 20
+# Budgets whose defaults derive from the machine's memory (``_daemon/budget.py``).
+MEMORY_DERIVED = ("daemon_output_bytes", "daemon_buffer_bytes", "connection_buffer_bytes")
 # Signals a child may be sent (process/signal) or that a shell or nohup commonly
 # ignores for the daemon; see _unignore_for_children.
 CHILD_SIGNALS = (
@@ -62,200 +89,274 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="exec-runtime", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def version() -> str:
+    try:
+        return metadata.version("exec-runtime")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
-    p_serve = sub.add_parser("serve", help="run the daemon")
-    p_serve.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://IP:PORT or stdio")
-    p_serve.add_argument("--retain-bytes", type=int, default=DEFAULT_RETAIN_BYTES)
-    p_serve.add_argument(
-        "--ack-window-bytes",
-        type=int,
-        default=DEFAULT_ACK_WINDOW_BYTES,
-        help="unacknowledged output held per process for an acknowledging client",
+
+def _shown(value: object) -> str:
+    """A default as ``--help`` shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return "never (inf)" if value == math.inf else f"{value:g} s"
+    if isinstance(value, int) and value >= MiB:
+        return f"{value} ({value / MiB:.0f} MiB)"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return "none" if value is None else str(value)
+
+
+class _ServeOptionAdder:
+    """Adds ``serve``'s options: no argparse default (only what is given on the command
+    line goes on top of the file and the environment), the real default in the help."""
+
+    def __init__(self, defaults: ServerConfig) -> None:
+        self.defaults = defaults
+
+    def __call__(
+        self,
+        group: argparse._ActionsContainer,
+        flag: str,
+        help: str,
+        *,
+        dest: str | None = None,
+        default: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        dest = dest or flag.removeprefix("--").replace("-", "_")
+        if default is None:
+            default = _shown(getattr(self.defaults, dest))
+        env = env_name(dest)
+        group.add_argument(
+            flag,
+            dest=dest,
+            default=argparse.SUPPRESS,
+            help=f"{help} (${env}); default {default}",
+            **kwargs,
+        )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exec-runtime",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p_serve.add_argument("--closed-ttl", type=_seconds, default=30.0, metavar="SECONDS")
-    p_serve.add_argument("--detached-ttl", type=_seconds, default=30.0, metavar="SECONDS")
+    parser.add_argument("--version", action="version", version=f"exec-runtime {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_serve = sub.add_parser(
+        "serve",
+        help="run the daemon",
+        description=SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p_serve.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help=f"TOML file of these options (${CONFIG_ENV}); default none",
+    )
+    add = _ServeOptionAdder(ServerConfig())
+    add(p_serve, "--listen", "ws://IP:PORT (port 0: a free one), or stdio", metavar="URL")
+    add(
+        p_serve,
+        "--retain-bytes",
+        "output per process that process/read can still see after it was pushed",
+        type=int,
+        metavar="BYTES",
+    )
+    add(
+        p_serve,
+        "--retain-chunks",
+        "output chunks per process in that window",
+        type=int,
+        metavar="N",
+    )
+    add(
+        p_serve,
+        "--ack-window-bytes",
+        "unacknowledged output held per process for a client that acknowledges "
+        "(process/ack), past which the process is paused",
+        type=int,
+        metavar="BYTES",
+    )
+    add(
+        p_serve,
+        "--closed-ttl",
+        "how long a closed process stays readable (process/read), inf: until its "
+        "session ends",
+        type=_seconds,
+        metavar="SECONDS",
+    )
+    add(
+        p_serve,
+        "--detached-ttl",
+        "how long a session whose connection dropped is kept, its processes running, "
+        "for its client to resume it (session/resume); then its processes are killed",
+        type=_seconds,
+        metavar="SECONDS",
+    )
+    add(
+        p_serve,
         "--log-level",
+        f"{', '.join(LOG_LEVELS)} (any case)",
         type=str.upper,
         choices=LOG_LEVELS,
-        default="INFO",
         metavar="LEVEL",
-        help=f"{', '.join(LOG_LEVELS)} (any case); default %(default)s",
+        default="INFO",
     )
-    _add_observability_arguments(p_serve)
-    p_serve.add_argument(
+    _add_observability_arguments(p_serve, add)
+    add(
+        p_serve,
         "--no-orphan-watchdog",
+        "no watchdog process: if the daemon is killed outright (SIGKILL, OOM), its "
+        "processes run on",
         dest="orphan_watchdog",
         action="store_false",
-        help="no watchdog process: if the daemon is killed outright (SIGKILL, OOM), "
-        "its processes run on",
+        default="a watchdog runs",
     )
+
     auth = p_serve.add_argument_group("auth and TLS")
-    auth.add_argument(
+    add(
+        auth,
         "--token-file",
+        "require 'Authorization: Bearer <token>' with the file's content, trimmed",
         metavar="PATH",
-        help=f"require 'Authorization: Bearer <token>' (the file's content, trimmed); "
-        f"default: ${TOKEN_ENV} if set",
+        default=f"${TOKEN_ENV} if set, else no token",
     )
-    auth.add_argument(
+    add(
+        auth,
         "--allow-unauthenticated",
+        "allow a non-loopback --listen address without a token",
         action="store_true",
-        help="allow a non-loopback --listen address without a token",
     )
-    auth.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: serve wss://")
-    auth.add_argument("--tls-key", metavar="PATH", help="PEM private key (if not in --tls-cert)")
+    add(auth, "--tls-cert", "PEM certificate chain: serve wss://", metavar="PATH")
+    add(auth, "--tls-key", "PEM private key, if not in --tls-cert", metavar="PATH")
+
     limits = p_serve.add_argument_group("limits")
-    limits.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=defaults.DEFAULT_MAX_MESSAGE_BYTES,
-        metavar="N",
-        help="a bigger message closes the connection (code 1009); default %(default)s",
-    )
-    limits.add_argument(
-        "--max-json-values",
-        type=int,
-        default=defaults.DEFAULT_MAX_JSON_VALUES,
-        metavar="N",
-        help="a message with more JSON values gets -32600; default %(default)s",
-    )
-    limits.add_argument(
-        "--max-sessions",
-        type=int,
-        default=defaults.DEFAULT_MAX_SESSIONS,
-        metavar="N",
-        help="live sessions, attached or detached; default %(default)s",
-    )
-    limits.add_argument(
-        "--max-processes-per-session",
-        type=int,
-        default=defaults.DEFAULT_MAX_PROCESSES_PER_SESSION,
-        metavar="N",
-        help="processes not yet closed, per session; default %(default)s",
-    )
-    limits.add_argument(
-        "--max-closed-processes-per-session",
-        type=int,
-        default=defaults.DEFAULT_MAX_CLOSED_PROCESSES_PER_SESSION,
-        metavar="N",
-        help="closed processes kept for reads until --closed-ttl, per session; past it "
-        "the oldest is forgotten; default %(default)s",
-    )
-    limits.add_argument(
-        "--max-detached-sessions",
-        type=int,
-        default=defaults.DEFAULT_MAX_DETACHED_SESSIONS,
-        metavar="N",
-        help="past it the session detached longest ago is ended; default %(default)s",
-    )
-    limits.add_argument(
-        "--max-concurrent-requests",
-        type=int,
-        default=defaults.DEFAULT_MAX_CONCURRENT_REQUESTS,
-        metavar="N",
-        help="per connection; further requests wait their turn; default %(default)s",
-    )
-    output, buffers, connection = default_budgets()
-    for flag, default, what in (
-        ("--daemon-output-bytes", output, "process output held over every process "
-         "(read, retained, unacknowledged); past it the producing processes pause"),
-        ("--daemon-buffer-bytes", buffers, "requests being handled and replies not yet "
-         "written, over every connection; past it connections stop reading"),
-        ("--connection-buffer-bytes", connection, "the same for one connection"),
+    for flag, metavar, kind, what in (
+        ("--max-message-bytes", "BYTES", int, "a bigger message closes the connection (1009)"),
+        ("--max-json-values", "N", int, "a message with more JSON values gets -32600"),
+        ("--max-sessions", "N", int, "live sessions, attached or detached"),
+        ("--max-processes-per-session", "N", int, "processes not yet closed, per session"),
+        (
+            "--max-closed-processes-per-session",
+            "N",
+            int,
+            "closed processes kept for reads until --closed-ttl, per session; past it "
+            "the oldest is forgotten",
+        ),
+        (
+            "--max-detached-sessions",
+            "N",
+            int,
+            "past it the session detached longest ago is ended",
+        ),
+        (
+            "--max-concurrent-requests",
+            "N",
+            int,
+            "per connection; further requests wait their turn",
+        ),
+        (
+            "--daemon-output-bytes",
+            "BYTES",
+            int,
+            "process output held over every process (read, retained, unacknowledged); "
+            "past it the producing processes pause (docs/security.md)",
+        ),
+        (
+            "--daemon-buffer-bytes",
+            "BYTES",
+            int,
+            "requests being handled and replies not yet written, over every connection; "
+            "past it connections stop reading",
+        ),
+        (
+            "--connection-buffer-bytes",
+            "BYTES",
+            int,
+            "the same for one connection",
+        ),
+        (
+            "--fd-reserve",
+            "N",
+            int,
+            "file descriptors kept free for accepting connections and the watchdog (at "
+            "most an eighth of the limit): starts and fs/open that would take them are "
+            "refused",
+        ),
+        ("--handshake-timeout", "SECONDS", _timeout, "for TLS and the HTTP request head"),
+        (
+            "--max-pending-connections",
+            "N",
+            int,
+            "connections still in TLS or the HTTP request head; at the limit new ones "
+            "wait in the listen backlog",
+        ),
+        ("--ping-interval", "SECONDS", _seconds, "WebSocket keepalive pings, 0 disables them"),
+        (
+            "--ping-timeout",
+            "SECONDS",
+            _timeout,
+            "an otherwise idle peer silent this long after a ping is dropped",
+        ),
+        (
+            "--resume-probe-timeout",
+            "SECONDS",
+            _timeout,
+            "a resume of a session still attached pings its connection, which is closed "
+            "if silent this long",
+        ),
+        (
+            "--shutdown-grace",
+            "SECONDS",
+            _seconds,
+            "on SIGTERM/SIGINT, SIGKILL the process groups still running after this",
+        ),
     ):
-        limits.add_argument(
-            flag,
-            type=int,
-            default=default,
-            metavar="BYTES",
-            help=f"{what}; default from this machine's memory: %s (docs/security.md)"
-            % default,
-        )
-    limits.add_argument(
-        "--fd-reserve",
-        type=int,
-        default=DEFAULT_FD_RESERVE,
-        metavar="N",
-        help="file descriptors kept free for accepting connections and the watchdog "
-        "(at most an eighth of the limit): starts and fs/open that would take them are "
-        "refused; default %(default)s",
-    )
-    limits.add_argument(
-        "--handshake-timeout",
-        type=_timeout,
-        default=defaults.DEFAULT_HANDSHAKE_TIMEOUT,
-        metavar="SECONDS",
-        help="for TLS and the HTTP request head; default %(default)s",
-    )
-    limits.add_argument(
-        "--max-pending-connections",
-        type=int,
-        default=defaults.DEFAULT_MAX_PENDING_CONNECTIONS,
-        metavar="N",
-        help="connections still in TLS or the HTTP request head; at the limit new ones "
-        "wait in the listen backlog; default %(default)s",
-    )
-    limits.add_argument(
-        "--ping-interval",
-        type=_seconds,
-        default=defaults.DEFAULT_PING_INTERVAL,
-        metavar="SECONDS",
-        help="WebSocket keepalive pings, 0 disables them; default %(default)s",
-    )
-    limits.add_argument(
-        "--ping-timeout",
-        type=_timeout,
-        default=defaults.DEFAULT_PING_TIMEOUT,
-        metavar="SECONDS",
-        help="an otherwise idle peer silent this long after a ping is dropped; "
-        "default %(default)s",
-    )
-    limits.add_argument(
-        "--resume-probe-timeout",
-        type=_timeout,
-        default=defaults.DEFAULT_RESUME_PROBE_TIMEOUT,
-        metavar="SECONDS",
-        help="a resume of a session still attached pings its connection, which is closed "
-        "if silent this long; default %(default)s",
-    )
-    limits.add_argument(
-        "--shutdown-grace",
-        type=_seconds,
-        default=defaults.DEFAULT_SHUTDOWN_GRACE,
-        metavar="SECONDS",
-        help="on SIGTERM/SIGINT, SIGKILL the process groups still running after this; "
-        "default %(default)s",
-    )
+        dest = flag.removeprefix("--").replace("-", "_")
+        default = _shown(getattr(add.defaults, dest))
+        if dest in MEMORY_DERIVED:
+            default = f"from this machine's memory, here {default}"
+        add(limits, flag, what, type=kind, metavar=metavar, default=default)
 
     sandbox = p_serve.add_argument_group("sandbox (PROTOCOL §11)")
-    sandbox.add_argument(
+    add(
+        sandbox,
         "--require-sandbox",
+        "refuse every process/start that asks for no confinement",
         action="store_true",
-        help="refuse every process/start that asks for no confinement",
     )
-    sandbox.add_argument(
+    add(
+        sandbox,
         "--default-sandbox",
-        choices=defaults.DEFAULT_SANDBOX_PROFILES,
-        help="confine starts that carry no sandbox intent with this profile "
-        "(the workspace is the start's cwd)",
+        "confine starts that carry no sandbox intent with this profile (the workspace "
+        "is the start's cwd)",
+        choices=("read-only", "workspace-write"),
+        default="none (unconfined)",
     )
-    sandbox.add_argument(
+    add(
+        sandbox,
         "--sandbox-mechanisms",
+        f"mechanisms that may enforce a sandbox, in order of preference "
+        f"({', '.join(SANDBOX_MECHANISMS)}); 'none' refuses every sandboxed request",
         type=_mechanisms,
-        default=defaults.SANDBOX_MECHANISMS,
         metavar="LIST",
-        help="mechanisms that may enforce a sandbox, in order of preference "
-        "(bwrap, landlock); 'none' refuses every sandboxed request; default bwrap,landlock",
     )
-    sandbox.add_argument(
-        "--bwrap-path", metavar="PATH", help="bubblewrap's path (default: bwrap on PATH)"
-    )
+    add(sandbox, "--bwrap-path", "bubblewrap's path", metavar="PATH", default="bwrap on PATH")
 
-    p_schema = sub.add_parser("schema", help="write the protocol's JSON Schema")
-    p_schema.add_argument("out", nargs="?", default="-", help="file to write (default stdout)")
+    p_schema = sub.add_parser(
+        "schema",
+        help="write the protocol's JSON Schema",
+        description="Write the JSON Schema of every method's params and result and of "
+        "every notification.",
+    )
+    p_schema.add_argument("out", nargs="?", default="-", help="file to write; default stdout")
 
     from .run import add_run_parser
 
@@ -289,49 +390,36 @@ def _schema_main(out: str) -> int:
         return 1
 
 
+def serve_options(
+    args: argparse.Namespace,
+    environ: dict[str, str] | os._Environ[str],
+    read_token: Callable[[str], str] | None = None,
+) -> ServeOptions:
+    """``serve``'s options: the defaults, the file, ``environ``, then the flags in ``args``."""
+    flags = {name: value for name, value in vars(args).items() if name not in ("command", "config")}
+    return load(flags, environ, config_path=args.config, read_token=read_token)
+
+
 def _serve_main(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, args.log_format)
     try:
-        config = ServerConfig(
-            listen=args.listen,
-            retain_bytes=args.retain_bytes,
-            ack_window_bytes=args.ack_window_bytes,
-            closed_ttl=args.closed_ttl,
-            detached_ttl=args.detached_ttl,
-            token=_read_token(args.token_file),
-            allow_unauthenticated=args.allow_unauthenticated,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            max_message_bytes=args.max_message_bytes,
-            max_json_values=args.max_json_values,
-            max_sessions=args.max_sessions,
-            max_processes_per_session=args.max_processes_per_session,
-            max_closed_processes_per_session=args.max_closed_processes_per_session,
-            max_detached_sessions=args.max_detached_sessions,
-            max_concurrent_requests=args.max_concurrent_requests,
-            handshake_timeout=args.handshake_timeout,
-            max_pending_connections=args.max_pending_connections,
-            ping_interval=args.ping_interval,
-            ping_timeout=args.ping_timeout,
-            resume_probe_timeout=args.resume_probe_timeout,
-            shutdown_grace=args.shutdown_grace,
-            orphan_watchdog=args.orphan_watchdog,
-            fd_reserve=args.fd_reserve,
-            daemon_output_bytes=args.daemon_output_bytes,
-            daemon_buffer_bytes=args.daemon_buffer_bytes,
-            connection_buffer_bytes=args.connection_buffer_bytes,
-            require_sandbox=args.require_sandbox,
-            default_sandbox=args.default_sandbox,
-            sandbox_mechanisms=args.sandbox_mechanisms,
-            bwrap_path=args.bwrap_path,
-            metrics=args.metrics,
-            metrics_otlp_endpoint=args.metrics_otlp_endpoint or otlp_endpoint_from_env(),
-        )
+        options = serve_options(args, os.environ, read_token=_read_token_file)
+    except (ConfigError, ValueError) as exc:
+        print(f"exec-runtime serve: {exc}".replace("\n", "\nexec-runtime serve: "), file=sys.stderr)
+        return 2
+    finally:
+        # Read once: no process the daemon runs inherits the token or its configuration.
+        for name in consumed_variables():
+            os.environ.pop(name, None)
+    config = options.config
+    configure_logging(options.log_level, options.log_format)
+    while _STARTUP_WARNINGS:
+        logging.getLogger("exec_runtime").warning(_STARTUP_WARNINGS.pop(0))
+    try:
         check_startup(config)
     except (ValueError, StartupError) as exc:
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # an unreadable token file, certificate or key
+    except OSError as exc:  # an unreadable certificate or key
         print(f"exec-runtime: {exc}", file=sys.stderr)
         return 2
     tune_malloc()
@@ -386,26 +474,23 @@ def _unignore_for_children() -> set[signal.Signals]:
     return ignored
 
 
-def _read_token(token_file: str | None) -> str | None:
-    """The token from ``--token-file`` or ``$EXEC_RUNTIME_TOKEN``. The variable is
-    removed from our environment so no child process can inherit it."""
-    from_env = os.environ.pop(TOKEN_ENV, None)
-    if token_file is not None:
-        with open(token_file, encoding="utf-8") as file:
+def _read_token_file(path: str) -> str:
+    """The token in ``--token-file`` (trimmed); a file other users can read is logged as
+    a warning once logging is configured."""
+    try:
+        with open(path, encoding="utf-8") as file:
             token = file.read().strip()
             mode = os.fstat(file.fileno()).st_mode
-        if not token:
-            raise ValueError(f"--token-file {token_file} is empty")
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            logging.getLogger("exec_runtime").warning(
-                "--token-file %s is readable by other users (chmod 600 it)", token_file
-            )
-        return token
-    if from_env is not None:
-        if not from_env.strip():
-            raise ValueError(f"{TOKEN_ENV} is set but empty")
-        return from_env.strip()
-    return None
+    except OSError as exc:
+        raise ConfigError(f"token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        _STARTUP_WARNINGS.append(f"token file {path} is readable by other users (chmod 600 it)")
+    return token
+
+
+_STARTUP_WARNINGS: list[str] = []
 
 
 async def _serve_until_signal(

@@ -55,33 +55,44 @@ def add_run_parser(sub: Any) -> None:
     p_run = sub.add_parser(
         "run",
         help="run one command and stream its output",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "'"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p_run.add_argument(
-        "--url", help="daemon URL (ws:// or wss://HOST:PORT); default: in-process"
+        "--url", help="daemon URL (ws:// or wss://HOST:PORT); default: none, in-process"
     )
     token = p_run.add_mutually_exclusive_group()
     token.add_argument(
         "--token",
         default=os.environ.get("EXEC_RUNTIME_TOKEN"),
-        help="bearer token (default: $EXEC_RUNTIME_TOKEN, which unlike argv is not "
-        "visible to other users)",
+        help="bearer token; default $EXEC_RUNTIME_TOKEN if set (unlike argv, not "
+        "visible to other users), else none",
     )
     token.add_argument(
-        "--token-file", metavar="PATH", help="read the bearer token from this file"
-    )
-    p_run.add_argument("--tty", action="store_true", help="run in a pseudo-terminal")
-    p_run.add_argument(
-        "--cwd", help="working directory (default: the daemon's; a relative one is under ours)"
+        "--token-file",
+        metavar="PATH",
+        help="read the bearer token from this file (trimmed); default none",
     )
     p_run.add_argument(
-        "--env", action="append", default=[], metavar="K=V", help="set a variable (repeatable)"
+        "--tty", action="store_true", help="run in a pseudo-terminal; default off (pipes)"
+    )
+    p_run.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="working directory, a relative one under ours; default the daemon's",
+    )
+    p_run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="set a variable (repeatable), on top of the daemon's environment; default none",
     )
     p_run.add_argument(
         "--sandbox",
         choices=("read-only", "workspace-write"),
-        help="confine the command (the daemon refuses if it cannot)",
+        help="confine the command (the daemon refuses if it cannot); default unconfined "
+        "(unless the daemon has a --default-sandbox)",
     )
     p_run.add_argument(
         "--writable",
@@ -91,7 +102,9 @@ def add_run_parser(sub: Any) -> None:
         help="with --sandbox workspace-write: a workspace root (repeatable; default the cwd)",
     )
     p_run.add_argument(
-        "--network", action="store_true", help="with --sandbox: allow network access"
+        "--network",
+        action="store_true",
+        help="with --sandbox: allow network access; default off",
     )
     p_run.add_argument("argv", nargs=argparse.REMAINDER, help="-- command and arguments")
 

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from exec_runtime import ServerConfig
-from exec_runtime._cli.main import _build_parser
+from exec_runtime._cli.main import _build_parser, serve_options
 from exec_runtime._cli.main import main as cli_main
 from tests.support.daemon_process import eventually, process_gone, spawned_children_of
 from tests.support.wire_client import RawClient, output_of
@@ -310,8 +310,9 @@ def test_serve_refuses_a_bad_value_naming_the_option(
 
 
 def test_serve_takes_a_log_level_in_any_case() -> None:
-    assert _build_parser().parse_args(["serve", "--log-level", "debug"]).log_level == "DEBUG"
-    assert _build_parser().parse_args(["serve"]).log_level == "INFO"
+    args = _build_parser().parse_args(["serve", "--log-level", "debug"])
+    assert serve_options(args, {}).log_level == "DEBUG"
+    assert serve_options(_build_parser().parse_args(["serve"]), {}).log_level == "INFO"
 
 
 async def test_serve_closed_ttl_nan_exits_2_before_listening() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from exec_runtime._cli.main import _build_parser
+from exec_runtime._cli.main import _build_parser, serve_options
 
 # Both come with the test extra ('.[test]'); only a bare install skips these.
 kubernetes_validate = pytest.importorskip(
@@ -118,10 +118,12 @@ def test_the_resources_hang_together() -> None:
 def test_the_daemon_accepts_the_statefulsets_arguments() -> None:
     container = resources()["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
     args = _build_parser().parse_args(container["args"])
-    assert args.listen == "ws://0.0.0.0:8765"
-    assert args.token_file is None  # the token comes from $EXEC_RUNTIME_TOKEN (a Secret)
+    # The token comes from $EXEC_RUNTIME_TOKEN (a Secret), no --token-file.
+    config = serve_options(args, {"EXEC_RUNTIME_TOKEN": "from-the-secret"}).config
+    assert config.listen == "ws://0.0.0.0:8765"
+    assert config.token == "from-the-secret"
     port = container["ports"][0]["containerPort"]
-    assert args.listen.endswith(f":{port}")
+    assert config.listen.endswith(f":{port}")
 
 
 def test_dockerfile_runs_serve_as_a_non_root_user_with_bubblewrap() -> None:

@@ -1,6 +1,6 @@
 """The sandbox, for real (PROTOCOL §11): bubblewrap and Landlock confine real commands.
 
-Where a mechanism is missing these tests skip, unless ``EXEC_RUNTIME_REQUIRE_SANDBOX``
+Where a mechanism is missing these tests skip, unless ``EXEC_RUNTIME_TEST_REQUIRE_SANDBOX``
 is set (CI sets it): then a missing mechanism fails the run, so CI can never pass
 with the sandbox untested.
 """
@@ -31,7 +31,7 @@ from tests.support.wire_client import output_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-REQUIRED = bool(os.environ.get("EXEC_RUNTIME_REQUIRE_SANDBOX"))
+REQUIRED = bool(os.environ.get("EXEC_RUNTIME_TEST_REQUIRE_SANDBOX"))
 UNENFORCEABLE = "sandbox intent cannot be enforced on this executor"
 
 
@@ -42,7 +42,7 @@ def need(mechanism: str) -> None:
     why = available.reasons.get(mechanism) or available.reasons.get("seccomp", "unavailable")
     message = f"sandbox mechanism {mechanism} is unavailable here: {why}"
     if REQUIRED:
-        pytest.fail(message + " (EXEC_RUNTIME_REQUIRE_SANDBOX is set)")
+        pytest.fail(message + " (EXEC_RUNTIME_TEST_REQUIRE_SANDBOX is set)")
     pytest.skip(message)
 
 
