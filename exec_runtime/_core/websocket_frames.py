@@ -380,9 +380,11 @@ class FrameParser:
             del buffer[: self._offset]
             buffer += data
             self._offset = 0
-        else:
-            self._buffer = bytearray(self._buffer[self._offset :]) + data
-            self._offset, self._owned = 0, True
+        else:  # the rest of a frame that spans reads: joined in a bytearray of ours
+            with memoryview(self._buffer) as view:
+                joined = bytearray(view[self._offset :])
+            joined += data
+            self._buffer, self._offset, self._owned = joined, 0, True
 
     def get_buffer(self) -> memoryview | None:
         """A writable view of the rest of a big frame's payload, to read into directly
