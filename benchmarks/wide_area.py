@@ -2,8 +2,9 @@
 
 A :class:`DelayProxy` adds 40 ms each way (about 80 ms RTT) between the client and a
 daemon subprocess. Two clients share the proxy and the daemon: one completes from pushed
-events (the default), the other with ``final_read=True``, which makes ``run()`` issue
-one zero-wait ``process/read`` after the pushed events before it returns.
+events (the default), the other with the private ``final_read=True`` switch (set through
+``client_from``; not public API), which makes ``run()`` issue one zero-wait
+``process/read`` after the pushed events before it returns.
 
 Per call we record, by wrapping the client's ``_call`` on the instance (timestamps only,
 no change in behaviour):
@@ -30,6 +31,7 @@ import trio
 
 import exec_runtime
 import protocol_schema as wire
+from exec_runtime._client.connect import WebSocketConnector, client_from
 
 from ._common import TRUE, Options, Row, ScenarioResult, percentile, running_daemon
 from .delay_proxy import DelayProxy
@@ -111,7 +113,9 @@ async def run(opts: Options) -> ScenarioResult:
         rtt = await measure_rtt(proxy.url)
         async with (
             exec_runtime.open_client(proxy.url) as pushed,
-            exec_runtime.open_client(proxy.url, final_read=True) as final,
+            client_from(
+                WebSocketConnector(proxy.url), "exec-runtime", final_read=True
+            ) as final,
         ):
             timers = {"pushed": CallTimer(pushed), "final-read": CallTimer(final)}
             clients = {"pushed": pushed, "final-read": final}

@@ -18,8 +18,8 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import attrs
 import msgspec
@@ -28,8 +28,9 @@ from opentelemetry.metrics import MeterProvider
 
 import protocol_schema as wire
 
+from .._core.client_stream import Reader
 from .._core.events import Closed, Exited, Failed, Output, SeqEvent
-from .._core.recovery import GapLost, ReadSnapshot, events_after
+from .._core.recovery import GapLost, ReadSnapshot
 from .._core.redact import redact
 from .._core.reorder import ReorderOverflow
 from .._errors import (
@@ -67,8 +68,12 @@ log = logging.getLogger("exec_runtime.client")
 T = TypeVar("T")
 
 RECOVERY_DEADLINE = 25.0
+"""How long the client tries to resume its session after a drop before it fails."""
 RETRY_INTERVAL = 0.1
+"""Between reconnect attempts, and between ``initialize`` retries while the old
+connection is still attached."""
 GAP_GRACE = 0.05
+"""How long a seq gap may wait for the live stream before a ``process/read`` fills it."""
 ACK_BYTES = 1 << 20
 ACK_EVENTS = 4096
 """Acknowledge received output (``process/ack``) once this much arrived unacknowledged:
@@ -76,7 +81,6 @@ a quarter of the daemon's default ack window (4 MiB), so it rarely waits for one
 ACK_DELAY = 0.01
 """Otherwise within this long: a daemon with a smaller window, or a stream that went
 quiet just short of the thresholds, is never left waiting."""
-"""How long a seq gap may wait for the live stream before a ``process/read`` fills it."""
 
 # A mutating request in flight when the link dies has an unknown outcome: never replay
 # it. Everything else is safe to re-send after recovery (writes keep their writeId).
@@ -99,10 +103,10 @@ DETACHED_SEND_BYTES = 256 * 1024
 """Requests this big are written by a task of the link's, which a cancel does not stop
 half-way (``_Link._send_detached``); smaller ones rarely wait for the socket at all."""
 CLOSE_KILL_TIMEOUT = 2.0
+"""How long ``aclose()`` waits for the kills of the processes only it can stop."""
 RUN_KILL_WAIT = 1.0
 """How long a cancelled or failed ``run()`` waits for its process's kill to be
 answered before it leaves the kill to a background task (a stalled link)."""
-"""How long ``aclose()`` waits for the kills of the processes only it can stop."""
 
 
 class CompletedProcess(subprocess.CompletedProcess[bytes]):
@@ -243,8 +247,27 @@ async def _feed_stdin(
         nursery.cancel_scope.cancel()
 
 
-class ExecClient:
-    """Run processes through an exec daemon. Create with ``open_client``/``open_local``."""
+class _NoPublicConstructor(type):
+    """trio's ``NoPublicConstructor``: ``ExecClient(...)`` raises ``TypeError``; the
+    openers build one with the private ``ExecClient._create(...)``."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor: connect with "
+            "`async with exec_runtime.open_client(url) as client:` (or open_local())"
+        )
+
+    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+class ExecClient(metaclass=_NoPublicConstructor):
+    """Run processes through an exec daemon.
+
+    Get one from ``async with open_client(url)`` (or ``open_local()``): the opener owns
+    the client's tasks and closes it on the way out; ``ExecClient(...)`` raises
+    ``TypeError``.
+    """
 
     def __init__(
         self,
@@ -255,9 +278,11 @@ class ExecClient:
         recovery_deadline: float = RECOVERY_DEADLINE,
         retry_interval: float = RETRY_INTERVAL,
         ack_output: bool = True,
-        final_read: bool = False,
         meter_provider: MeterProvider | None = None,
+        final_read: bool = False,
     ) -> None:
+        """Private: ``ExecClient._create(...)``; ``final_read`` is the wide-area
+        benchmark's A/B switch (``run()`` makes one ``process/read`` before it returns)."""
         self._connector = connector
         self._nursery = nursery
         self.client_name = client_name
@@ -265,6 +290,7 @@ class ExecClient:
         self._retry_interval = retry_interval
         self._ack_output = ack_output
         self._daemon_takes_acks = False  # known once connected: the daemon's capabilities
+        self._daemon_closes_stdin = True  # likewise: False for Codex, which ignores closeStdin
         self._final_read = final_read  # benchmark A/B only: one read before returning
         self._metrics = ClientMetrics(meter_provider)  # exec_client_* (``_metrics.py``)
         self._ids = itertools.count(1)
@@ -288,16 +314,22 @@ class ExecClient:
         self._ack_now = trio.Event()  # ... and enough of it to send at once
         self.session_id: str | None = None
         self.environment: wire.EnvironmentInfo | None = None
-        self.fs = FsClient(self)
+        self._port = Port(self)
+        self.fs = FsClient(self._port)
         """Filesystem methods on the daemon's host (PROTOCOL §8)."""
 
     # --- public API ---------------------------------------------------------------
 
     @property
     def state(self) -> ClientState:
+        """``CONNECTED``; ``RECOVERING`` while it resumes the session after a drop
+        (calls wait for it); ``FAILED`` once it gave up (calls raise
+        :class:`ClientClosedError` naming why); ``CLOSED`` after :meth:`aclose`."""
         return self._state
 
     def statistics(self) -> ClientStatistics:
+        """Counters since the client opened (calls by method, reconnects, recoveries,
+        events published, gap reads, failed processes) and the state; a snapshot."""
         return ClientStatistics(
             calls=dict(self._calls),
             reconnects=self._reconnects,
@@ -321,6 +353,7 @@ class ExecClient:
         tty_size: tuple[int, int] | None = None,
         arg0: str | None = None,
         sandbox: Sandbox | wire.SandboxIntent | Mapping[str, Any] | None = None,
+        hold_output: bool = False,
     ) -> ProcessHandle:
         """Start a process and return its handle; its events are pushed from now on.
 
@@ -338,8 +371,51 @@ class ExecClient:
         fields, snake_case or camelCase; ``tty_size`` needs ``tty=True``). A command
         that is missing or cannot be executed, or a bad ``cwd``, raises the matching
         ``OSError`` (:class:`RemoteFileNotFoundError`, ... also ``ProtocolError``).
+
+        Output is acknowledged as it arrives (``open_client(ack_output=True)``), so the
+        daemon may forget it before ``events()`` reads it: a consumer that comes later
+        than the daemon's retention window gets a ``Failed`` instead. With
+        ``hold_output=True`` the client acknowledges output only once a consumer of
+        ``events()`` takes it: the daemon holds the rest, and pauses the process when
+        its window (``serve --ack-window-bytes``) is full, so a late consumer gets
+        everything. Until a consumer comes, or if none ever does, such a process may
+        stay paused (``wait()`` alone then waits for ever); a consumer that leaves
+        ``events()`` early releases it. Needs a daemon that takes acknowledgements
+        (``processAck``, ours; Codex has none and evicts as usual).
         """
+        handle, _stream = await self._start(
+            argv,
+            cwd=cwd,
+            env=env,
+            env_policy=env_policy,
+            tty=tty,
+            pipe_stdin=pipe_stdin,
+            process_id=process_id,
+            tty_size=tty_size,
+            arg0=arg0,
+            sandbox=sandbox,
+            hold_output=hold_output,
+        )
+        return handle
+
+    async def _start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None,
+        env: Mapping[str, str] | None,
+        env_policy: EnvPolicy | wire.EnvPolicy | Mapping[str, Any] | None,
+        tty: bool,
+        pipe_stdin: bool,
+        process_id: str | None,
+        tty_size: tuple[int, int] | None,
+        arg0: str | None,
+        sandbox: Sandbox | wire.SandboxIntent | Mapping[str, Any] | None,
+        hold_output: bool,
+    ) -> tuple[ProcessHandle, ProcessStream]:
+        """``start()``, returning the handle's stream too (for ``run()``)."""
         # Every argument is checked before anything is sent: TypeError / ValueError.
+        check_bool(hold_output, "hold_output")
         fields = start_fields(
             argv,
             cwd=cwd,
@@ -376,7 +452,7 @@ class ExecClient:
         if intent is not None:
             params.sandbox = intent
         # Register first: the process's events may arrive before the start response.
-        stream = ProcessStream(process_id)
+        stream = ProcessStream(process_id, hold_output=hold_output)
         self._streams[process_id] = stream
         sent = False
 
@@ -407,9 +483,9 @@ class ExecClient:
             # Closed while the reply was on its way: aclose() killed the process.
             raise self._closed_error()
         stream.started = True
-        return ProcessHandle(
-            self, stream, result.sandbox_type, stdin_open=pipe_stdin or tty
-        )
+        stdin_open = pipe_stdin or tty
+        handle = ProcessHandle(self._port, stream, result.sandbox_type, stdin_open=stdin_open)
+        return handle, stream
 
     async def run(
         self,
@@ -455,22 +531,24 @@ class ExecClient:
             raise ValueError("input and pipe_stdin exclude each other: input closes stdin")
         deadline = math.inf if limit is None else trio.current_time() + limit
         with trio.CancelScope(deadline=deadline) as start_scope:
-            # start() checks the other arguments, and kills a start it gave up on.
-            proc = await self.start(
+            # _start() checks the other arguments, and kills a start it gave up on.
+            proc, stream = await self._start(
                 argv,
                 cwd=cwd,
                 env=env,
                 env_policy=env_policy,
                 tty=tty,
                 pipe_stdin=pipe_stdin or data is not None,
+                process_id=None,
                 tty_size=tty_size,
                 arg0=arg0,
                 sandbox=sandbox,
+                hold_output=False,
             )
         if start_scope.cancelled_caught:
             assert limit is not None
             raise TimeoutExpired(list(argv), limit)
-        proc._stream.owned_by_run = True  # aclose() kills it with the run in flight
+        stream.owned_by_run = True  # aclose() kills it with the run in flight
         stdout: list[bytes] = []
         stderr: list[bytes] = []
         failure: list[str] = []
@@ -498,7 +576,7 @@ class ExecClient:
             if feed_errors:
                 raise feed_errors[0]
             if failure:
-                raise proc._stream.failure_error()
+                raise stream.failure_error()
         except BaseException:
             confirmed = False
             with trio.CancelScope(shield=True), trio.move_on_after(RUN_KILL_WAIT):
@@ -526,6 +604,8 @@ class ExecClient:
         return CompletedProcess(list(argv), returncode, out, err, exit_code=exit_code)
 
     async def environment_info(self) -> wire.EnvironmentInfo:
+        """Ask the daemon for its host's environment now (``environment/info``: cwd,
+        shell, OS, capabilities); :attr:`environment` holds the answer from connecting."""
         return await self._call("environment/info", wire.EmptyParams(), wire.EnvironmentInfo)
 
     async def aclose(self) -> None:
@@ -659,20 +739,6 @@ class ExecClient:
         )
         return _snapshot(result)
 
-    async def _write(self, process_id: str, data: bytes, write_id: str, close: bool) -> str:
-        result = await self._call(
-            "process/write",
-            wire.ProcessWriteParams(
-                process_id=process_id, write_id=write_id, chunk=data, close_stdin=close
-            ),
-            wire.ProcessWriteResult,
-        )
-        return result.status
-
-    async def _signal(self, process_id: str, signal: str) -> None:
-        params = wire.ProcessSignalParams(process_id=process_id, signal=signal)  # type: ignore[arg-type]
-        await self._call("process/signal", params, wire.EmptyResult)
-
     async def _terminate(self, process_id: str) -> bool:
         result = await self._call(
             "process/terminate",
@@ -680,10 +746,6 @@ class ExecClient:
             wire.ProcessTerminateResult,
         )
         return result.running
-
-    async def _resize(self, process_id: str, rows: int, cols: int) -> None:
-        params = wire.ProcessResizeParams(process_id=process_id, rows=rows, cols=cols)
-        await self._call("process/resize", params, wire.EmptyResult)
 
     # --- events -------------------------------------------------------------------
 
@@ -757,21 +819,22 @@ class ExecClient:
 
     def _note_received(self, stream: ProcessStream, published: list[SeqEvent]) -> None:
         """Schedule a ``process/ack`` for what arrived (the daemon holds it until then)."""
-        stream.unacked_bytes += sum(len(e.data) for e in published if isinstance(e, Output))
-        stream.unacked_events += len(published)
-        if stream.ackable_seq <= stream.acked_seq:
-            return  # a lagging consumer holds the acks back
-        self._ack_due[stream.process_id] = stream.ackable_seq
+        seq = stream.note_received(published)
+        if seq is None:
+            return  # a consumer holds the acks back
+        self._ack_due[stream.process_id] = seq
         if stream.unacked_bytes >= ACK_BYTES or stream.unacked_events >= ACK_EVENTS:
             self._ack_now.set()
         self._ack_wakeup.set()
 
-    def _ack_consumed(self, stream: ProcessStream) -> None:
-        """A lagging consumer caught up, or stopped consuming: acknowledge at once what
-        it had held back (the daemon may have paused the process for it)."""
+    def _ack_consumed(self, stream: ProcessStream, *, now: bool = True) -> None:
+        """A consumer took output (``hold_output``), caught up, or stopped consuming:
+        acknowledge what it had held back (``now``: at once, the daemon may have paused
+        the process for it)."""
         if self._daemon_takes_acks and stream.ackable_seq > stream.acked_seq:
             self._ack_due[stream.process_id] = stream.ackable_seq
-            self._ack_now.set()
+            if now:
+                self._ack_now.set()
             self._ack_wakeup.set()
 
     async def _send_acks(self, link: _Link) -> None:
@@ -786,8 +849,7 @@ class ExecClient:
             for process_id, seq in due.items():
                 stream = self._streams.get(process_id)
                 if stream is not None:
-                    stream.unacked_bytes = stream.unacked_events = 0
-                    stream.acked_seq = max(stream.acked_seq, seq)
+                    stream.acked(seq)
                 params = wire.ProcessAckParams(process_id=process_id, seq=seq)
                 acks.append(wire.Notification(method=wire.PROCESS_ACK, params=params))
             if not acks:
@@ -865,10 +927,9 @@ class ExecClient:
                     pass  # the link went down: recovery catches up instead
 
     async def _catch_up(self, stream: ProcessStream, link: _Link | None = None) -> None:
-        cursor = stream.reorder.last_published_seq
-        # A read's afterSeq acknowledges everything up to it: read from no later than a
-        # lagging consumer has taken, or the daemon may evict what it still needs.
-        after_seq = min(cursor, stream.ackable_seq)
+        """Fill the network's gap (or, during recovery on ``link``, resume) with a
+        read: ``ClientStream.catch_up``, the same merge as a lagging consumer's."""
+        after_seq = stream.read_after(Reader.NETWORK)
         if link is None:
             snapshot = await self._read(stream.process_id, after_seq)
         else:
@@ -883,13 +944,8 @@ class ExecClient:
                 wire.ProcessReadResult,
             )
             snapshot = _snapshot(result)
-        # Pushes may have advanced the cursor during the read; what they published or
-        # hold is already explained, even if the daemon has evicted it since.
-        cursor = max(cursor, stream.reorder.last_published_seq)
-        exit_event = stream.exit_event or stream.legacy_exit
-        known_exit = exit_event.seq if exit_event is not None else None
         try:
-            events = events_after(cursor, snapshot, known_exit, stream.reorder.held())
+            events = stream.catch_up(Reader.NETWORK, snapshot)
         except GapLost as exc:
             message = f"process {stream.process_id}: {exc}"
             if link is None:
@@ -960,6 +1016,7 @@ class ExecClient:
                 # Only a daemon that says so gets acks (Codex closes the connection on
                 # a notification it does not know).
                 self._daemon_takes_acks = bool(self._ack_output and capabilities.get("processAck"))
+                self._daemon_closes_stdin = bool(capabilities.get("closeStdin"))
                 if self._daemon_takes_acks:
                     nursery.start_soon(self._send_acks, link)
             except Exception as exc:
@@ -1065,6 +1122,75 @@ class ExecClient:
         raise TransportError(
             f"could not resume session {self.session_id} within {self._recovery_deadline:g} s"
         )
+
+
+class Port:
+    """The client as its process handles and ``client.fs`` see it
+    (:class:`~.link.ProcessLink`): the only way in besides the public API. It lives in
+    this module so that what it reaches of the client stays private to it."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: ExecClient) -> None:
+        self._client = client
+
+    async def call(self, method: str, params: Any, result_type: type[T]) -> T:
+        return await self._client._call(method, params, result_type)
+
+    @property
+    def closes_stdin(self) -> bool:
+        return self._client._daemon_closes_stdin
+
+    async def read(self, process_id: str, after_seq: int) -> ReadSnapshot:
+        return await self._client._read(process_id, after_seq)
+
+    async def write(self, process_id: str, data: bytes, write_id: str, close: bool) -> str:
+        result = await self.call(
+            "process/write",
+            wire.ProcessWriteParams(
+                process_id=process_id, write_id=write_id, chunk=data, close_stdin=close
+            ),
+            wire.ProcessWriteResult,
+        )
+        return result.status
+
+    async def signal(self, process_id: str, signal: str) -> None:
+        params = wire.ProcessSignalParams(process_id=process_id, signal=signal)  # type: ignore[arg-type]
+        await self.call("process/signal", params, wire.EmptyResult)
+
+    async def terminate(self, process_id: str) -> bool:
+        return await self._client._terminate(process_id)
+
+    async def resize(self, process_id: str, rows: int, cols: int) -> None:
+        params = wire.ProcessResizeParams(process_id=process_id, rows=rows, cols=cols)
+        await self.call("process/resize", params, wire.EmptyResult)
+
+    async def fail_process(self, stream: ProcessStream, message: str) -> None:
+        await self._client._fail_process(stream, message)
+
+    def fail_consumer(self, stream: ProcessStream, message: str) -> None:
+        self._client._fail_consumer(stream, message)
+
+    def consumed(self, stream: ProcessStream, *, now: bool = True) -> None:
+        self._client._ack_consumed(stream, now=now)
+
+
+def port(client: ExecClient) -> Port:
+    """The client's :class:`Port` (the pool routes ``fs`` calls through it)."""
+    return client._port
+
+
+def wait_state_change(client: ExecClient) -> Awaitable[None]:
+    """Until the client's :attr:`~ExecClient.state` changes (for the pool)."""
+    return client._state_changed.wait()
+
+
+def drop_link(client: ExecClient) -> None:
+    """Make the client treat its connection as lost: it reconnects and resumes (for
+    the pool, when probes say the host stopped answering)."""
+    link = client._link
+    if link is not None:
+        link.mark_lost()
 
 
 def _snapshot(result: wire.ProcessReadResult) -> ReadSnapshot:

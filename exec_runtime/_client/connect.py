@@ -219,7 +219,6 @@ async def open_client(
     msgpack: bool = True,
     recovery_deadline: float = 25.0,
     ack_output: bool = True,
-    final_read: bool = False,
     meter_provider: MeterProvider | None = None,
 ) -> AsyncIterator[ExecClient]:
     """Connect to ``exec-runtime serve`` (``ws://`` or ``wss://``) and start a session.
@@ -258,7 +257,6 @@ async def open_client(
         client_name,
         recovery_deadline=recovery_deadline,
         ack_output=ack_output,
-        final_read=final_read,
         meter_provider=meter_provider,
     ) as client:
         yield client
@@ -271,12 +269,15 @@ async def client_from(
     *,
     recovery_deadline: float = 25.0,
     ack_output: bool = True,
-    final_read: bool = False,
     meter_provider: MeterProvider | None = None,
+    final_read: bool = False,
 ) -> AsyncIterator[ExecClient]:
+    """A client on ``connector``, its tasks in a nursery of its own, closed on exit
+    (``open_client``, ``open_local`` and the testing stacks). ``final_read``: the
+    wide-area benchmark's A/B switch (``benchmarks/wide_area.py``)."""
     with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
-            client = ExecClient(
+            client = ExecClient._create(
                 connector,
                 nursery,
                 client_name=client_name,

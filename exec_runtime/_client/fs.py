@@ -79,7 +79,7 @@ from .._errors import ExecRuntimeError, ProtocolError, os_error_from
 from .._wire.sandbox_intent import Sandbox, sandbox_intent
 
 if TYPE_CHECKING:
-    from .client import ExecClient
+    from .link import Calls
 
 __all__ = [
     "BLOCK_SIZE",
@@ -158,14 +158,14 @@ class FsClient:
     otherwise). Streaming reads (:meth:`open_read`) cannot be sandboxed.
     """
 
-    def __init__(self, client: ExecClient) -> None:
-        self._client = client
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls  # the client's (or the pool's router): see ``link.py``
 
     async def _call(self, method: str, params: Any, result_type: type[T]) -> T:
         """A call whose OS errors are raised as such (``RemoteFileNotFoundError``, a
         ``FileNotFoundError`` and a ``ProtocolError``, ...)."""
         try:
-            return await self._client._call(method, params, result_type)
+            return await self._calls.call(method, params, result_type)
         except ProtocolError as exc:
             mapped = os_error_from(exc)
             if mapped is exc:
@@ -352,7 +352,7 @@ class FsClient:
         ``break``, an exception, cancellation), sends ``fs/close``. See
         :class:`BlockReader`.
         """
-        return BlockReader(self._client, _to_uri(path))
+        return BlockReader(self._calls, _to_uri(path))
 
 
 class BlockReader:
@@ -376,8 +376,8 @@ class BlockReader:
     reached the end of the file (then iteration simply ends).
     """
 
-    def __init__(self, client: ExecClient, uri: str) -> None:
-        self._client = client
+    def __init__(self, calls: Calls, uri: str) -> None:
+        self._calls = calls
         self._uri = uri
         self.handle_id = uuid.uuid4().hex
         """The daemon-side handle id: 32 hex characters (the protocol's maximum length)."""
@@ -399,7 +399,7 @@ class BlockReader:
         self._entered = True
         params = FsOpenParams(handle_id=self.handle_id, path=self._uri)
         try:
-            await self._client._call("fs/open", params, FsOpenResult)
+            await self._calls.call("fs/open", params, FsOpenResult)
         except ProtocolError as exc:
             self._closed = True  # the daemon refused: there is no handle
             if (mapped := os_error_from(exc)) is not exc:
@@ -443,7 +443,7 @@ class BlockReader:
             params = FsReadBlockParams(
                 handle_id=self.handle_id, offset=self._offset, len=BLOCK_SIZE
             )
-            result = await self._client._call("fs/readBlock", params, FsReadBlockResult)
+            result = await self._calls.call("fs/readBlock", params, FsReadBlockResult)
         finally:
             self._busy = False
         chunk = result.chunk
@@ -465,7 +465,7 @@ class BlockReader:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + CLOSE_TIMEOUT
             try:
-                await self._client._call(
+                await self._calls.call(
                     "fs/close", FsCloseParams(handle_id=self.handle_id), EmptyResult
                 )
             except ExecRuntimeError as exc:

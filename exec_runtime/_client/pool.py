@@ -43,7 +43,15 @@ from .._core.placement import EndpointView, PlacementPolicy
 from .._errors import ClientClosedError, ExecRuntimeError
 from .._wire.sandbox_intent import Sandbox
 from .args import EnvPolicy
-from .client import ClientState, ClientStatistics, CompletedProcess, ExecClient
+from .client import (
+    ClientState,
+    ClientStatistics,
+    CompletedProcess,
+    ExecClient,
+    drop_link,
+    port,
+    wait_state_change,
+)
 from .connect import open_client, open_stream_arguments, unwrap_lone_exception
 from .fs import FsClient
 from .process import ProcessHandle
@@ -219,9 +227,9 @@ class _FsRouter:
         self._pool = pool
         self._affinity = affinity
 
-    async def _call(self, method: str, params: Any, result_type: type[T]) -> T:
+    async def call(self, method: str, params: Any, result_type: type[T]) -> T:
         client = await self._pool._client_for(self._affinity)
-        return await client._call(method, params, result_type)
+        return await port(client).call(method, params, result_type)
 
 
 class ExecPool:
@@ -306,7 +314,7 @@ class ExecPool:
         """The filesystem methods of the endpoint ``affinity`` is pinned to (pinning it
         now if it is not): ``await pool.fs("agent-7").write_file(path, data)``. Without
         a key, each call goes to the least loaded endpoint."""
-        return FsClient(cast(ExecClient, _FsRouter(self, affinity)))
+        return FsClient(_FsRouter(self, affinity))
 
     async def start(
         self,
@@ -555,7 +563,7 @@ class ExecPool:
     async def _until_down(self, client: ExecClient) -> None:
         """Until the client failed for good or closed; tells placement of every change."""
         while client.state not in (ClientState.FAILED, ClientState.CLOSED):
-            await client._state_changed.wait()
+            await wait_state_change(client)
             self._notify()  # CONNECTED <-> RECOVERING changes who takes work
 
     def _client_args_for(self, ep: _Endpoint) -> dict[str, Any]:
@@ -587,7 +595,7 @@ class ExecPool:
                 log.warning(
                     "endpoint %s: %d probes failed; its client reconnects", ep.url, failures
                 )
-                _drop_link(ep.client)
+                drop_link(ep.client)
                 failures = 0
             await trio.sleep(self._probe_interval)
 
@@ -621,13 +629,6 @@ class ExecPool:
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
         return False
-
-
-def _drop_link(client: ExecClient) -> None:
-    """Make the client treat its connection as lost (it reconnects and resumes)."""
-    link = client._link
-    if link is not None:
-        link.mark_lost()
 
 
 def _endpoint_url(source: _Source, address: str) -> str:

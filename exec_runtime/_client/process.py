@@ -1,126 +1,67 @@
-"""The client's view of one process: reorder, a bounded consumer queue, lag catch-up.
+"""Process handles, and the I/O shell around the client's view of one process.
 
-Two cursors: the reorder buffer's ``last_published_seq`` (what the network delivered
-in order) and ``queued_seq`` (what went into the consumer's queue). The reader task
-only ever appends to the queue when it has room; otherwise the process is *lagging*,
-and the consumer itself catches up with ``process/read`` from ``queued_seq``.
+The cursors, the bounded queue, lag and its catch-up merge are pure logic in
+``_core/client_stream.py`` (:class:`ClientStream`); :class:`ProcessStream` adds what
+tasks wait on. A handle talks to its client only through :class:`~.link.ProcessLink`.
 """
 
 from __future__ import annotations
 
 import signal
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Self
 
 import trio
 
-from .._core.events import Closed, Event, Exited, Failed, Output, SeqEvent
-from .._core.recovery import GapLost, events_after
-from .._core.reorder import ReorderBuffer, ReorderOverflow
+from .._core.client_stream import QUEUE_MAX_BYTES as _CORE_QUEUE_MAX_BYTES
+from .._core.client_stream import QUEUE_MAX_EVENTS as _CORE_QUEUE_MAX_EVENTS
+from .._core.client_stream import ClientStream, Reader
+from .._core.events import Closed, Event, Failed
+from .._core.recovery import GapLost
 from .._errors import ClientClosedError, ExecRuntimeError, ProcessFailed, ProtocolError
 from .args import check_bytes, check_tty_size, signal_name
 
 if TYPE_CHECKING:
-    from .client import ExecClient
+    from .link import ProcessLink
 
-QUEUE_MAX_EVENTS: Final = 1024
-QUEUE_MAX_BYTES: Final = 4 << 20
+QUEUE_MAX_EVENTS: Final = _CORE_QUEUE_MAX_EVENTS
+"""Each stream's consumer queue bound (read when a stream is made: tests lower it)."""
+QUEUE_MAX_BYTES: Final = _CORE_QUEUE_MAX_BYTES
 
 
 class StdinClosedError(ExecRuntimeError):
     """The process's stdin is closed (or was never a pipe)."""
 
 
-class ProcessStream:
-    """Everything the client tracks for one process id."""
+class ProcessStream(ClientStream):
+    """Everything the client tracks for one process id: the pure :class:`ClientStream`
+    plus the Trio events its tasks wait on, and the client's bookkeeping."""
 
-    def __init__(self, process_id: str) -> None:
-        self.process_id = process_id
-        self.reorder = ReorderBuffer()
+    def __init__(self, process_id: str, *, hold_output: bool = False) -> None:
+        super().__init__(
+            process_id,
+            max_queue_events=QUEUE_MAX_EVENTS,
+            max_queue_bytes=QUEUE_MAX_BYTES,
+            hold_output=hold_output,
+        )
         self.started = False
-        self.exit_event: Exited | None = None
-        self.legacy_exit: Exited | None = None
-        """A pushed exit without ``sandboxDenied``, held back until a read completes it."""
-        self.closed_event: Closed | None = None
-        self.failure: Failed | None = None
         self.client_closed = False  # the failure is the client's closing
         self.owned_by_run = False  # run() consumes it and promises its end
-        # The consumer fell behind what the daemon retains: only the events() stream
-        # fails (the process runs on, and wait() has the exit code).
-        self.consumer_failure: Failed | None = None
         self.done = trio.Event()  # set on Closed or Failed: the exit code is known or never
-        self._queue: deque[Event] = deque()
-        self._queue_bytes = 0
-        self.queued_seq = 0
-        self.unacked_bytes = 0  # arrived since the last process/ack
-        self.unacked_events = 0
-        self.lagging = False
         self._queue_changed = trio.Event()
-        self.consumed = False
-        self.consumer_active = False  # an events() iteration is in progress
-        self.acked_seq = 0  # the last seq acknowledged to the daemon
 
-    # --- called by the reader task (never blocks) --------------------------------------
-
-    def push_many(self, events: list[SeqEvent]) -> list[SeqEvent]:
-        """Insert pushed or recovered events; return what became contiguous.
-
-        Raises ReorderOverflow when too much is pending past a gap.
-        """
-        if self.failure is not None:
-            return []
-        try:
-            published = self.reorder.push_many(events)
-        except ReorderOverflow as exc:
-            self._publish(exc.published)
-            raise
-        self._publish(published)
-        return published
-
-    def _publish(self, events: list[SeqEvent]) -> None:
-        for event in events:
-            if isinstance(event, Exited):
-                self.exit_event = event
-            elif isinstance(event, Closed):
-                self.closed_event = event
-            self._enqueue(event)
-        if self.closed_event is not None:
-            self.done.set()  # the exit code is known; a lagging consumer catches up alone
-
-    def _enqueue(self, event: SeqEvent) -> None:
-        if event.seq <= self.queued_seq:
-            return
-        size = len(event.data) if isinstance(event, Output) else 0
-        room = (
-            len(self._queue) < QUEUE_MAX_EVENTS and self._queue_bytes + size <= QUEUE_MAX_BYTES
-        )
-        if self.lagging or event.seq != self.queued_seq + 1 or not room:
-            self.lagging = True
-        else:
-            self._queue.append(event)
-            self._queue_bytes += size
-            self.queued_seq = event.seq
-        self._wake()
-
-    def fail(self, message: str, *, client_closed: bool = False) -> None:
-        if self.failure is not None or self.closed_event is not None:
-            return
-        self.failure = Failed(message)
-        self.client_closed = client_closed
-        self.done.set()
-        self._wake()
-
-    def fail_consumer(self, message: str) -> None:
-        if self.consumer_failure is None:
-            self.consumer_failure = Failed(message)
-            self.lagging = False
-            self._wake()
-
-    def _wake(self) -> None:
+    def _changed(self) -> None:
+        if self.finished:
+            self.done.set()  # a lagging consumer catches up alone
         changed, self._queue_changed = self._queue_changed, trio.Event()
         changed.set()
+
+    def fail(self, message: str, *, client_closed: bool = False) -> bool:
+        if self.finished:
+            return False
+        self.client_closed = client_closed
+        return super().fail(message)
 
     def failure_error(self) -> ExecRuntimeError:
         """What ``wait()`` and ``run()`` raise for the failure."""
@@ -129,40 +70,13 @@ class ProcessStream:
             return ClientClosedError(self.failure.message)
         return ProcessFailed(self.failure.message)
 
-    @property
-    def ackable_seq(self) -> int:
-        """What the daemon may forget: all that arrived, except what a consumer that
-        fell behind its queue has not taken yet (it reads that back from the daemon,
-        so the daemon must hold it, and pauses the process once its window is full)."""
-        if self.lagging and self.consumer_active:
-            return self.queued_seq
-        return self.reorder.last_published_seq
-
     # --- called by the consumer ----------------------------------------------------
-
-    def accept_caught_up(self, events: list[SeqEvent]) -> None:
-        """Queue events a catch-up read rebuilt; leave lag once level with the network."""
-        for event in events:
-            if isinstance(event, Exited) and self.exit_event is None:
-                self.exit_event = event  # rebuilt by the read: later catch-ups need its seq
-            if event.seq == self.queued_seq + 1:
-                self._queue.append(event)
-                self._queue_bytes += len(event.data) if isinstance(event, Output) else 0
-                self.queued_seq = event.seq
-        if self.queued_seq >= self.reorder.last_published_seq:
-            self.lagging = False
 
     async def next_event(self, catch_up: Callable[[], Awaitable[None]]) -> Event:
         while True:
-            if self._queue:
-                event = self._queue.popleft()
-                if isinstance(event, Output):
-                    self._queue_bytes -= len(event.data)
+            event = self.take()
+            if event is not None:
                 return event
-            if self.failure is not None:
-                return self.failure
-            if self.consumer_failure is not None:
-                return self.consumer_failure
             if self.lagging:
                 await catch_up()
                 continue
@@ -186,9 +100,9 @@ class ProcessEvents:
     in it gets ``trio.BusyResourceError``.
     """
 
-    def __init__(self, handle: ProcessHandle) -> None:
-        self._handle = handle
-        self._stream = handle._stream
+    def __init__(self, link: ProcessLink, stream: ProcessStream) -> None:
+        self._link = link
+        self._stream = stream
         self._active = False  # this iterator is the process's consumer
         self._done = False
         self._busy = False
@@ -215,7 +129,7 @@ class ProcessEvents:
             self._token = trio.lowlevel.current_trio_token()
         self._busy = True
         try:
-            event = await stream.next_event(self._handle._catch_up)
+            event = await stream.next_event(self._catch_up)
         except BaseException:
             self._finish()
             raise
@@ -223,7 +137,12 @@ class ProcessEvents:
             self._busy = False
         if isinstance(event, Closed | Failed):
             self._finish()
+        elif stream.hold_output:
+            self._link.consumed(stream, now=False)  # taken: the daemon may let it go
         return event
+
+    async def _catch_up(self) -> None:
+        await _catch_up(self._link, self._stream)
 
     async def aclose(self) -> None:
         """Stop consuming: later ``__anext__`` calls end the iteration at once."""
@@ -234,21 +153,48 @@ class ProcessEvents:
         if not self._done:
             self._done = True
             if self._active:
-                _consumer_gone(self._handle._client, self._stream)
+                _consumer_gone(self._link, self._stream)
 
     def __del__(self) -> None:
         if self._active and not self._done and self._token is not None:
             # Garbage collected (maybe in another thread): release from the run loop.
             try:
-                self._token.run_sync_soon(_consumer_gone, self._handle._client, self._stream)
+                self._token.run_sync_soon(_consumer_gone, self._link, self._stream)
             except trio.RunFinishedError:
                 pass
 
 
-def _consumer_gone(client: ExecClient, stream: ProcessStream) -> None:
+def _consumer_gone(link: ProcessLink, stream: ProcessStream) -> None:
     stream.consumer_active = False
-    if stream.lagging:  # what it held back is nobody's to read now
-        client._ack_consumed(stream)
+    if stream.lagging or stream.hold_output:  # what it held back is nobody's to read now
+        link.consumed(stream)
+
+
+async def _catch_up(link: ProcessLink, stream: ProcessStream) -> None:
+    """A lagging consumer emptied its queue: read what it missed from its own cursor
+    and merge it (``ClientStream.catch_up``, the same merge as recovery's)."""
+    message = f"process {stream.process_id}: "
+    try:
+        snapshot = await link.read(stream.process_id, stream.read_after(Reader.CONSUMER))
+    except ProtocolError as exc:
+        # The daemon no longer knows the process (its closed TTL passed, or the
+        # session ended): what this consumer missed is gone, and if it had not
+        # closed, nothing can follow it any more.
+        if stream.closed_event is None:
+            await link.fail_process(stream, message + exc.message)
+        else:
+            link.fail_consumer(stream, message + exc.message)
+        return
+    try:
+        events = stream.catch_up(Reader.CONSUMER, snapshot)
+    except GapLost as exc:
+        # Evicted before this consumer took it (it came late, or lagged with
+        # acknowledgements off): only the consumer fails. The process runs on,
+        # its exit and close still arrive, and wait() has the exit code.
+        link.fail_consumer(stream, message + str(exc))
+        return
+    stream.accept_caught_up(events)
+    link.consumed(stream)  # the daemon may be paused, waiting for it
 
 
 class ProcessHandle:
@@ -256,20 +202,23 @@ class ProcessHandle:
 
     Events come in seq order, each once: ``Output`` …, ``Exited``, more ``Output`` if a
     grandchild held the pipe, then ``Closed``; or a terminal ``Failed``.
+
+    Made by :meth:`ExecClient.start` (or ``run``); not constructed by hand.
     """
 
     def __init__(
         self,
-        client: ExecClient,
+        link: ProcessLink,
         stream: ProcessStream,
         sandbox_type: str = "none",
         *,
         stdin_open: bool = True,
     ) -> None:
-        self._client = client
+        self._link = link
         self._stream = stream
         self._stdin_open = stdin_open  # started with pipe_stdin=True, or in a tty
         self.process_id = stream.process_id
+        """The process id on the daemon (``start(process_id=...)`` or a random one)."""
         self.sandbox_type = sandbox_type
         """``"linuxSeccomp"`` when the daemon confined the process, else ``"none"``."""
 
@@ -283,33 +232,7 @@ class ProcessHandle:
         fetches what it missed with ``process/read`` (no loss while retained). See
         :class:`ProcessEvents` for leaving it early.
         """
-        return ProcessEvents(self)
-
-    async def _catch_up(self) -> None:
-        stream = self._stream
-        message = f"process {self.process_id}: "
-        try:
-            result = await self._client._read(self.process_id, stream.queued_seq)
-        except ProtocolError as exc:
-            # The daemon no longer knows the process (its closed TTL passed, or the
-            # session ended): what this consumer missed is gone, and if it had not
-            # closed, nothing can follow it any more.
-            if stream.closed_event is None:
-                await self._client._fail_process(stream, message + exc.message)
-            else:
-                self._client._fail_consumer(stream, message + exc.message)
-            return
-        known_exit = stream.exit_event.seq if stream.exit_event is not None else None
-        try:
-            events = events_after(stream.queued_seq, result, known_exit)
-        except GapLost as exc:
-            # Evicted before this consumer took it (it came late, or lagged with
-            # acknowledgements off): only the consumer fails. The process runs on,
-            # its exit and close still arrive, and wait() has the exit code.
-            self._client._fail_consumer(stream, message + str(exc))
-            return
-        stream.accept_caught_up(events)
-        self._client._ack_consumed(stream)  # the daemon may be paused, waiting for it
+        return ProcessEvents(self._link, self._stream)
 
     async def wait(self) -> int:
         """The exit code as the wire reports it (128+N for a death by signal N, as a
@@ -323,6 +246,8 @@ class ProcessHandle:
 
     @property
     def returncode(self) -> int | None:
+        """The exit code once the exit is known (as :meth:`wait` reports it), else
+        None; as ``Popen.returncode``, it never waits."""
         event = self._stream.exit_event
         return None if event is None else event.exit_code
 
@@ -333,6 +258,14 @@ class ProcessHandle:
         await self._write(check_bytes(data, "data"), close=False)
 
     async def close_stdin(self) -> None:
+        """Close the process's stdin: it reads EOF. A daemon that does not announce the
+        ``closeStdin`` capability (Codex 0.147 ignores the member: stdin would stay open
+        and the child wait for ever) gets nothing sent: :class:`ExecRuntimeError`."""
+        if not self._link.closes_stdin:
+            raise ExecRuntimeError(
+                f"process {self.process_id}: the daemon cannot close stdin (it does not "
+                "announce the closeStdin capability; Codex 0.147 ignores closeStdin)"
+            )
         await self._write(b"", close=True)
 
     async def _write(self, data: bytes, close: bool) -> None:
@@ -341,7 +274,7 @@ class ProcessHandle:
                 f"process {self.process_id} has no stdin to write to: it was started "
                 "without pipe_stdin=True (or tty=True)"
             )
-        status = await self._client._write(self.process_id, data, uuid.uuid4().hex, close)
+        status = await self._link.write(self.process_id, data, uuid.uuid4().hex, close)
         if status == "stdinClosed":
             raise StdinClosedError(f"stdin of process {self.process_id} is closed")
         if status != "accepted":
@@ -353,7 +286,7 @@ class ProcessHandle:
         ``"TERM"``, or the wire's ``"terminate"``). The protocol carries SIGINT,
         SIGTERM, SIGKILL and SIGHUP; any other is a ``ValueError`` listing them, raised
         before anything is sent. A no-op once the process exited."""
-        await self._client._signal(self.process_id, signal_name(sig))
+        await self._link.signal(self.process_id, signal_name(sig))
 
     async def signal(self, signal: signal.Signals | int | str) -> None:
         """The same as :meth:`send_signal` (kept for the wire's names: ``"interrupt"``,
@@ -368,13 +301,13 @@ class ProcessHandle:
     async def kill(self) -> bool:
         """SIGKILL the process group (a tty's whole session), as ``Popen.kill``; wire
         ``process/terminate``. Returns whether the process was still running."""
-        return await self._client._terminate(self.process_id)
+        return await self._link.terminate(self.process_id)
 
     async def resize(self, rows: int, cols: int) -> None:
         """Set a tty process's window size (each 1-65535; ``ProtocolError`` -32600 for
         a process without a tty)."""
         check_tty_size((rows, cols))
-        await self._client._resize(self.process_id, rows, cols)
+        await self._link.resize(self.process_id, rows, cols)
 
 
 __all__ = ["ProcessEvents", "ProcessHandle", "ProcessStream", "StdinClosedError"]

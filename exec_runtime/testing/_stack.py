@@ -29,7 +29,7 @@ async def open_faulty_local(
         registry = SessionRegistry(nursery, config or ServerConfig())
         connector = FaultyConnector(LocalConnector(registry), controller)
         async with trio.open_nursery() as client_nursery:
-            client = ExecClient(
+            client = ExecClient._create(
                 connector,
                 client_nursery,
                 recovery_deadline=recovery_deadline,

@@ -329,3 +329,17 @@ async def test_cli_exits_127_for_a_missing_command_and_126_for_a_non_executable(
     assert b"no-such-command-xyz: No such file or directory" in missing.stderr
     assert denied.returncode == 126, denied.stderr
     assert b"Permission denied" in denied.stderr
+
+
+def test_exec_client_has_no_public_constructor() -> None:
+    """trio's NoPublicConstructor: only the openers make clients (they own its tasks)."""
+    with pytest.raises(TypeError, match=r"no public constructor.*open_client"):
+        ExecClient(object(), object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="open_client"):
+        ExecClient()  # type: ignore[call-arg]
+
+
+def test_benchmark_switches_are_not_public() -> None:
+    import inspect
+
+    assert "final_read" not in inspect.signature(exec_runtime.open_client).parameters

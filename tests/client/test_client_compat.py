@@ -83,7 +83,9 @@ async def rewritten_stack(
         registry = SessionRegistry(nursery, ServerConfig())
         connector = RewritingConnector(LocalConnector(registry, wire.JSON), rewrite)
         async with trio.open_nursery() as client_nursery:
-            client = ExecClient(connector, client_nursery, recovery_deadline=recovery_deadline)
+            client = ExecClient._create(
+                connector, client_nursery, recovery_deadline=recovery_deadline
+            )
             await client_nursery.start(client._supervise)
             try:
                 yield client, connector

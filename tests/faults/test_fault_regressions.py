@@ -19,6 +19,7 @@ import pytest
 import trio
 
 import exec_runtime
+import exec_runtime._core.client_stream
 from exec_runtime import Closed, Exited, Failed, Output, ServerConfig
 from exec_runtime._core.events import SeqEvent
 from exec_runtime._core.recovery import ReadSnapshot, events_after
@@ -406,7 +407,9 @@ async def _stack_with_registry(
         registry = SessionRegistry(nursery, config)
         connector = FaultyConnector(LocalConnector(registry), controller)
         async with trio.open_nursery() as client_nursery:
-            client = exec_runtime.ExecClient(connector, client_nursery, ack_output=ack_output)
+            client = exec_runtime.ExecClient._create(
+                connector, client_nursery, ack_output=ack_output
+            )
             await client_nursery.start(client._supervise)
             try:
                 yield client, controller, registry
@@ -434,10 +437,11 @@ async def test_exit_missed_while_detached_then_held_output_evicted(
     def recording(
         cursor: int, snapshot: ReadSnapshot, known_exit: int | None, held: Any = None
     ) -> list[SeqEvent]:
-        recoveries.append((cursor, snapshot, dict(held or {})))
+        if held is not None:  # the network's merge (a consumer's passes none)
+            recoveries.append((cursor, snapshot, dict(held)))
         return events_after(cursor, snapshot, known_exit, held)
 
-    monkeypatch.setattr(exec_runtime._client.client, "events_after", recording)
+    monkeypatch.setattr(exec_runtime._core.client_stream, "events_after", recording)
     with trio.fail_after(30):
         async with _stack_with_registry(ServerConfig(retain_bytes=4096), ack_output) as (
             client,
