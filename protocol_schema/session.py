@@ -22,13 +22,16 @@ class ShellInfo(WireStruct):
 
 
 class EnvironmentInfo(WireStruct):
+    """``shell``, ``cwd`` and ``capabilities`` are Codex's; the rest are our extensions,
+    absent from Codex 0.147's answer (so optional here: the client decodes either)."""
+
     shell: ShellInfo
-    executor_version: str
     cwd: str
-    user_home_dir: str
-    platform_os: str
-    temp_dir: str
     capabilities: dict[str, bool | int | str | list[str]] = {}
+    executor_version: str | None = None
+    user_home_dir: str | None = None
+    platform_os: str | None = None
+    temp_dir: str | None = None
 
 
 class InitializeResult(WireStruct):
