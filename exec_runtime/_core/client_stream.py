@@ -5,7 +5,7 @@ Two readers take events from it, each with its own cursor:
     the network   reorder buffer → ``published`` = ``reorder.last_published_seq``:
                   pushes (and catch-up reads) publish 1..published, each once, in order.
     the consumer  bounded queue → ``queued_seq``: ``events()`` has taken or queued
-                  1..queued_seq. ``queued_seq <= published``.
+                  1..queued_seq (a catch-up read may take it past ``published``).
 
 The network appends to the queue only while it is level with the consumer and the
 queue has room. Otherwise the stream *lags*: the network goes on publishing, and the

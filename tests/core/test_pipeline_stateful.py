@@ -4,8 +4,9 @@
       → network: the current connection's frames in flight; delivered reordered or
         duplicated, never lost (a live link is reliable); a disconnect loses them all
         and detaches the session
-      → client: ReorderBuffer; gap reads and recovery reads merged with events_after;
-        a consumer that may lag and catch up from its own cursor.
+      → client: the real ``ClientStream`` (``_core/client_stream.py``): its reorder
+        buffer, bounded queue and lag; gap reads, recovery reads and a lagging
+        consumer's reads all merged by its one ``catch_up``, each from its own cursor.
 
 A read is three steps, so pushes, evictions and disconnects interleave with it: the
 client sends it (with its cursor then), the daemon answers (a snapshot of the sequence
@@ -16,9 +17,9 @@ the daemon takes the snapshot and queues the response in one step, in order with
 pushes, and the client reads a connection in order. (Without that barrier a stale
 answer merged after newer pushes explains too little and fails the process: the
 model found it, see test_stale_answer_needs_the_response_barrier.) A disconnect loses
-every frame in flight; the client re-sends its reads after it re-attaches. The merges
-mirror ``ExecClient._catch_up`` (network cursor, held events) and
-``ProcessHandle._catch_up`` (consumer cursor).
+every frame in flight; the client re-sends its reads after it re-attaches. The model
+drives ``ClientStream`` as ``ExecClient._catch_up`` (``Reader.NETWORK``) and the
+consumer's ``_catch_up`` in ``_client/process.py`` (``Reader.CONSUMER``) do.
 
 Invariants, after every step:
 
@@ -47,12 +48,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamName
+from exec_runtime._core.client_stream import ClientStream, Reader
+from exec_runtime._core.events import Closed, Exited, Failed, Output, SeqEvent, StreamName
 from exec_runtime._core.recovery import GapLost, ReadSnapshot, events_after
 from exec_runtime._core.reorder import ReorderBuffer, ReorderOverflow
 from exec_runtime._core.sequence import ProcessSequence, RetentionLimits
 
 STREAMS: tuple[StreamName, ...] = ("stdout", "stderr")
+QUEUE_ROOM = 1 << 30  # the consumer's queue bound, but while ``fill`` says it is full
 SOAK = settings.get_current_profile_name() == "soak"
 WALK_STEPS = 20_000 if SOAK else 2000
 
@@ -90,19 +93,21 @@ class Pipeline:
         # answers to reads (barriers) ---
         self.wire: list[SeqEvent | Read] = []
         self.reads: list[Read] = []  # sent and not merged yet
-        # --- client ---
-        self.buffer = ReorderBuffer(
-            max_pending_events=max_pending_events, max_pending_bytes=max_pending_bytes
+        # --- client: the real stream; its consumer iterates from the start ---
+        self.stream = ClientStream(
+            "p",
+            max_queue_events=QUEUE_ROOM,
+            reorder=ReorderBuffer(
+                max_pending_events=max_pending_events, max_pending_bytes=max_pending_bytes
+            ),
         )
+        self.stream.consumed = self.stream.consumer_active = True
+        self.buffer = self.stream.reorder
         self.published: list[SeqEvent] = []
-        self.exit_seq: int | None = None  # the published exit's seq (the client knows it)
         self.recovering = False  # re-attached; the recovery read is not sent yet
         self.failed: str | None = None  # the process failed (terminal Failed)
-        # --- consumer: a bounded queue fed from publication, or its own catch-up reads ---
-        self.queue: list[SeqEvent] = []
-        self.queued_seq = 0
-        self.room = True  # the queue has room (the real one is bounded by count and bytes)
-        self.lagging = False
+        # --- consumer: the stream's bounded queue fed from publication, or its own
+        # catch-up reads; ``fill`` makes the queue full until the next ``take`` ---
         self.consumed: list[SeqEvent] = []
         self.consumer_failed: str | None = None
         self.steps = 0
@@ -210,7 +215,7 @@ class Pipeline:
             if self.failed is not None:
                 return
             try:
-                published = self.buffer.push(event)
+                published = self.stream.push_many([event])
             except ReorderOverflow as exc:
                 if not isinstance(event, Closed):
                     size = len(event.data) if isinstance(event, Output) else 0
@@ -220,31 +225,17 @@ class Pipeline:
                     ), f"overflow within bounds: {exc}"
                 self.failed = f"overflow: {exc}"
                 return
-            self._publish(published)
-
-    def _publish(self, events: list[SeqEvent]) -> None:
-        """ProcessStream._publish/_enqueue: queue in order while there is room, else lag."""
-        for event in events:
-            self.published.append(event)
-            if isinstance(event, Exited):
-                self.exit_seq = event.seq
-            if event.seq <= self.queued_seq:
-                continue
-            if self.lagging or event.seq != self.queued_seq + 1 or not self.room:
-                self.lagging = True
-            else:
-                self.queue.append(event)
-                self.queued_seq = event.seq
+            self.published.extend(published)
 
     def gap_read(self) -> None:
         """_fill_gaps: something is held past a gap the live stream did not fill."""
         if self.attached and self.failed is None and self.buffer.first_missing_seq():
-            self.reads.append(Read("network", self.buffer.last_published_seq))
+            self.reads.append(Read("network", self.stream.read_after(Reader.NETWORK)))
 
     def recovery_read(self) -> None:
         """After re-attaching: read from the published cursor (PROTOCOL §9 Recover)."""
         if self.recovering and self.failed is None and not self.buffer.closed:
-            self.reads.append(Read("network", self.buffer.last_published_seq))
+            self.reads.append(Read("network", self.stream.read_after(Reader.NETWORK)))
         self.recovering = False
 
     def _merge(self, read: Read) -> None:
@@ -269,11 +260,12 @@ class Pipeline:
         """ExecClient._catch_up."""
         if self.failed is not None or self.buffer.closed:
             return
-        # Pushes may have advanced the cursor during the read.
-        cursor = max(sent_cursor, self.buffer.last_published_seq)
+        # Pushes may have advanced the cursor during the read: the merge takes it now.
+        assert sent_cursor <= self.buffer.last_published_seq
+        cursor = self.buffer.last_published_seq
         held = self.buffer.held()
         try:
-            events = events_after(cursor, answer, self.exit_seq, held)
+            events = self.stream.catch_up(Reader.NETWORK, answer)
         except GapLost as exc:
             missing = self._missing_unseen(cursor, answer, set(held))
             assert missing, f"GapLost at cursor {cursor}, but nothing unseen is missing: {exc}"
@@ -284,43 +276,44 @@ class Pipeline:
     # --- the client: the consumer ---------------------------------------------------------
 
     def take(self) -> None:
-        if self.queue:
-            self.consumed.append(self.queue.pop(0))
-            self.room = True
+        stream = self.stream
+        if stream.queue:
+            event = stream.take()
+            assert event is not None and not isinstance(event, Failed)
+            self.consumed.append(event)
+            stream.max_queue_events = QUEUE_ROOM
 
     def fill(self) -> None:
         """The consumer's queue is full: the next event published makes it lag."""
-        self.room = False
+        self.stream.max_queue_events = len(self.stream.queue)
 
     def consumer_read(self) -> None:
-        """ProcessHandle._catch_up, sent once the lagging consumer emptied its queue."""
-        if not (self.lagging and not self.queue):
+        """The consumer's _catch_up, sent once the lagging consumer emptied its queue."""
+        stream = self.stream
+        if not (stream.lagging and not stream.queue):
             return
         if self.failed is not None or self.consumer_failed is not None:
             return
         if not any(r.kind == "consumer" for r in self.reads):
-            self.reads.append(Read("consumer", self.queued_seq))
+            self.reads.append(Read("consumer", stream.read_after(Reader.CONSUMER)))
 
     def _merge_consumer(self, sent_cursor: int, answer: ReadSnapshot) -> None:
         if self.failed is not None or self.consumer_failed is not None:
             return
-        assert sent_cursor == self.queued_seq, "the queue moved while the consumer read"
+        stream = self.stream
+        assert sent_cursor == stream.queued_seq, "the queue moved while the consumer read"
         try:
-            events = events_after(self.queued_seq, answer, self.exit_seq)
+            events = stream.catch_up(Reader.CONSUMER, answer)
         except GapLost as exc:
-            missing = self._missing_unseen(self.queued_seq, answer, set())
-            assert missing, f"consumer GapLost at {self.queued_seq}, nothing missing: {exc}"
+            missing = self._missing_unseen(stream.queued_seq, answer, set())
+            assert missing, f"consumer GapLost at {stream.queued_seq}, nothing missing: {exc}"
             if self.buffer.closed:
-                self.consumer_failed = str(exc)  # finished: only events() fails
+                stream.fail_consumer(str(exc))  # finished: only events() fails
+                self.consumer_failed = str(exc)
             else:
                 self.failed = f"consumer gap lost: {exc}"
             return
-        for event in events:  # ProcessStream.accept_caught_up
-            if event.seq == self.queued_seq + 1:
-                self.queue.append(event)
-                self.queued_seq = event.seq
-        if self.queued_seq >= self.buffer.last_published_seq:
-            self.lagging = False
+        stream.accept_caught_up(events)
 
     # --- invariants -----------------------------------------------------------------------
 
@@ -343,8 +336,9 @@ class Pipeline:
         self._checked_consumed = m
         assert self.buffer.last_published_seq == n
         assert self.buffer.closed == (n > 0 and isinstance(self.published[-1], Closed))
-        assert self.queued_seq == m + len(self.queue)
-        assert not self.queue or self.queue[0].seq == m + 1
+        queue = self.stream.queue
+        assert self.stream.queued_seq == m + len(queue)
+        assert not queue or queue[0].seq == m + 1
 
     def settle(self) -> None:
         """Deliver, answer and merge everything in flight."""
@@ -371,7 +365,7 @@ class Pipeline:
         self.settle()
         for _ in range(2 * len(self.log) + 4):
             self.take()
-            self.room = True
+            self.stream.max_queue_events = QUEUE_ROOM
             self.consumer_read()
             self.settle()
         if self.failed is None:

@@ -1,5 +1,7 @@
 """events_after (rebuilding events from a process/read result) against an oracle, and
-ReorderBuffer + events_after together: live pushes and one recovery read publish 1..n."""
+the client's stream (``ClientStream``: reorder buffer, queue, and its one catch-up
+merge) together: live pushes and one recovery read publish 1..n, and a consumer that
+lagged through them catches up to the same sequence."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamName
+from exec_runtime._core.client_stream import ClientStream, Reader
+from exec_runtime._core.events import Closed, Exited, Failed, Output, SeqEvent, StreamName
 from exec_runtime._core.recovery import GapLost, ReadSnapshot, events_after
-from exec_runtime._core.reorder import ReorderBuffer
 from exec_runtime._core.sequence import ProcessSequence, RetentionLimits
 
 
@@ -198,20 +200,56 @@ def test_pushes_and_a_recovery_read_publish_each_seq_once_in_order(
     case: tuple[Daemon, int, list[SeqEvent], list[SeqEvent], int],
 ) -> None:
     daemon, read_at, early, late, evict_below = case
-    buf = ReorderBuffer()
+    stream = ClientStream("p")
     published: list[SeqEvent] = []
     for event in early:
-        published += buf.push(event)
-    cursor = buf.last_published_seq
-    exit_seq = daemon.exit_seq
-    known_exit = exit_seq if exit_seq is not None and exit_seq <= cursor else None
+        published += stream.push_many([event])
+    cursor = stream.read_after(Reader.NETWORK)
+    assert cursor == stream.reorder.last_published_seq
     snapshot = daemon.prefix(read_at).snapshot(cursor, min(evict_below, cursor + 1))
-    published += buf.push_many(events_after(cursor, snapshot, known_exit))
+    published += stream.push_many(stream.catch_up(Reader.NETWORK, snapshot))
     for event in late:
-        published += buf.push(event)
+        published += stream.push_many([event])
     assert published == daemon.events
-    assert buf.closed
-    assert buf.pending_count == 0
+    assert stream.reorder.closed and stream.closed_event is not None
+    assert stream.reorder.pending_count == 0
+    # Nobody consumed: the queue holds it all, in order, each once.
+    assert list(stream.queue) == daemon.events and not stream.lagging
+
+
+@given(outage_cases(), st.integers(0, 8))
+def test_a_consumer_lagging_through_an_outage_catches_up_with_the_same_merge(
+    case: tuple[Daemon, int, list[SeqEvent], list[SeqEvent], int], room: int
+) -> None:
+    """The same outage with a consumer whose queue holds only ``room`` events: it lags,
+    and its own catch-up reads (Reader.CONSUMER, from queued_seq) rebuild the rest.
+    Nothing is evicted here (the daemon retains it all), so it gets every event."""
+    daemon, read_at, early, late, _evict_below = case
+    stream = ClientStream("p", max_queue_events=room)
+    consumed: list[SeqEvent] = []
+
+    def consume() -> None:
+        while stream.queue or stream.lagging:
+            if not stream.queue:  # lagging: read from its own cursor, merge, queue
+                after = stream.read_after(Reader.CONSUMER)
+                assert after == stream.queued_seq
+                snapshot = daemon.snapshot(after, 1)
+                stream.accept_caught_up(stream.catch_up(Reader.CONSUMER, snapshot))
+                if not stream.queue:
+                    return  # level with the daemon: nothing more to read
+            event = stream.take()
+            assert event is not None and not isinstance(event, Failed)
+            consumed.append(event)
+
+    for event in early:
+        stream.push_many([event])
+    snapshot = daemon.prefix(read_at).snapshot(stream.read_after(Reader.NETWORK), 1)
+    stream.push_many(stream.catch_up(Reader.NETWORK, snapshot))
+    for event in late:
+        stream.push_many([event])
+    consume()
+    assert consumed == daemon.events
+    assert not stream.lagging
 
 
 @given(outage_cases())
@@ -220,19 +258,18 @@ def test_a_read_that_lost_output_fails_instead_of_skipping(
 ) -> None:
     """Whenever retention dropped an output the client never published, the read says so."""
     daemon, read_at, early, _late, evict_below = case
-    buf = ReorderBuffer()
+    stream = ClientStream("p")
     for event in early:
-        buf.push(event)
-    cursor = buf.last_published_seq
+        stream.push_many([event])
+    cursor = stream.reorder.last_published_seq
     prefix = daemon.prefix(read_at)
-    exit_seq = prefix.exit_seq
-    known_exit = exit_seq if exit_seq is not None and exit_seq <= cursor else None
     snapshot = prefix.snapshot(cursor, evict_below)
-    if any(cursor < c.seq < evict_below for c in prefix.outputs):
+    held = stream.reorder.held()
+    if any(cursor < c.seq < evict_below and c.seq not in held for c in prefix.outputs):
         with pytest.raises(GapLost):
-            events_after(cursor, snapshot, known_exit)
+            stream.catch_up(Reader.NETWORK, snapshot)
     else:
-        rebuilt = events_after(cursor, snapshot, known_exit)
+        rebuilt = stream.catch_up(Reader.NETWORK, snapshot)
         assert rebuilt == [e for e in prefix.events if e.seq > cursor]
 
 
