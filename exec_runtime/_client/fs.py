@@ -7,11 +7,13 @@ Paths
     - an absolute path becomes ``file://`` + its percent-encoded text;
     - a ``str`` that already has a URI scheme (``file:///tmp/x``, ``http://h/x``) is sent
       unchanged;
-    - a relative path is sent as a relative ``file:`` URI. The client never resolves it
-      against its own working directory (the daemon's host may be another machine).
+    - a relative path, or a relative ``file:`` URI (``file:tmp``), is refused by the
+      client, ``ProtocolError`` -32602 naming the field, and never sent: Codex 0.147
+      would read ``file:tmp`` as ``/tmp``. The client never resolves it against its own
+      working directory (the daemon's host may be another machine).
 
-    The daemon alone judges the URI: a relative path or a non-``file:`` URI is answered
-    with ``ProtocolError`` code -32602 (its message names the field), on both backends.
+    The daemon judges the rest: a non-``file:`` URI or one naming another host is
+    answered with ``ProtocolError`` -32602 (its message names the field).
 
 Errors
     Every method raises :class:`~exec_runtime.ProtocolError` for a JSON-RPC error:
@@ -111,18 +113,29 @@ WALK_MAX_ENTRIES: Final = 50_000
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
-def _to_uri(path: StrPath) -> str:
+def _to_uri(path: StrPath, field: str = "path") -> str:
     """The wire form of a path argument (see the module docstring)."""
     text = os.fspath(path)
     if not isinstance(text, str):
         raise TypeError(f"expected a str path or os.PathLike[str], got {type(text).__name__}")
     if isinstance(path, str) and _SCHEME.match(text):
+        if text[:5].lower() == "file:" and not text[5:].startswith("/"):
+            raise _relative(field, text)
         return text  # a URI: the daemon checks it is a local file: URI
     # Quoted as bytes: a name that is not UTF-8 (a str with surrogate escapes, as
     # os.fsdecode gives it) travels as %XX escapes of its bytes.
     if text.startswith("/"):
         return "file://" + quote(os.fsencode(text))
-    return "file:" + quote(os.fsencode(text))  # relative: the daemon answers -32602
+    raise _relative(field, text)
+
+
+def _relative(field: str, text: str) -> ProtocolError:
+    # Not sent: our daemon refuses a relative file: URI (-32602), but Codex 0.147 parses
+    # ``file:tmp`` as ``file:///tmp``, so the same call would act on another file there.
+    return ProtocolError(
+        codes.INVALID_PARAMS,
+        f"{field} {text!r} is relative: a path on the daemon's host must be absolute",
+    )
 
 
 def _from_uri(uri: str, method: str) -> str:
@@ -331,7 +344,9 @@ class FsClient:
         (never opened). Inside a tree those are skipped: the rest is copied and the
         reply is -32603 counting the failures."""
         params = FsCopyParams(
-            source_path=_to_uri(src), destination_path=_to_uri(dst), recursive=recursive
+            source_path=_to_uri(src, "sourcePath"),
+            destination_path=_to_uri(dst, "destinationPath"),
+            recursive=recursive,
         )
         await self._call("fs/copy", _sandboxed(params, sandbox), EmptyResult)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import RawClient
+from tests.support.wire_client import RawClient
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -210,11 +210,12 @@ def _is_error(reply: Any, code: int) -> bool:
 
 
 def _explains_nofollow_read(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    # Codex follows the link: the target's content, or the error reaching it gives.
     return (
         method == "fs/readFile"
         and params.get("followSymlinks") is False
-        and "result" in codex
         and _is_error(ours, INVALID_REQUEST)
+        and _message_has(ours, "followSymlinks is false")
     )
 
 
@@ -235,8 +236,60 @@ def _explains_broken_links(method: str, params: Any, codex: Any, ours: Any) -> b
     return bool(neither) and not differences(codex["result"]["entries"], rest)
 
 
+def _explains_walk_link_count(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    if method != "fs/walk" or "result" not in codex or "result" not in ours:
+        return False
+    listed = codex["result"]["entries"]
+    return (
+        codex["result"]["truncated"] is True
+        and codex["result"]["errors"] == ours["result"]["errors"]
+        and listed == ours["result"]["entries"][: len(listed)]
+    )
+
+
+def _message_has(reply: Any, text: str) -> bool:
+    return "error" in reply and text in reply["error"]["message"]
+
+
+def _explains_start_order(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    return (
+        method == "process/start"
+        and _is_error(codex, INVALID_REQUEST)
+        and _message_has(codex, "already exists")
+        and "error" in ours
+    )
+
+
+def _explains_open_order(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    return (
+        method == "fs/open"
+        and "error" in codex
+        and _is_error(ours, INVALID_REQUEST)
+        and _message_has(ours, "already open")
+    )
+
+
+def _explains_mkdir_broken_link(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    return (
+        method == "fs/createDirectory"
+        and params.get("recursive", True) is True
+        and _is_error(codex, INTERNAL_ERROR)
+        and _message_has(codex, "File exists")
+        and _is_error(ours, NOT_FOUND)
+    )
+
+
+def _explains_walk_other(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    # The random trees hold no FIFO, socket or device: "other" is a looping link.
+    return (
+        method == "fs/walk"
+        and "result" in ours
+        and any(e["kind"] == "other" for e in ours["result"]["entries"])
+    )
+
+
 def _explains_signal_exit(method: str, params: Any, codex: Any, ours: Any) -> bool:
-    if method != "@closed" or "result" not in codex or "result" not in ours:
+    if method not in ("@closed", "process/read") or "result" not in codex or "result" not in ours:
         return False
     found = differences(codex["result"], ours["result"])
     return (
@@ -300,6 +353,60 @@ KNOWN: dict[str, Known] = {
             in r[-1]["result"]["entries"]
         ),
         explains=_explains_broken_links,
+    ),
+    "walk-max-entries-links": Known(
+        "not deliberate, a deviation still to fix (docs/protocol.md §11 Known deviations): "
+        "Codex counts the symlinks fs/walk omits against maxEntries, we count only the "
+        "entries listed, so Codex truncates earlier",
+        lambda r: r[-1]["result"]["truncated"] is True and len(r[-1]["result"]["entries"]) == 3,
+        lambda r: r[-1]["result"]["truncated"] is False and len(r[-1]["result"]["entries"]) == 4,
+        explains=_explains_walk_link_count,
+    ),
+    "walk-looping-link": Known(
+        "not deliberate, a bug still to fix (docs/protocol.md §11 Known deviations): a "
+        "symlink that loops (ELOOP) is listed by our fs/walk with kind 'other'; Codex "
+        "omits it, as both omit every other symlink not followed",
+        lambda r: r[-1]["result"]["entries"] == [],
+        lambda r: r[-1]["result"]["entries"] == [{"path": "file://ROOT/e/loop", "kind": "other"}],
+        explains=_explains_walk_other,
+    ),
+    "start-duplicate-bad-cwd": Known(
+        "not deliberate, a deviation still to fix: a process/start with an id in use and "
+        "a missing cwd: Codex checks the id first (-32600 already exists), we the cwd "
+        "(-32603)",
+        INVALID_REQUEST,
+        INTERNAL_ERROR,
+        explains=_explains_start_order,
+    ),
+    "open-duplicate-bad-path": Known(
+        "not deliberate, a deviation still to fix: an fs/open with a handle id in use and a "
+        "missing path: Codex opens the path first (-32004), we check the id first (-32600)",
+        NOT_FOUND,
+        INVALID_REQUEST,
+        explains=_explains_open_order,
+    ),
+    "createDirectory-through-broken-link": Known(
+        "not deliberate, a deviation still to fix: a recursive fs/createDirectory under a "
+        "broken symlink: Codex -32603 EEXIST (Rust's create_dir_all), we -32004 ENOENT "
+        "(Python's makedirs)",
+        INTERNAL_ERROR,
+        NOT_FOUND,
+        explains=_explains_mkdir_broken_link,
+    ),
+    "copy-tree-onto-directory": Known(
+        "a recursive fs/copy onto an existing directory: Codex copies into it (merging, "
+        "overwriting files); we refuse (-32603 EEXIST): the destination of a tree copy must "
+        "not exist. The stateful suite never sends it: the trees would differ from then on",
+        "ok",
+        INTERNAL_ERROR,
+    ),
+    "copy-symlink": Known(
+        "an fs/copy whose source is a symlink: Codex copies the link itself (to a file, a "
+        "directory, or broken; recursive or not); we follow it, as cp does: a file's "
+        "content is copied, a directory needs recursive (-32600 here), a broken link is "
+        "-32004. The stateful suite never sends it: the trees would differ from then on",
+        "ok",
+        INVALID_REQUEST,
     ),
     "copy-onto-itself": Known(
         "Codex copies a file onto itself, which truncates it to nothing; we refuse (-32600). "

@@ -206,6 +206,10 @@ FS_CASES = [
         "createDirectory-missing-parent",
         [("fs/createDirectory", {"path": "file://ROOT/no/x", "recursive": False})],
     ),
+    Case(
+        "createDirectory-through-broken-link",
+        [("fs/createDirectory", {"path": "file://ROOT/broken/x"})],
+    ),
     Case("createDirectory-enotdir", [("fs/createDirectory", {"path": "file://ROOT/f/x"})]),
     # fs/getMetadata
     Case("getMetadata-file", [("fs/getMetadata", {"path": "file://ROOT/f"})]),
@@ -238,6 +242,12 @@ FS_CASES = [
     Case("walk-depth-1", [walk(maxDepth=1)]),
     Case("walk-max-entries", [walk(maxEntries=3)]),
     Case("walk-max-directories", [walk(maxDirectories=2)]),
+    # ROOT holds 7 names, 3 of them symlinks fs/walk omits (broken, flink, link)
+    Case("walk-max-entries-links", [walk(maxDepth=0, maxEntries=4)]),
+    Case(
+        "walk-looping-link",
+        [start("p", ["ln", "-s", "loop", "e/loop"]), ("@closed", "p"), walk("file://ROOT/e")],
+    ),
     Case("walk-follow", [walk(followDirectorySymlinks=True)]),
     Case("walk-prune-hidden", [walk(pruneHiddenDirectories=True)]),
     Case("walk-file-root", [walk("file://ROOT/f")]),
@@ -353,6 +363,32 @@ FS_CASES = [
         ],
     ),
     Case(
+        "copy-symlink",
+        [
+            (
+                "fs/copy",
+                {
+                    "sourcePath": "file://ROOT/link",
+                    "destinationPath": "file://ROOT/g",
+                    "recursive": False,
+                },
+            )
+        ],
+    ),
+    Case(
+        "copy-tree-onto-directory",
+        [
+            (
+                "fs/copy",
+                {
+                    "sourcePath": "file://ROOT/d",
+                    "destinationPath": "file://ROOT/e",
+                    "recursive": True,
+                },
+            )
+        ],
+    ),
+    Case(
         "copy-tree-onto-file",
         [
             (
@@ -395,6 +431,10 @@ FS_CASES = [
     Case("open-empty-id", [("fs/open", {"handleId": "", "path": "file://ROOT/f"})]),
     Case("open-long-id", [("fs/open", {"handleId": "x" * 33, "path": "file://ROOT/f"})]),
     Case("open-duplicate-id", [OPEN, OPEN]),
+    Case(
+        "open-duplicate-bad-path",
+        [OPEN, ("fs/open", {"handleId": "h", "path": "file://ROOT/nope"})],
+    ),
     Case("readBlock-len-0", [OPEN, ("fs/readBlock", {"handleId": "h", "offset": 0, "len": 0})]),
     Case(
         "readBlock-len-too-big",
@@ -442,6 +482,10 @@ PROCESS_CASES = [
         [start("p", ["sh", "-c", 'printf "$X"'], env={**ENV, "X": "y"}), ("@closed", "p")],
     ),
     Case("start-duplicate", [start("p", ["sleep", "5"]), start("p", ["true"])], same_message=True),
+    Case(
+        "start-duplicate-bad-cwd",
+        [start("p", ["sleep", "5"]), start("p", ["true"], cwd="file://ROOT/nope")],
+    ),
     Case("start-empty-argv", [start("p", [])], same_message=True),
     Case("start-missing-program", [start("p", ["/nonexistent/cmd"])]),
     Case("start-cwd-missing", [start("p", ["true"], cwd="file://ROOT/nope")]),
