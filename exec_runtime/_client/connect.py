@@ -133,8 +133,8 @@ async def _open_stream(
     """TCP (and TLS) to ``url``: (stream, Host header, resource).
 
     The TLS handshake is done here, so a certificate the client does not trust raises
-    ``ssl.SSLCertVerificationError`` (an OSError) itself, instead of surfacing inside
-    trio-websocket's reader task as a connection that merely closed.
+    ``ssl.SSLCertVerificationError`` (an OSError) itself, instead of surfacing at the
+    WebSocket handshake's first write as a connection that merely closed.
     """
     host, port, secure, host_header, resource = open_stream_arguments(url, ssl_context)
     tcp = await trio.open_tcp_stream(host, port)

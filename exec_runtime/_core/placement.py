@@ -1,6 +1,6 @@
 """Where a pool starts a new process (sans-IO: no trio, no sockets, no clock).
 
-The pool (``exec_runtime/_pool.py``) keeps, for each endpoint, whether it can take work
+The pool (``exec_runtime/_client/pool.py``) keeps, for each endpoint, whether it can take work
 now and how many of the pool's processes run there; this module decides:
 
 - only an *eligible* endpoint takes a new process: healthy (its ``/readyz`` answers and

@@ -1,7 +1,7 @@
 """One supervised child: spawn (pipes or PTY, own process group), pump its output, wait.
 
 The child task turns OS events into :data:`ChildMessage` values on a memory channel.
-It never assigns sequence numbers: that is the sequencer's job (``_sequencer.py``).
+It never assigns sequence numbers: that is the sequencer's job (``_daemon/sequencer.py``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class SpawnSpec:
     arg0: str | None = None
     tty_size: tuple[int, int] = DEFAULT_TTY_SIZE
     watch_orphans: bool = True
-    """Register the group with the orphan watchdog (``_orphans.py``)."""
+    """Register the group with the orphan watchdog (``_daemon/orphans.py``)."""
     launcher: Launcher | None = None
     """The sandbox that confines the command (PROTOCOL §11), or None."""
     exit_grace: float = 0.0

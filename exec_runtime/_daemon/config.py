@@ -94,7 +94,7 @@ class ServerConfig:
     closed_ttl: float = attrs.field(default=30.0, validator=_not_negative)
     detached_ttl: float = attrs.field(default=30.0, validator=_not_negative)
 
-    # --- memory budgets (``_budget.py``; defaults from the machine's memory) ------------
+    # --- memory budgets (``_daemon/budget.py``; defaults from the machine's memory) ----
     daemon_output_bytes: int = attrs.field(
         factory=lambda: default_budgets()[0], validator=_positive
     )
@@ -166,7 +166,7 @@ class ServerConfig:
     fd_reserve: int = attrs.field(default=DEFAULT_FD_RESERVE, validator=_not_negative)
     """File descriptors kept free for accepting connections, logging and the orphan
     watchdog (at most an eighth of the limit): a process start or ``fs/open`` that
-    would take them is refused with -32600 (``_fds.py``)."""
+    would take them is refused with -32600 (``_daemon/fds.py``)."""
     ping_interval: float = attrs.field(default=DEFAULT_PING_INTERVAL, validator=_not_negative)
     """Seconds between WebSocket pings; 0 disables keepalive."""
     ping_timeout: float = attrs.field(default=DEFAULT_PING_TIMEOUT, validator=_positive)
@@ -189,12 +189,12 @@ class ServerConfig:
     orphan_watchdog: bool = True
     """Register every process group with a watchdog process that SIGKILLs what is
     still running if this process dies without doing so itself (SIGKILL, the OOM
-    killer, a crash). One per process, started at the first spawn (``_orphans.py``)."""
+    killer, a crash). One per process, started at the first spawn (``_daemon/orphans.py``)."""
     tracer_provider: TracerProvider | None = None
     """Where request spans go (PROTOCOL §2 ``trace``); None: OpenTelemetry's global
     provider, which records nothing until an SDK is configured."""
     meter_provider: MeterProvider | None = None
-    """Where the daemon's metrics go (PROTOCOL §12, ``_metrics.py``); None: the global
+    """Where the daemon's metrics go (PROTOCOL §12, ``_daemon/metrics.py``); None: the global
     provider, which records nothing until an SDK is configured."""
     metrics: bool = False
     """Serve ``GET /metrics`` (Prometheus text) on the listener; extra ``[prometheus]``."""

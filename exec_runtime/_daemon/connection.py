@@ -2,8 +2,10 @@
 
 The reader loop does everything that must keep wire order (parsing, handshake-order
 errors, invalid params) inline, then runs each request in its own task, so a long-poll
-read never blocks a terminate. Every outgoing frame goes through one bounded outbox
-drained by one writer task.
+read never blocks a terminate. Outgoing frames leave in the order they are produced:
+when nothing is queued or being written, the producer (a handler, a sequencer) writes
+them itself under the send lock; otherwise they join one bounded outbox that one
+writer task drains, batching what waits into one write (``_send_frames``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The daemon's log output: ``--log-format text`` (the default) or ``json``, one object
 per line with ``time``, ``level``, ``logger``, ``message``, and ``session`` (the
-fingerprint of ``_redact.py``, never the id: it is the resume credential) and
+fingerprint of ``_core/redact.py``, never the id: it is the resume credential) and
 ``process`` (a process id) where they apply, plus ``pid`` (the daemon's) and
 ``exception`` for a logged traceback.
 

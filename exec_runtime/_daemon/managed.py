@@ -65,7 +65,7 @@ class ManagedProcess:
         self.stdin_budget: ByteBudget | None = None
         """The daemon's buffer budget, charged for stdin bytes queued and not written."""
         self.metrics = NO_METRICS
-        self._record = NO_PROCESS  # its end, recorded once (``_metrics.py``)
+        self._record = NO_PROCESS  # its end, recorded once (``_daemon/metrics.py``)
 
     @property
     def exited(self) -> bool:

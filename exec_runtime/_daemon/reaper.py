@@ -2,8 +2,8 @@
 watchdog's last act.
 
 Standard library only, and no imports from the package: besides being imported by
-``_process.py``, this file runs as a script (``python -S -E -s _reaper.py``), the
-watchdog that ``_orphans.py`` starts. The watchdog reads ``+ <pgid> <p|t>`` and
+``_daemon/child.py``, this file runs as a script (``python -S -E -s reaper.py``), the
+watchdog that ``_daemon/orphans.py`` starts. The watchdog reads ``+ <pgid> <p|t>`` and
 ``- <pgid>`` lines on stdin, the process groups (``t``: tty sessions) its owner has
 running. Its stdin is the one pipe the owner writes; at EOF the owner is gone, for
 whatever reason, and every group still registered is SIGKILLed (for a tty, every

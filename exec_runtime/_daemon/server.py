@@ -133,7 +133,7 @@ class _Daemon:
     registry: SessionRegistry
     stopping: bool = False
     connection_scopes: set[trio.CancelScope] = attrs.field(factory=set)
-    scrape: Callable[[], bytes] | None = None  # GET /metrics (``_metrics_export.py``)
+    scrape: Callable[[], bytes] | None = None  # GET /metrics (``_daemon/metrics_export.py``)
     handshake_slots: HandshakeSlots = attrs.field(
         init=False,
         default=attrs.Factory(
@@ -187,7 +187,7 @@ async def serve(
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon (see :func:`_serve`), recording its metrics (``_metrics.py``);
+    """Run the daemon (see :func:`_serve`), recording its metrics (``_daemon/metrics.py``);
     the last points are exported however it ends (returns, is cancelled, fails).
 
     Process-wide settings stay the host's: unlike ``exec-runtime serve``, this neither

@@ -417,9 +417,9 @@ class SessionRegistry:
         self.closing = False
         """Set by a graceful shutdown: no new sessions."""
         self.output_budget = ByteBudget(config.daemon_output_bytes, "output")
-        """Process output held, over every session (``_budget.py``)."""
+        """Process output held, over every session (``_daemon/budget.py``)."""
         self.buffer_budget = ByteBudget(config.daemon_buffer_bytes, "buffers")
-        """Requests and replies held, over every connection (``_connection.py``)."""
+        """Requests and replies held, over every connection (``_daemon/connection.py``)."""
         if config.orphan_watchdog:
             WATCHDOG.start()  # now rather than at the first spawn: no surprise fd later
 

@@ -1,7 +1,7 @@
 """The HTTP side of the WebSocket listener: read the opening request ourselves, answer
 ``/readyz`` and refusals (403 for a browser Origin, 401 for a bad token) before any
 upgrade, then hand the bytes read past the head to the WebSocket handshake
-(``_websocket_handshake.py``). The client reads the handshake response with the same
+(``_wire/websocket_handshake.py``). The client reads the handshake response with the same
 head reader."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The WebSocket opening handshakes (RFC 6455 §4): the client's upgrade request and its
 checks of the answer, and the daemon's answer to an upgrade request whose head
-``_http.py`` already read (and checked for Origin and the token)."""
+``_wire/http.py`` already read (and checked for Origin and the token)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``FsService``'s close-while-opening rule, tested on the service itself.
 
-Over a connection this branch is not reached: ``_request_order.py`` makes an
+Over a connection this branch is not reached: ``_daemon/request_order.py`` makes an
 ``fs/close`` wait for the ``fs/open`` of the same handle id sent before it, so the close
 always finds the open finished (``test_fs_client.py``'s cancelled-while-opening test
 goes through that ordering, not through this branch). ``FsService`` keeps the rule for

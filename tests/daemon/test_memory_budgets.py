@@ -1,4 +1,4 @@
-"""Memory budgets in bytes (``_budget.py``): a real daemon's peak RSS (VmHWM) stays
+"""Memory budgets in bytes (``_daemon/budget.py``): a real daemon's peak RSS (VmHWM) stays
 within its configured budget plus a baseline while a client makes it hold replies it
 never reads, writes a child never reads, millions of tiny chunks, and detached
 acknowledged streams (issue 20, point 2).

@@ -1,5 +1,5 @@
 """Requests about one process act in the order they were sent, even back to back
-(exec_runtime/_request_order.py): each request runs in its own task, and Trio starts
+(exec_runtime/_daemon/request_order.py): each request runs in its own task, and Trio starts
 those in no set order."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ around the pure policy compiler (``_core/sandbox_policy.py``).
 programs), turns an intent into a :class:`Confinement` (or refuses it, before anything
 is spawned), and at spawn time gives the launcher pieces: an argv prefix and file
 descriptors (bwrap), or a pre-exec hook (Landlock). The spawn itself, process groups,
-PTYs, signals and the orphan watchdog are the ordinary ones (``_process.py``).
+PTYs, signals and the orphan watchdog are the ordinary ones (``_daemon/child.py``).
 """
 
 from __future__ import annotations
