@@ -192,6 +192,9 @@ async def _catch_up(link: ProcessLink, stream: ProcessStream) -> None:
         # acknowledgements off): only the consumer fails. The process runs on,
         # its exit and close still arrive, and wait() has the exit code.
         link.fail_consumer(stream, message + str(exc))
+        # Failing ended its lag: what it held back (the daemon may have paused the
+        # process for it) is nobody's to read now.
+        link.consumed(stream)
         return
     stream.accept_caught_up(events)
     link.consumed(stream)  # the daemon may be paused, waiting for it

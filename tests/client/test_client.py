@@ -14,6 +14,7 @@ import pytest
 import trio
 
 import exec_runtime
+import exec_runtime._client.process as client_process
 import protocol_schema as wire
 from exec_runtime import (
     ClientClosedError,
@@ -411,8 +412,10 @@ async def until(predicate: Callable[[], object]) -> None:
 
 
 async def daemon_read(client: ExecClient, process_id: str) -> wire.ProcessReadResult:
-    """What the daemon retains (``afterSeq`` 0 acknowledges nothing, waits for nothing)."""
-    params = wire.ProcessReadParams(process_id=process_id, after_seq=0, wait_ms=0)
+    """What the daemon retains (``afterSeq`` 0 acknowledges nothing, waits for nothing).
+    ``maxBytes`` 0: one chunk at most, not all that is retained (these are polled, and a
+    MiB of base64 every 10 ms slowed the stream they wait for)."""
+    params = wire.ProcessReadParams(process_id=process_id, after_seq=0, wait_ms=0, max_bytes=0)
     return await client._call("process/read", params, wire.ProcessReadResult)
 
 
@@ -648,6 +651,105 @@ async def test_a_late_consumer_fails_alone_and_the_process_runs_on(
         assert "no longer retained" in events[-1].message
         assert await proc.wait() == 3
         assert await trio.Path(marker).exists()  # it ran to its end
+
+
+@pytest.mark.parametrize(
+    "server_config", [ServerConfig(retain_bytes=4096, ack_window_bytes=4096)]
+)
+async def test_a_failed_consumer_releases_what_it_held_back(
+    client: ExecClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (the test above hit its fail_after under load): a late consumer that
+    lags holds acknowledgements back at its queue, so the daemon fills its window and
+    pauses the process; the consumer then finds its gap evicted and fails. Failing
+    ended its lag, and with it the only thing that would acknowledge what it held back:
+    the process stayed paused for ever and ``wait()`` never returned. Here the window
+    is one 4 KiB chunk (the child writes atomic 4 KiB blocks) and the consumer fails
+    only once the daemon holds a chunk the client will not acknowledge, i.e. paused."""
+    monkeypatch.setattr(client_process, "QUEUE_MAX_EVENTS", 2)
+    marker = tmp_path / "went-on"
+    script = (
+        "import os\n"
+        "for _ in range(64): os.write(1, bytes(4096))\n"
+        f"open({str(marker)!r}, 'w').close()\n"
+        "raise SystemExit(3)"
+    )
+    with trio.fail_after(20):
+        proc = await client.start([sys.executable, "-c", script])
+        stream = proc._stream
+        while not (  # noqa: ASYNC110 - polls the daemon
+            stream.lagging
+            and (await daemon_read(client, proc.process_id)).earliest_retained_seq
+            > stream.queued_seq + 1
+        ):
+            await trio.sleep(0.01)
+        events = proc.events()
+        assert isinstance(await events.__anext__(), Output)  # it consumes, and lags
+        await until(
+            lambda: stream.process_id not in client._ack_due
+            and stream.reorder.last_published_seq > stream.acked_seq
+        )
+        rest = [event async for event in events]  # its queue, then its gap: evicted
+        assert isinstance(rest[-1], Failed)
+        assert "no longer retained" in rest[-1].message
+        assert await proc.wait() == 3
+        assert await trio.Path(marker).exists()
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=64 * 1024)])
+@pytest.mark.parametrize("hold_output", [True, False], ids=["held", "acked"])
+async def test_hold_output_keeps_everything_for_a_late_consumer(
+    client: ExecClient, monkeypatch: pytest.MonkeyPatch, hold_output: bool
+) -> None:
+    """1 MiB of output, a 64 KiB client queue and 64 KiB retention; the consumer comes
+    only after the process closed. With ``hold_output`` nothing was acknowledged
+    before a consumer took it, so the daemon kept it all (within its 4 MiB ack window)
+    and the late consumer gets every byte; without it, the client acknowledged what
+    arrived, the daemon evicted it, and the late consumer fails alone."""
+    monkeypatch.setattr(client_process, "QUEUE_MAX_BYTES", 64 * 1024)
+    with trio.fail_after(20):
+        size = 1024 * 1024
+        proc = await client.start(writer_script(size), hold_output=hold_output)
+        assert await proc.wait() == 0
+        events = await collect(proc)
+        if hold_output:
+            assert_complete(events)
+            assert stdout_of(events) == pattern(size)
+        else:
+            assert isinstance(events[-1], Failed)
+            assert "no longer retained" in events[-1].message
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(ack_window_bytes=256 * 1024)])
+async def test_hold_output_pauses_the_process_until_a_consumer_takes_it(
+    client: ExecClient,
+) -> None:
+    """Past the daemon's ack window the held process pauses; a consumer that then
+    comes takes the output, which acknowledges it, and the process runs to its end."""
+    with trio.fail_after(20):
+        size = 4 * 1024 * 1024
+        proc = await client.start(writer_script(size), hold_output=True)
+        while (await daemon_read(client, proc.process_id)).next_seq == 1:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # polls the daemon: output has begun
+        assert proc.returncode is None
+        events = await collect(proc)
+        assert_complete(events)
+        assert stdout_of(events) == pattern(size)
+        assert client.statistics().failed_processes == 0
+
+
+async def test_hold_output_is_released_by_a_consumer_that_leaves(client: ExecClient) -> None:
+    """A held process whose consumer breaks out early is no longer held: it runs on."""
+    with trio.fail_after(20):
+        proc = await client.start(writer_script(8 * 1024 * 1024), hold_output=True)
+        async for _ in proc.events():
+            break
+        assert await proc.wait() == 0
+
+
+async def test_hold_output_must_be_a_bool(client: ExecClient) -> None:
+    with pytest.raises(TypeError, match="hold_output"):
+        await client.start(["true"], hold_output="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(closed_ttl=0.2)])
