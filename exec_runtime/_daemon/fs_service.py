@@ -213,11 +213,34 @@ def _write_file(path: str, data_base64: str, follow_symlinks: bool) -> None:
 def _create_directory(path: str, recursive: bool) -> None:
     try:
         if recursive:
-            os.makedirs(path, exist_ok=True)
+            _make_directories(path)
         else:
             os.mkdir(path)
     except OSError as exc:
         raise _os_error(exc, path) from None
+
+
+def _make_directories(path: str) -> None:
+    """``mkdir -p`` as Rust's ``create_dir_all`` (Codex 0.147) does it: an existing
+    path that is not a directory (a broken symlink too) is EEXIST. ``os.makedirs``
+    swallows a parent's EEXIST and fails later with ENOENT instead."""
+    try:
+        os.mkdir(path)
+        return
+    except FileNotFoundError:
+        parent = os.path.dirname(path.rstrip(os.sep))
+        if not parent or parent == path:
+            raise
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
+    _make_directories(parent)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):  # created meanwhile by someone else: fine if a directory
+            raise
 
 
 def _created_ms(st: os.stat_result) -> int:
@@ -259,15 +282,19 @@ def _canonicalize(path: str) -> str:
 
 def _flags(entry: os.DirEntry[str], *, follow_symlinks: bool) -> tuple[bool, bool, bool]:
     """``(is_symlink, is_dir, is_file)``; an entry that vanished or cannot be stat'ed is
-    none of them."""
+    none of them, but a symlink stays one (a link that loops, ELOOP, is no "other" file)."""
+    try:
+        is_symlink = entry.is_symlink()
+    except OSError:
+        return False, False, False
     try:
         return (
-            entry.is_symlink(),
+            is_symlink,
             entry.is_dir(follow_symlinks=follow_symlinks),
             entry.is_file(follow_symlinks=follow_symlinks),
         )
     except OSError:
-        return False, False, False
+        return is_symlink, False, False
 
 
 def _read_directory(path: str) -> list[FsDirectoryEntry]:
@@ -519,11 +546,12 @@ def _pread(fd: int, offset: int, length: int, path: str) -> FsReadBlockResult:
                 break
             parts.append(part)
             got += len(part)
-        size = os.fstat(fd).st_size
     except OSError as exc:
         raise _os_error(exc, path) from None
     chunk = b"".join(parts)
-    return FsReadBlockResult(chunk=chunk, eof=len(chunk) < length or offset + length >= size)
+    # As Codex 0.147: the end is reported by a short read, not by a block that ends
+    # exactly at the end of the file (the next read returns it, empty).
+    return FsReadBlockResult(chunk=chunk, eof=len(chunk) < length)
 
 
 # ---------------------------------------------------------------------------

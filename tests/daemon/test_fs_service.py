@@ -362,7 +362,7 @@ async def test_read_block_is_positional(tmp_path: Path) -> None:
         assert await block(fs, handle, 1, 2) == (b"12", False)
         assert await block(fs, handle, 8, 4) == (b"89", True)
         assert await block(fs, handle, 0, 2) == (b"01", False)
-        assert await block(fs, handle, 7, 3) == (b"789", True)
+        assert await block(fs, handle, 7, 3) == (b"789", False)  # full: no EOF, as Codex
         assert await block(fs, handle, 20, 3) == (b"", True)
 
 
@@ -399,7 +399,8 @@ async def test_two_mib_file_is_two_one_mib_blocks(tmp_path: Path) -> None:
             chunk, eof = await block(fs, handle, offset, MIB)
             blocks.append(chunk)
             offset += len(chunk)
-        assert [len(b) for b in blocks] == [MIB, MIB]
+        # Two full blocks, then the empty short read that reports the end (as Codex).
+        assert [len(b) for b in blocks] == [MIB, MIB, 0]
         assert b"".join(blocks) == data
 
 

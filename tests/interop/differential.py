@@ -269,25 +269,6 @@ def _explains_open_order(method: str, params: Any, codex: Any, ours: Any) -> boo
     )
 
 
-def _explains_mkdir_broken_link(method: str, params: Any, codex: Any, ours: Any) -> bool:
-    return (
-        method == "fs/createDirectory"
-        and params.get("recursive", True) is True
-        and _is_error(codex, INTERNAL_ERROR)
-        and _message_has(codex, "File exists")
-        and _is_error(ours, NOT_FOUND)
-    )
-
-
-def _explains_walk_other(method: str, params: Any, codex: Any, ours: Any) -> bool:
-    # The random trees hold no FIFO, socket or device: "other" is a looping link.
-    return (
-        method == "fs/walk"
-        and "result" in ours
-        and any(e["kind"] == "other" for e in ours["result"]["entries"])
-    )
-
-
 def _explains_signal_exit(method: str, params: Any, codex: Any, ours: Any) -> bool:
     if method not in ("@closed", "process/read") or "result" not in codex or "result" not in ours:
         return False
@@ -362,14 +343,6 @@ KNOWN: dict[str, Known] = {
         lambda r: r[-1]["result"]["truncated"] is False and len(r[-1]["result"]["entries"]) == 4,
         explains=_explains_walk_link_count,
     ),
-    "walk-looping-link": Known(
-        "not deliberate, a bug still to fix (docs/protocol.md §11 Known deviations): a "
-        "symlink that loops (ELOOP) is listed by our fs/walk with kind 'other'; Codex "
-        "omits it, as both omit every other symlink not followed",
-        lambda r: r[-1]["result"]["entries"] == [],
-        lambda r: r[-1]["result"]["entries"] == [{"path": "file://ROOT/e/loop", "kind": "other"}],
-        explains=_explains_walk_other,
-    ),
     "start-duplicate-bad-cwd": Known(
         "not deliberate, a deviation still to fix: a process/start with an id in use and "
         "a missing cwd: Codex checks the id first (-32600 already exists), we the cwd "
@@ -384,14 +357,6 @@ KNOWN: dict[str, Known] = {
         NOT_FOUND,
         INVALID_REQUEST,
         explains=_explains_open_order,
-    ),
-    "createDirectory-through-broken-link": Known(
-        "not deliberate, a deviation still to fix: a recursive fs/createDirectory under a "
-        "broken symlink: Codex -32603 EEXIST (Rust's create_dir_all), we -32004 ENOENT "
-        "(Python's makedirs)",
-        INTERNAL_ERROR,
-        NOT_FOUND,
-        explains=_explains_mkdir_broken_link,
     ),
     "copy-tree-onto-directory": Known(
         "a recursive fs/copy onto an existing directory: Codex copies into it (merging, "

@@ -435,6 +435,7 @@ FS_CASES = [
         "open-duplicate-bad-path",
         [OPEN, ("fs/open", {"handleId": "h", "path": "file://ROOT/nope"})],
     ),
+    Case("readBlock-exact-end", [OPEN, ("fs/readBlock", {"handleId": "h", "offset": 0, "len": 5})]),
     Case("readBlock-len-0", [OPEN, ("fs/readBlock", {"handleId": "h", "offset": 0, "len": 0})]),
     Case(
         "readBlock-len-too-big",
