@@ -20,7 +20,8 @@ from exec_runtime._daemon.child import Child
 from exec_runtime._daemon.managed import State
 from exec_runtime._daemon.rpc_error import RpcError
 from exec_runtime._daemon.session import Session
-from tests.support.daemon_process import eventually, process_gone
+from tests.support.daemon_process import children_of, eventually, process_gone
+from tests.support.daemon_state import blocked_writing, track_daemon
 from tests.support.wire_client import RawClient, output_of
 
 INVALID_REQUEST = -32600
@@ -49,14 +50,21 @@ def decoded(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(base64.b64decode(c["chunk"]) for c in chunks)
 
 
-async def test_detach_then_resume_and_read_what_was_produced_meanwhile(connect: Any) -> None:
+async def test_detach_then_resume_and_read_what_was_produced_meanwhile(
+    connect: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    daemon = track_daemon(monkeypatch)
+    gate = tmp_path / "detached"
     with trio.fail_after(5):
         first = await connect()
         session_id = first.session_id
-        await first.start("p", ["sh", "-c", "echo before; sleep 0.3; echo while-detached"])
+        script = f"echo before; while [ ! -e {gate} ]; do sleep 0.01; done; echo while-detached"
+        await first.start("p", ["sh", "-c", script])
         await eventually(lambda: output_of(first.notifications["p"]) == b"before\n")
         await first.ws.aclose()
-        await trio.sleep(0.5)  # the process finishes while nobody is attached
+        await eventually(lambda: daemon.detached(session_id))
+        gate.touch()
+        await eventually(lambda: daemon.closed("p"))  # it finished while nobody is attached
         second = await resume(connect, session_id)
         read = await second.call("process/read", {"processId": "p", "waitMs": 3000})
         assert read["closed"] is True and read["exitCode"] == 0
@@ -65,8 +73,10 @@ async def test_detach_then_resume_and_read_what_was_produced_meanwhile(connect: 
             (2, b"while-detached\n"),
         ]
         assert read["nextSeq"] == 5
-        # Nothing was pushed to anyone while detached, and nothing is replayed on resume.
-        await trio.sleep(0.05)
+        # Nothing was pushed to anyone while detached, and nothing is replayed on resume:
+        # a later process's pushes reach the new connection, and still none for p.
+        await second.start("q", ["true"])
+        await second.wait_closed("q")
         assert second.notifications["p"] == []
         assert [m["params"]["seq"] for m in first.notifications["p"]] == [1]
 
@@ -91,7 +101,10 @@ async def test_notifications_go_only_to_the_attached_connection(connect: Any) ->
         assert all(not messages for messages in bystander.notifications.values())
 
 
-async def test_a_process_keeps_running_while_detached(connect: Any) -> None:
+async def test_a_process_keeps_running_while_detached(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(5):
         first = await connect()
         session_id = first.session_id
@@ -99,8 +112,9 @@ async def test_a_process_keeps_running_while_detached(connect: Any) -> None:
         await eventually(lambda: output_of(first.notifications["p"]))
         pid = int(output_of(first.notifications["p"]))
         await first.ws.aclose()
-        await trio.sleep(0.3)
+        await eventually(lambda: daemon.detached(session_id))
         assert not process_gone(pid)
+        # ... and the terminate after the resume finds it still running.
         second = await resume(connect, session_id)
         assert await second.call("process/terminate", {"processId": "p"}) == {"running": True}
         read = await second.read_all("p")
@@ -136,16 +150,22 @@ async def test_detached_ttl_expiry_kills_the_processes_and_forgets_the_session(
         }
 
 
-@pytest.mark.parametrize("server_config", [ServerConfig(detached_ttl=0.5)])
-async def test_resuming_within_the_ttl_keeps_the_session(connect: Any) -> None:
-    with trio.fail_after(5):
+@pytest.mark.parametrize("server_config", [ServerConfig(detached_ttl=1.0)])
+async def test_resuming_within_the_ttl_keeps_the_session(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = track_daemon(monkeypatch)
+    with trio.fail_after(10):
         client = await connect()
         session_id = client.session_id
         await client.start("p", ["sh", "-c", "echo $$; exec sleep 100"])
         await eventually(lambda: output_of(client.notifications["p"]))
         pid = int(output_of(client.notifications["p"]))
-        for _ in range(3):  # detached 0.3 s at a time: never 0.5 s in a row
+        # Detached 0.3 s at a time (the sleep is the behaviour: 1.2 s in all, never
+        # the 1 s TTL in a row; the 0.7 s margin absorbs a slow resume).
+        for _ in range(4):
             await client.ws.aclose()
+            await eventually(lambda: daemon.detached(session_id))
             await trio.sleep(0.3)
             client = await resume(connect, session_id)
         assert not process_gone(pid)
@@ -243,17 +263,24 @@ async def test_a_start_pending_when_the_session_ends_answers_that_it_ended() -> 
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=100)])
-async def test_retention_is_bounded_while_detached(connect: Any) -> None:
+async def test_retention_is_bounded_while_detached(
+    connect: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(5):
         first = await connect()
         session_id = first.session_id
         lines = [b"line%d-padding-padding\n" % i for i in range(10, 20)]  # 23 bytes each
+        gate = tmp_path / "detached"
         script = (
-            "sleep 0.2; for i in $(seq 10 19); do echo line$i-padding-padding; sleep 0.02; done"
+            f"while [ ! -e {gate} ]; do sleep 0.01; done; "
+            "for i in $(seq 10 19); do echo line$i-padding-padding; sleep 0.02; done"
         )
         await first.start("p", ["sh", "-c", script])
         await first.ws.aclose()
-        await trio.sleep(0.6)
+        await eventually(lambda: daemon.detached(session_id))
+        gate.touch()  # all its output comes while detached
+        await eventually(lambda: daemon.closed("p"))
         second = await resume(connect, session_id)
         read = await second.read_all("p")
         retained = decoded(read["chunks"])
@@ -302,8 +329,9 @@ async def test_retention_is_bounded_by_chunk_count(connect: Any, tmp_path: Path)
 
 @pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=4096)])
 async def test_a_slow_client_loses_nothing_and_slows_the_child(
-    daemon: str, nursery: trio.Nursery, tmp_path: Path
+    daemon: str, nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    state = track_daemon(monkeypatch)
     with trio.fail_after(15):
         size = 24_000_000
         done = tmp_path / "done"
@@ -312,7 +340,7 @@ async def test_a_slow_client_loses_nothing_and_slows_the_child(
             nursery, daemon, message_queue_size=1, max_message_size=16 << 20
         )
         await ws.send_message('{"id": 1, "method": "initialize", "params": {"clientName": "t"}}')
-        await ws.get_message()
+        session_id = json.loads(await ws.get_message())["result"]["sessionId"]
         await ws.send_message('{"method": "initialized"}')
         script = f"head -c {size} /dev/zero; touch {done}"
         start = {
@@ -327,7 +355,16 @@ async def test_a_slow_client_loses_nothing_and_slows_the_child(
             },
         }
         await ws.send_message(json.dumps(start))
-        await trio.sleep(0.5)  # not reading: the daemon must hold the child back
+        # Not reading: the daemon waits on the connection, and the child on its pipe.
+        def held_back() -> bool:
+            pid = state.child_pid("p")
+            return (
+                pid is not None
+                and state.publishing(session_id)
+                and any(blocked_writing(child) for child, _ in children_of(pid))
+            )
+
+        await eventually(held_back)
         assert not done.exists()
         received = 0
         seqs: list[int] = []

@@ -1,0 +1,92 @@
+"""Positive signals from an in-process daemon (the ``daemon``/``connect`` fixtures serve
+in the test's own Trio run), for tests that must know a moment has passed: the
+process closed, the session saw its connection go, the child is held back. A test
+waits on these (``eventually``), never on a fixed sleep."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exec_runtime._daemon.child import ChunkRead
+from exec_runtime._daemon.managed import ManagedProcess
+from exec_runtime._daemon.sequencer import Sequencer
+from exec_runtime._daemon.session import Session
+
+
+class DaemonState:
+    """Every ``ManagedProcess`` (by process id, latest last) and ``Session`` made
+    while the tracker is installed."""
+
+    def __init__(self) -> None:
+        self.processes: defaultdict[str, list[ManagedProcess]] = defaultdict(list)
+        self.sessions: dict[str, Session] = {}
+        self.at_window: set[Sequencer] = set()
+
+    def paused(self, process_id: str) -> bool:
+        """The daemon holds the process back at its ack window (it waits for acks)."""
+        managed = self.processes[process_id][-1] if self.processes[process_id] else None
+        return managed is not None and managed.sequencer in self.at_window
+
+    def publishing(self, session_id: str) -> bool:
+        """The session waits on its connection to take events (it is not read)."""
+        session = self.sessions.get(session_id)
+        return session is not None and session._publishing > 0
+
+    def process(self, process_id: str) -> ManagedProcess:
+        return self.processes[process_id][-1]
+
+    def closed(self, process_id: str) -> bool:
+        """The daemon recorded the process's close (exited, reaped, outputs at EOF)."""
+        return bool(self.processes[process_id]) and self.process(process_id).closed
+
+    def exited(self, process_id: str) -> bool:
+        return bool(self.processes[process_id]) and self.process(process_id).exited
+
+    def detached(self, session_id: str) -> bool:
+        """The daemon saw the session's connection go (its detached TTL runs)."""
+        session = self.sessions.get(session_id)
+        return session is not None and session.attached is None
+
+    def child_pid(self, process_id: str) -> int | None:
+        managed = self.processes[process_id][-1] if self.processes[process_id] else None
+        return None if managed is None or managed.child is None else managed.child.pid
+
+
+def track_daemon(monkeypatch: pytest.MonkeyPatch) -> DaemonState:
+    state = DaemonState()
+    process_init = ManagedProcess.__init__
+    session_init = Session.__init__
+
+    def tracked_process(self: ManagedProcess, process_id: str, *args: Any, **kw: Any) -> None:
+        process_init(self, process_id, *args, **kw)
+        state.processes[process_id].append(self)
+
+    def tracked_session(self: Session, session_id: str, *args: Any, **kw: Any) -> None:
+        session_init(self, session_id, *args, **kw)
+        state.sessions[session_id] = self
+
+    wait_window = Sequencer._wait_window
+
+    async def tracked_wait(self: Sequencer, chunk: ChunkRead) -> None:
+        state.at_window.add(self)
+        try:
+            await wait_window(self, chunk)
+        finally:
+            state.at_window.discard(self)
+
+    monkeypatch.setattr(Sequencer, "_wait_window", tracked_wait)
+    monkeypatch.setattr(ManagedProcess, "__init__", tracked_process)
+    monkeypatch.setattr(Session, "__init__", tracked_session)
+    return state
+
+
+def blocked_writing(pid: int) -> bool:
+    """The process sleeps in a pipe write: its reader (the daemon) stopped taking."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_write")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
