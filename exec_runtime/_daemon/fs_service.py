@@ -323,13 +323,19 @@ def _wire_name(name: str) -> str:
     return name
 
 
-def _stat_walk_root(path: str) -> os.stat_result | None:
-    """The root's stat (following a symlink), or None when it is not a directory."""
+def _stat_walk_root(path: str, follow_symlinks: bool) -> os.stat_result | None:
+    """The root's stat (following a symlink: a broken one is -32004), or None when it
+    is not a directory, or is a symlink and symlinks are not followed (as Codex 0.147:
+    like any other link not followed, it is not descended into)."""
     try:
         st = os.stat(path)
     except OSError as exc:
         raise _os_error(exc, path) from None
-    return st if stat.S_ISDIR(st.st_mode) else None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    if not follow_symlinks and os.path.islink(path.rstrip(os.sep) or os.sep):
+        return None
+    return st
 
 
 def _list_walk_directory(path: str, follow_symlinks: bool, limit: int) -> list[ListedEntry]:
@@ -643,7 +649,7 @@ class FsService:
             )
         except InvalidWalkOptions as exc:
             raise RpcError.invalid_request(str(exc)) from None
-        root_stat = await self._run(_stat_walk_root, root)
+        root_stat = await self._run(_stat_walk_root, root, limits.follow_directory_symlinks)
         if root_stat is None:
             return FsWalkResult(entries=[], errors=[], truncated=False)
         identity = (root_stat.st_dev, root_stat.st_ino)

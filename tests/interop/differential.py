@@ -223,8 +223,9 @@ def _explains_nofollow_metadata(method: str, params: Any, codex: Any, ours: Any)
     if method != "fs/getMetadata" or params.get("followSymlinks") is not False:
         return False
     if "result" not in codex or "result" not in ours:
-        # A broken link: Codex follows it (-32004); we describe the link.
-        return _is_error(codex, NOT_FOUND) and ours.get("result", {}).get("isSymlink") is True
+        # A broken or looping link: Codex follows it (-32004, -32603 ELOOP); we
+        # describe the link.
+        return "error" in codex and ours.get("result", {}).get("isSymlink") is True
     return ours["result"]["isSymlink"] is True and not ours["result"]["isDirectory"]
 
 
