@@ -1,4 +1,6 @@
-"""Daemon configuration (attrs; the CLI builds it, embedders construct it directly)."""
+"""Daemon configuration (attrs). Embedders construct it directly; ``exec-runtime serve``
+structures it with cattrs from its config file, ``EXEC_RUNTIME_<OPTION>`` variables and
+flags (``_cli/serve_options.py``), where each field's validator names the bad value."""
 
 from __future__ import annotations
 

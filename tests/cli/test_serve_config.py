@@ -143,6 +143,13 @@ def test_an_unknown_key_lists_the_valid_ones(tmp_path: Path) -> None:
         assert "unknown key" in error_of("--config", config_file(tmp_path, f"{embed_only} = 1"))
 
 
+def test_the_start_delay_test_hook_is_not_public() -> None:
+    with pytest.raises(TypeError):
+        ServerConfig(start_delay=1.0)  # type: ignore[call-arg]
+    assert ServerConfig(_start_delay=1.0)._start_delay == 1.0  # tests only
+    assert "_start_delay" not in repr(ServerConfig(_start_delay=1.0))
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -253,12 +260,16 @@ def test_no_switch_of_the_test_suite_or_ci_is_a_serve_variable() -> None:
     """``EXEC_RUNTIME_<OPTION>`` configures every ``serve`` the tests start: a CI switch
     of that shape (``EXEC_RUNTIME_REQUIRE_SANDBOX`` was one) would change the daemons
     under test."""
-    ours = set(consumed_variables())
-    for path in [ROOT / ".ci" / "run", ROOT / "noxfile.py", *ROOT.glob("tests/**/*.py")]:
-        if path == Path(__file__):
-            continue
+    ours = set(consumed_variables()) - {"EXEC_RUNTIME_TOKEN"}
+    # What CI and nox set, and what the tests read as switches from their environment.
+    for path in [ROOT / ".ci" / "run", ROOT / "noxfile.py"]:
         named = set(re.findall(r"EXEC_RUNTIME_[A-Z_]+", path.read_text()))
-        assert not named & (ours - {"EXEC_RUNTIME_TOKEN"}), (path, named & ours)
+        assert not named & ours, (path, named & ours)
+    switch = re.compile(r"(?:environ\.get\(|environ\[|getenv\()\s*[\"'](EXEC_RUNTIME_[A-Z_]+)")
+    for path in ROOT.glob("tests/**/*.py"):
+        named = set(switch.findall(path.read_text()))
+        assert not named & ours, (path, named & ours)
+    assert switch.findall('os.environ.get("EXEC_RUNTIME_TEST_REQUIRE_SANDBOX")')
 
 
 # --- a real serve ------------------------------------------------------------------------
