@@ -28,6 +28,7 @@ from exec_runtime._daemon.child import (
     spawn,
 )
 from tests.support.daemon_process import eventually, process_gone
+from tests.support.daemon_state import track_daemon
 from tests.support.wire_client import RawClient, WireError, output_of
 
 INVALID_REQUEST = -32600
@@ -93,9 +94,11 @@ async def test_canonical_sequence(connect: Any) -> None:
             (3, "exited", 7, False),
             (4, "closed"),
         ]
-        # Every notification names the process; nothing follows closed.
+        # Every notification names the process; nothing follows closed (not even by
+        # the time a later process has run and closed on the same connection).
         assert all(m["params"]["processId"] == "p" for m in events)
-        await trio.sleep(0.05)
+        await client.start("later", ["true"])
+        await client.wait_closed("later")
         assert len(client.notifications["p"]) == 4
         read = await client.call("process/read", {"processId": "p"})
         assert read == {
@@ -141,7 +144,7 @@ async def test_output_after_exit_from_a_grandchild(connect: Any) -> None:
         ]
 
 
-async def test_closed_waits_for_both_streams_and_the_exit(connect: Any) -> None:
+async def test_closed_waits_for_both_streams_and_the_exit(connect: Any, tmp_path: Path) -> None:
     with trio.fail_after(5):
         client = await connect()
         # stdout ends first; stderr carries on; then the exit.
@@ -152,12 +155,17 @@ async def test_closed_waits_for_both_streams_and_the_exit(connect: Any) -> None:
             (2, "exited", 3, False),
             (3, "closed"),
         ]
-        # The exit first, stderr held open silently by a grandchild for a while.
-        await client.start("q", [SH, "-c", "exec 1>&-; (sleep 0.3) & exit 0"])
+        # The exit first, stderr held open silently by a grandchild until we let it go
+        # (after a later process ran and closed on the same connection).
+        gate = tmp_path / "go"
+        holder = f"while [ ! -e {gate} ]; do sleep 0.01; done"
+        await client.start("q", [SH, "-c", f"exec 1>&-; ({holder}) & exit 0"])
         exited = await wait_method(client, "q", "process/exited")
         assert exited["params"]["seq"] == 1
-        await trio.sleep(0.1)
+        await client.start("later", ["true"])
+        await client.wait_closed("later")
         assert [m["method"] for m in client.notifications["q"]] == ["process/exited"]
+        gate.touch()
         events = await client.wait_closed("q")
         assert shape(events) == [(1, "exited", 0, False), (2, "closed")]
 
@@ -731,8 +739,10 @@ async def test_a_recycled_group_id_is_not_signalled_while_a_setsid_grandchild_ho
                 assert child.signal_group(signal.SIGKILL) is False
                 assert await child.send_signal(signal.SIGTERM) is False
                 assert child.kill() is False
-                await trio.sleep(0.05)
-                assert impostor.poll() is None  # untouched
+                # Untouched: the first fatal signal decides how a process dies, and
+                # the one that kills it is ours, sent after all of the above.
+                impostor.send_signal(signal.SIGUSR1)
+                assert impostor.wait() == -signal.SIGUSR1
             finally:
                 impostor.kill()
                 impostor.wait()
@@ -779,7 +789,10 @@ async def test_terminate_while_starting_cancels_the_start(connect: Any) -> None:
         assert client.notifications["p"] == []
 
 
-async def test_a_long_poll_read_does_not_block_terminate(connect: Any) -> None:
+async def test_a_long_poll_read_does_not_block_terminate(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(5):
         client = await connect()
         await client.start("p", ["sleep", "100"])
@@ -791,7 +804,7 @@ async def test_a_long_poll_read_does_not_block_terminate(connect: Any) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(long_poll)
-            await trio.sleep(0.1)
+            await eventually(lambda: daemon.long_polling("p"))  # the read waits
             assert reads == []
             with trio.fail_after(1):
                 assert await client.call("process/terminate", {"processId": "p"}) == {
@@ -955,7 +968,12 @@ async def test_a_closed_process_is_forgotten_after_closed_ttl(connect: Any) -> N
         await client.wait_closed("p")
         read = await client.call("process/read", {"processId": "p"})
         assert read["closed"] is True
-        await trio.sleep(0.4)
+        while True:  # until its closed TTL passed (the fail_after bounds it)
+            try:
+                await client.call("process/read", {"processId": "p"})
+            except WireError:
+                break
+            await trio.sleep(0.02)
         assert await expect_error(client.call("process/read", {"processId": "p"})) == (
             INVALID_REQUEST,
             "unknown process id p",
@@ -970,14 +988,28 @@ async def test_a_closed_process_is_forgotten_after_closed_ttl(connect: Any) -> N
 
 
 @pytest.mark.parametrize("server_config", [ServerConfig(closed_ttl=0.2)])
-async def test_an_exited_but_not_closed_process_is_never_evicted(connect: Any) -> None:
+async def test_an_exited_but_not_closed_process_is_never_evicted(
+    connect: Any, tmp_path: Path
+) -> None:
     with trio.fail_after(5):
         client = await connect()
-        await client.start("p", [SH, "-c", "(sleep 0.7; echo bye) & exit 0"])
+        gate = tmp_path / "go"
+        grandchild = f"(while [ ! -e {gate} ]; do sleep 0.01; done; echo bye) & exit 0"
+        await client.start("p", [SH, "-c", grandchild])
         await wait_method(client, "p", "process/exited")
-        await trio.sleep(0.4)  # well past closed_ttl since the exit
+        # Past closed_ttl since the exit: a process that closed after p's exit has
+        # been forgotten since.
+        await client.start("c", ["true"])
+        await client.wait_closed("c")
+        while True:
+            try:
+                await client.call("process/read", {"processId": "c"})
+            except WireError:
+                break
+            await trio.sleep(0.02)
         read = await client.call("process/read", {"processId": "p"})
         assert (read["exited"], read["closed"]) == (True, False)
+        gate.touch()
         read = await client.read_all("p")
         assert [base64.b64decode(c["chunk"]) for c in read["chunks"]] == [b"bye\n"]
         assert read["nextSeq"] == 4
@@ -993,14 +1025,19 @@ BIG_WRITER = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'z' * 
     "server_config", [ServerConfig(retain_bytes=WINDOW // 4, ack_window_bytes=WINDOW)]
 )
 async def test_an_acking_client_pauses_the_process_at_the_window_and_acks_resume_it(
-    connect: Any,
+    connect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(20):
         client: RawClient = await connect(handshake=False)
         await client.call("initialize", {"clientName": "t", "processAck": True})
         await client.notify("initialized")
         await client.start("w", BIG_WRITER)
-        await trio.sleep(0.3)  # the writer would be done long since, were it not held
+        # Held at the window (no ack yet), and all it published before has arrived.
+        await eventually(
+            lambda: daemon.paused("w")
+            and len(client.notifications["w"]) == daemon.recorded_seq("w")
+        )
         held = [m for m in client.notifications["w"] if m["method"] == "process/output"]
         held_bytes = sum(len(base64.b64decode(m["params"]["chunk"])) for m in held)
         assert WINDOW // 4 < held_bytes <= WINDOW

@@ -25,11 +25,24 @@ class DaemonState:
         self.processes: defaultdict[str, list[ManagedProcess]] = defaultdict(list)
         self.sessions: dict[str, Session] = {}
         self.at_window: set[Sequencer] = set()
+        self.long_polls: list[Sequencer] = []  # one entry per read waiting (wait_readable)
+
+    def long_polling(self, process_id: str) -> bool:
+        """A ``process/read`` with ``waitMs`` waits for the process's output."""
+        managed = self.processes[process_id][-1] if self.processes[process_id] else None
+        return managed is not None and managed.sequencer in self.long_polls
 
     def paused(self, process_id: str) -> bool:
         """The daemon holds the process back at its ack window (it waits for acks)."""
         managed = self.processes[process_id][-1] if self.processes[process_id] else None
         return managed is not None and managed.sequencer in self.at_window
+
+    def recorded_seq(self, process_id: str) -> int:
+        """The last seq the daemon gave one of the process's events (0: none yet)."""
+        managed = self.processes[process_id][-1] if self.processes[process_id] else None
+        if managed is None or managed.sequencer is None:
+            return 0
+        return managed.sequencer.sequence.next_seq - 1
 
     def publishing(self, session_id: str) -> bool:
         """The session waits on its connection to take events (it is not read)."""
@@ -78,7 +91,17 @@ def track_daemon(monkeypatch: pytest.MonkeyPatch) -> DaemonState:
         finally:
             state.at_window.discard(self)
 
+    wait_readable = Sequencer.wait_readable
+
+    async def tracked_readable(self: Sequencer, *args: Any) -> None:
+        state.long_polls.append(self)
+        try:
+            await wait_readable(self, *args)
+        finally:
+            state.long_polls.remove(self)
+
     monkeypatch.setattr(Sequencer, "_wait_window", tracked_wait)
+    monkeypatch.setattr(Sequencer, "wait_readable", tracked_readable)
     monkeypatch.setattr(ManagedProcess, "__init__", tracked_process)
     monkeypatch.setattr(Session, "__init__", tracked_session)
     return state
