@@ -19,6 +19,7 @@ import wsproto
 import wsproto.events as wsevents
 
 from exec_runtime import ServerConfig
+from exec_runtime._daemon import server
 from exec_runtime._daemon.environment_info import user_shell
 from tests.support.daemon_process import eventually
 from tests.support.wire_client import RawClient, WireError
@@ -337,8 +338,9 @@ async def test_a_response_to_an_id_never_sent_is_ignored(connect: Any) -> None:
         await client.send_raw(json.dumps({"id": 998, "result": None}))
         await client.send_raw(json.dumps({"id": 997, "error": {"code": 1, "message": "x"}}))
         await client.notify("some/unknownNotification", {"processId": "x"})
+        # The reply to a request sent after them: the daemon has read them all (a
+        # connection's frames are read in order), and answered none.
         assert await client.call("environment/status") == {"status": "ready"}
-        await trio.sleep(0.05)
         ids = [m.get("id") for m in client.all_messages]
         assert not {997, 998, 999} & set(ids)
         assert not any("error" in m for m in client.all_messages)
@@ -484,17 +486,25 @@ async def test_resume_while_attached_is_32010_and_initialize_may_be_retried(
 
 @pytest.mark.parametrize("server_config", [ServerConfig(resume_probe_timeout=1.0)])
 async def test_a_resume_while_attached_leaves_a_live_connection_attached(
-    connect: Any,
+    connect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The resume makes the daemon ping the attached connection; one that answers
     keeps its session, and the resume keeps getting -32010."""
+    probes_done: list[None] = []
+    run_probe = server._ResumeProbe._run
+
+    async def counted(probe: server._ResumeProbe) -> None:
+        await run_probe(probe)
+        probes_done.append(None)
+
+    monkeypatch.setattr(server._ResumeProbe, "_run", counted)
     with trio.fail_after(5):
         first = await connect()
         session_id = first.session_id
         second = await connect(handshake=False)
         resume = {"clientName": "t", "resumeSessionId": session_id}
         assert error_of(await second.request("initialize", resume))[0] == SESSION_ATTACHED
-        await trio.sleep(1.3)  # past the probe's timeout
+        await eventually(lambda: probes_done)  # the probe is over: the ping was answered
         assert error_of(await second.request("initialize", resume))[0] == SESSION_ATTACHED
         assert await first.call("environment/status") == {"status": "ready"}
 
