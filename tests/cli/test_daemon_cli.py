@@ -4,7 +4,9 @@ option validation, signals inherited from the daemon's launcher."""
 
 from __future__ import annotations
 
+import array
 import base64
+import fcntl
 import json
 import math
 import os
@@ -12,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import termios
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -146,8 +149,9 @@ async def test_window_options_are_honoured(spawn_daemon: Any, connect: Any) -> N
         read = await client.call("process/read", {"processId": "p"})
         # The 16-byte chunk does not fit a 10-byte window.
         assert (read["chunks"], read["nextSeq"], read["earliestRetainedSeq"]) == ([], 4, 4)
-        await trio.sleep(0.4)
-        reply = await client.request("process/read", {"processId": "p"})
+        # Forgotten once its closed TTL passed: poll the daemon (the fail_after bounds it).
+        while "error" not in (reply := await client.request("process/read", {"processId": "p"})):  # noqa: ASYNC110
+            await trio.sleep(0.02)
         assert reply["error"] == {"code": -32600, "message": "unknown process id p"}
         await client.ws.aclose()
         daemon.process.send_signal(signal.SIGTERM)
@@ -160,6 +164,13 @@ async def test_a_bad_listen_address_fails_with_a_message(spawn_daemon: Any) -> N
         assert await daemon.wait() != 0
         assert bytes(daemon.stdout) == b""
         assert "--listen" in daemon.stderr.decode()
+
+
+def unread_bytes(stream: Any) -> int:
+    """Bytes written to a pipe that its reader has not read yet (FIONREAD)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(stream.fileno(), termios.FIONREAD, count)
+    return count[0]
 
 
 async def test_stdio_serves_one_message_per_line(spawn_daemon: Any) -> None:
@@ -184,7 +195,7 @@ async def test_stdio_serves_one_message_per_line(spawn_daemon: Any) -> None:
         }
         # \r\n and \n endings, blank lines skipped, a line split across writes.
         await stdin.send_all(b'\r\n\n{"id": 1, "method": "initialize", ')
-        await trio.sleep(0.05)
+        await eventually(lambda: unread_bytes(stdin) == 0)  # the daemon read the first part
         await stdin.send_all(b'"params": {"clientName": "t"}}\r\n')
         await stdin.send_all(b'{"method": "initialized"}\n\n\r\n')
         await stdin.send_all(b"this is not json\n")
