@@ -28,6 +28,7 @@ import protocol_schema as wire
 from exec_runtime import ExecClient, ServerConfig, open_client, serve
 from exec_runtime._wire.http import MAX_HEAD_BYTES
 from tests.support.daemon_process import Daemon, eventually, process_gone
+from tests.support.daemon_state import track_daemon
 from tests.support.wire_client import RawClient, output_of
 
 INVALID_REQUEST = -32600
@@ -223,11 +224,14 @@ async def test_past_max_detached_sessions_the_oldest_detached_session_ends(
 
 @pytest.mark.parametrize("server_config", [ServerConfig(max_concurrent_requests=2)])
 async def test_past_max_concurrent_requests_further_requests_wait_in_order(
-    connect: Any,
+    connect: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    daemon = track_daemon(monkeypatch)
+    gate = tmp_path / "go"
     with trio.fail_after(10):
         client = await connect()
-        await client.start("p", ["sh", "-c", "sleep 0.6; echo done"])
+        waiting = f"while [ ! -e {gate} ]; do sleep 0.01; done; echo done"
+        await client.start("p", ["sh", "-c", waiting])
         order: list[str] = []
 
         async def request(name: str, method: str, params: Any = None) -> None:
@@ -239,11 +243,12 @@ async def test_past_max_concurrent_requests_further_requests_wait_in_order(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(request, "read1", "process/read", read)
             nursery.start_soon(request, "read2", "process/read", read)
-            await trio.sleep(0.1)
+            await eventually(lambda: len(daemon.long_polls) == 2)
             nursery.start_soon(request, "status", "environment/status")
-            await trio.sleep(0.3)
             # Both slots are held by long polls: the status request waits its turn.
+            await eventually(lambda: daemon.requests_waiting() == 1)
             assert order == []
+            gate.touch()  # output: the long polls return, and free their slots
         assert order[:2] == ["read1", "read2"] or order[:2] == ["read2", "read1"]
         assert order[2] == "status"
         # Handshake-order errors still come back in wire order afterwards.

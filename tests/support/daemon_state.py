@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from exec_runtime._daemon.child import ChunkRead
+from exec_runtime._daemon.connection import Connection
 from exec_runtime._daemon.managed import ManagedProcess
 from exec_runtime._daemon.sequencer import Sequencer
 from exec_runtime._daemon.session import Session
@@ -24,6 +25,7 @@ class DaemonState:
     def __init__(self) -> None:
         self.processes: defaultdict[str, list[ManagedProcess]] = defaultdict(list)
         self.sessions: dict[str, Session] = {}
+        self.connections: list[Connection] = []
         self.at_window: set[Sequencer] = set()
         self.long_polls: list[Sequencer] = []  # one entry per read waiting (wait_readable)
 
@@ -43,6 +45,10 @@ class DaemonState:
         if managed is None or managed.sequencer is None:
             return 0
         return managed.sequencer.sequence.next_seq - 1
+
+    def requests_waiting(self) -> int:
+        """Requests read and waiting for a slot (``max_concurrent_requests``)."""
+        return sum(c._request_slots.statistics().tasks_waiting for c in self.connections)
 
     def publishing(self, session_id: str) -> bool:
         """The session waits on its connection to take events (it is not read)."""
@@ -102,6 +108,13 @@ def track_daemon(monkeypatch: pytest.MonkeyPatch) -> DaemonState:
 
     monkeypatch.setattr(Sequencer, "_wait_window", tracked_wait)
     monkeypatch.setattr(Sequencer, "wait_readable", tracked_readable)
+    connection_init = Connection.__init__
+
+    def tracked_connection(self: Connection, *args: Any, **kw: Any) -> None:
+        connection_init(self, *args, **kw)
+        state.connections.append(self)
+
+    monkeypatch.setattr(Connection, "__init__", tracked_connection)
     monkeypatch.setattr(ManagedProcess, "__init__", tracked_process)
     monkeypatch.setattr(Session, "__init__", tracked_session)
     return state
