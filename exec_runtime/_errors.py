@@ -45,7 +45,6 @@ from typing import Any, Final
 from urllib.parse import unquote_to_bytes, urlsplit
 
 
-
 class ExecRuntimeError(Exception):
     """The root of every error this package raises to its users."""
 

@@ -12,6 +12,7 @@ from opentelemetry.metrics import MeterProvider
 
 import protocol_schema as wire
 
+from ._client.args import check_client_options
 from ._client.client import ExecClient
 from ._client.connect import client_from, unwrap_lone_exception
 from ._daemon.config import ServerConfig
@@ -56,6 +57,9 @@ async def open_local(
     daemon's metrics go to ``config.meter_provider``, the client's ``exec_client_*``
     counters to ``meter_provider``.
     """
+    if config is not None and not isinstance(config, ServerConfig):
+        raise TypeError(f"config must be a ServerConfig, not {type(config).__name__}")
+    check_client_options(client_name=client_name, meter_provider=meter_provider)
     with unwrap_lone_exception():
         async with trio.open_nursery() as nursery:
             registry = SessionRegistry(nursery, config or ServerConfig())

@@ -21,6 +21,8 @@ __all__ = [
     "EnvPolicy",
     "check_bool",
     "check_bytes",
+    "check_client_options",
+    "check_int",
     "check_timeout",
     "check_tty_size",
     "env_policy_for_start",
@@ -37,12 +39,27 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _check_text(value: object, what: str) -> str:
+def _check_text(value: object, what: str, *, utf8: bool = True) -> str:
+    """A str without NUL; with ``utf8`` (all but paths, which travel %-escaped in
+    URIs), one the wire's UTF-8 can carry."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {_type_name(value)}")
     if "\0" in value:
         raise ValueError(f"{what} must not contain NUL characters: {value!r}")
+    if utf8:
+        _check_utf8(value, what)
     return value
+
+
+def _check_utf8(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Else the encoder's UnicodeEncodeError, which names no argument.
+        raise ValueError(
+            f"{what} cannot be sent: {value!r} holds a lone surrogate (os.fsdecode's escape "
+            "for bytes that are not UTF-8), and the protocol's strings are UTF-8"
+        ) from None
 
 
 def _check_names(value: object, what: str) -> list[str]:
@@ -60,10 +77,12 @@ def _check_env_mapping(value: object, what: str) -> dict[str, str]:
             raise TypeError(f"{what}: variable names must be str, not {_type_name(name)}")
         if not name or "=" in name or "\0" in name:
             raise ValueError(f"{what}: invalid variable name {name!r} (empty, '=' or NUL)")
+        _check_utf8(name, f"{what}: variable name")
         if not isinstance(item, str):
             raise TypeError(f"{what}[{name!r}] must be a str, not {_type_name(item)}")
         if "\0" in item:
             raise ValueError(f"{what}[{name!r}] must not contain NUL characters")
+        _check_utf8(item, f"{what}[{name!r}]")
         result[name] = item
     return result
 
@@ -206,7 +225,7 @@ def _check_cwd(cwd: object) -> str | os.PathLike[str] | None:
     if cwd is None:
         return None
     text = os.fspath(cwd) if isinstance(cwd, os.PathLike) else cwd
-    _check_text(text, "cwd")
+    _check_text(text, "cwd", utf8=False)
     if not text:
         raise ValueError("cwd must not be empty (None means the daemon's cwd)")
     return cwd  # type: ignore[return-value]
@@ -274,6 +293,42 @@ def check_bool(value: object, what: str) -> bool:
     return _bool(value, what)
 
 
+def check_client_options(
+    *,
+    client_name: object,
+    meter_provider: object,
+    recovery_deadline: object = 25.0,
+    ack_output: object = True,
+    msgpack: object = True,
+    ssl_context: object = None,
+) -> None:
+    """``open_client``'s and ``open_local``'s own arguments, checked before anything
+    connects: a ``TypeError`` or ``ValueError`` naming the argument."""
+    _check_text(client_name, "client_name")
+    if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", None)):
+        raise TypeError(
+            "meter_provider must be an OpenTelemetry MeterProvider, not "
+            f"{_type_name(meter_provider)}"
+        )
+    if isinstance(recovery_deadline, bool) or not isinstance(recovery_deadline, int | float):
+        raise TypeError(
+            f"recovery_deadline must be a number of seconds, not {_type_name(recovery_deadline)}"
+        )
+    if not 0 <= recovery_deadline < math.inf:  # NaN fails both
+        raise ValueError(f"recovery_deadline must be finite and >= 0, not {recovery_deadline!r}")
+    _bool(ack_output, "ack_output")
+    _bool(msgpack, "msgpack")
+    # Duck-typed (what TLS needs of it): the pool passes a wrapper that names the host.
+    if ssl_context is not None and not callable(getattr(ssl_context, "wrap_bio", None)):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, not {_type_name(ssl_context)}")
+
+
+def check_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {_type_name(value)}")
+    return value
+
+
 def check_bytes(data: object, what: str) -> bytes:
     """``bytes``, ``bytearray`` or ``memoryview``; a ``str`` must be encoded first."""
     if isinstance(data, bytes):
@@ -289,9 +344,13 @@ def check_timeout(timeout: object) -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {_type_name(timeout)}")
-    if math.isnan(timeout) or timeout < 0:
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int beyond a float's range: as good as infinite
+        seconds = math.inf if timeout > 0 else -math.inf
+    if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
-    return float(timeout)
+    return seconds
 
 
 _WIRE_SIGNALS: Final = {

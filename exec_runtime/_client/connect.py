@@ -23,6 +23,7 @@ from .._wire.transport import (
 )
 from .._wire.websocket import WebSocketMessageTransport
 from .._wire.websocket_handshake import HandshakeError, UpgradeRejected, handshake
+from .args import check_client_options
 from .client import Connector, ExecClient
 
 
@@ -243,6 +244,14 @@ async def open_client(
     :class:`TransportError` and ``ConnectionError``; ``__cause__`` has the details.
     """
     open_stream_arguments(url, ssl_context)  # ValueError now, not at the first connect
+    check_client_options(
+        client_name=client_name,
+        meter_provider=meter_provider,
+        recovery_deadline=recovery_deadline,
+        ack_output=ack_output,
+        msgpack=msgpack,
+        ssl_context=ssl_context,
+    )
     if token is not None and token_file is not None:
         raise ValueError("give token or token_file, not both")
     if token is not None and not isinstance(token, str):

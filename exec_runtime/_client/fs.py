@@ -79,6 +79,7 @@ from protocol_schema.sandbox import SandboxIntent
 
 from .._errors import ExecRuntimeError, ProtocolError, os_error_from
 from .._wire.sandbox_intent import Sandbox, sandbox_intent
+from .args import check_bool, check_bytes, check_int
 
 if TYPE_CHECKING:
     from .link import Calls
@@ -209,7 +210,8 @@ class FsClient:
         """Create or truncate the file and write ``data``, in place (not atomic: a
         concurrent read can see a short file). A missing parent is -32004."""
         params = FsWriteFileParams(
-            path=_to_uri(path), data_base64=base64.b64encode(data).decode("ascii")
+            path=_to_uri(path),
+            data_base64=base64.b64encode(check_bytes(data, "data")).decode("ascii"),
         )
         await self._call("fs/writeFile", _sandboxed(params, sandbox), EmptyResult)
 
@@ -221,7 +223,9 @@ class FsClient:
         """``mkdir -p`` by default (an existing directory is fine). With
         ``recursive=False``: a missing parent is -32004, an existing path -32603
         (EEXIST, a ``FileExistsError``)."""
-        params = FsCreateDirectoryParams(path=_to_uri(path), recursive=recursive)
+        params = FsCreateDirectoryParams(
+            path=_to_uri(path), recursive=check_bool(recursive, "recursive")
+        )
         await self._call("fs/createDirectory", _sandboxed(params, sandbox), EmptyResult)
 
     async def get_metadata(self, path: StrPath, *, sandbox: SandboxArg = None) -> FsMetadata:
@@ -290,12 +294,16 @@ class FsClient:
         that was all (the wire has no defaults; the client always sends the three). A
         file root gives an empty result; a missing root -32004.
         """
-        options = FsWalkOptions(
-            max_depth=max_depth,
-            max_directories=max_directories,
-            max_entries=max_entries,
-            follow_directory_symlinks=follow_directory_symlinks,
-            prune_hidden_directories=prune_hidden_directories,
+        options = FsWalkOptions(  # types checked here: TypeError, not a -32602 reply
+            max_depth=check_int(max_depth, "max_depth"),
+            max_directories=check_int(max_directories, "max_directories"),
+            max_entries=check_int(max_entries, "max_entries"),
+            follow_directory_symlinks=check_bool(
+                follow_directory_symlinks, "follow_directory_symlinks"
+            ),
+            prune_hidden_directories=check_bool(
+                prune_hidden_directories, "prune_hidden_directories"
+            ),
         )
         uri = _to_uri(path)
         result = await self._call(
@@ -332,7 +340,11 @@ class FsClient:
         ``force=True`` makes a missing path a success (``rm -f``). Both flags are always
         sent, because the wire's defaults are Codex's ``rm -rf`` (both true).
         """
-        params = FsRemoveParams(path=_to_uri(path), recursive=recursive, force=force)
+        params = FsRemoveParams(
+            path=_to_uri(path),
+            recursive=check_bool(recursive, "recursive"),
+            force=check_bool(force, "force"),
+        )
         await self._call("fs/remove", _sandboxed(params, sandbox), EmptyResult)
 
     async def copy(
@@ -346,7 +358,7 @@ class FsClient:
         params = FsCopyParams(
             source_path=_to_uri(src, "sourcePath"),
             destination_path=_to_uri(dst, "destinationPath"),
-            recursive=recursive,
+            recursive=check_bool(recursive, "recursive"),
         )
         await self._call("fs/copy", _sandboxed(params, sandbox), EmptyResult)
 
