@@ -3,8 +3,11 @@
 Ownership: the client's nursery runs the supervisor task, which runs one *link* task
 per connection (its own nursery holds the transport internals and the reader). The
 reader never blocks: responses go to waiting calls, notifications to per-process
-reorder buffers. When a link is lost the supervisor recovers the same session, then
-catches every unfinished process up with ``process/read{afterSeq: lastPublishedSeq}``.
+streams (``ProcessStream``, on the pure ``_core/client_stream.py``). When a link is lost
+the supervisor recovers the same session, then catches every unfinished process up with
+a ``process/read`` merged by ``ClientStream.catch_up`` (the merge a lagging consumer
+uses too). Process handles and ``client.fs`` reach the client only through its
+:class:`Port` (the interface in ``link.py``).
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ def subprocess_returncode(exit_code: int) -> int:
 
 
 class ClientState(enum.Enum):
+    """:attr:`ExecClient.state`."""
+
     CONNECTED = "connected"
     RECOVERING = "recovering"
     FAILED = "failed"
@@ -144,13 +149,22 @@ class Connector(Protocol):
 
 @attrs.frozen
 class ClientStatistics:
+    """:meth:`ExecClient.statistics`: counters since the client opened."""
+
     calls: dict[str, int]
+    """Calls made, by method."""
     reconnects: int
+    """Connections lost (each starts a recovery)."""
     recoveries: int
+    """Sessions resumed."""
     events_published: int
+    """Process events delivered in order (pushed or read back)."""
     gap_reads: int
+    """``process/read`` calls that filled a gap, resumed, or caught a consumer up."""
     failed_processes: int
+    """Processes (or their consumers) that ended in ``Failed``."""
     state: str
+    """The :class:`ClientState` value."""
 
 
 class _LinkLost(Exception):
@@ -286,6 +300,7 @@ class ExecClient(metaclass=_NoPublicConstructor):
         self._connector = connector
         self._nursery = nursery
         self.client_name = client_name
+        """The name sent in ``initialize`` (the daemon logs it)."""
         self._recovery_deadline = recovery_deadline
         self._retry_interval = retry_interval
         self._ack_output = ack_output
@@ -313,7 +328,10 @@ class ExecClient(metaclass=_NoPublicConstructor):
         self._ack_wakeup = trio.Event()  # something is due
         self._ack_now = trio.Event()  # ... and enough of it to send at once
         self.session_id: str | None = None
+        """The daemon's session id, once connected; a resume keeps it."""
         self.environment: wire.EnvironmentInfo | None = None
+        """The daemon host's environment from the last ``initialize`` (cwd, shell, OS,
+        capabilities); :meth:`environment_info` asks again."""
         self._port = Port(self)
         self.fs = FsClient(self._port)
         """Filesystem methods on the daemon's host (PROTOCOL §8)."""

@@ -280,6 +280,8 @@ class ExecPool:
         return list(self._endpoints)
 
     def statistics(self) -> PoolStatistics:
+        """A snapshot: each endpoint (ready, its client's state, what runs there) and
+        the pool's counters (placements, waits, resolutions)."""
         return PoolStatistics(
             endpoints={
                 url: EndpointStatistics(

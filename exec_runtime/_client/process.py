@@ -112,6 +112,8 @@ class ProcessEvents:
         return self
 
     async def __anext__(self) -> Event:
+        """The next event; waits for it (catching up with ``process/read`` after a
+        lag). ``StopAsyncIteration`` after ``Closed`` or ``Failed``."""
         if self._done:
             raise StopAsyncIteration
         if self._busy:

@@ -696,6 +696,62 @@ async def test_a_failed_consumer_releases_what_it_held_back(
         assert await trio.Path(marker).exists()
 
 
+@pytest.mark.parametrize("server_config", [ServerConfig(retain_bytes=64 * 1024)])
+@pytest.mark.parametrize("hold_output", [True, False], ids=["held", "acked"])
+async def test_hold_output_keeps_everything_for_a_late_consumer(
+    client: ExecClient, monkeypatch: pytest.MonkeyPatch, hold_output: bool
+) -> None:
+    """1 MiB of output, a 64 KiB client queue and 64 KiB retention; the consumer comes
+    only after the process closed. With ``hold_output`` nothing was acknowledged
+    before a consumer took it, so the daemon kept it all (within its 4 MiB ack window)
+    and the late consumer gets every byte; without it, the client acknowledged what
+    arrived, the daemon evicted it, and the late consumer fails alone."""
+    monkeypatch.setattr(client_process, "QUEUE_MAX_BYTES", 64 * 1024)
+    with trio.fail_after(20):
+        size = 1024 * 1024
+        proc = await client.start(writer_script(size), hold_output=hold_output)
+        assert await proc.wait() == 0
+        events = await collect(proc)
+        if hold_output:
+            assert_complete(events)
+            assert stdout_of(events) == pattern(size)
+        else:
+            assert isinstance(events[-1], Failed)
+            assert "no longer retained" in events[-1].message
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(ack_window_bytes=256 * 1024)])
+async def test_hold_output_pauses_the_process_until_a_consumer_takes_it(
+    client: ExecClient,
+) -> None:
+    """Past the daemon's ack window the held process pauses; a consumer that then
+    comes takes the output, which acknowledges it, and the process runs to its end."""
+    with trio.fail_after(20):
+        size = 4 * 1024 * 1024
+        proc = await client.start(writer_script(size), hold_output=True)
+        while (await daemon_read(client, proc.process_id)).next_seq == 1:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # polls the daemon: output has begun
+        assert proc.returncode is None
+        events = await collect(proc)
+        assert_complete(events)
+        assert stdout_of(events) == pattern(size)
+        assert client.statistics().failed_processes == 0
+
+
+async def test_hold_output_is_released_by_a_consumer_that_leaves(client: ExecClient) -> None:
+    """A held process whose consumer breaks out early is no longer held: it runs on."""
+    with trio.fail_after(20):
+        proc = await client.start(writer_script(8 * 1024 * 1024), hold_output=True)
+        async for _ in proc.events():
+            break
+        assert await proc.wait() == 0
+
+
+async def test_hold_output_must_be_a_bool(client: ExecClient) -> None:
+    with pytest.raises(TypeError, match="hold_output"):
+        await client.start(["true"], hold_output="yes")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("server_config", [ServerConfig(closed_ttl=0.2)])
 async def test_a_consumer_that_comes_after_the_closed_ttl_gets_a_failed_event(
     client: ExecClient,
