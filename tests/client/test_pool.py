@@ -4,6 +4,7 @@ against the resolved name, and cleanup. Real host failures: tests/client/test_po
 
 from __future__ import annotations
 
+import errno
 import random
 import ssl
 from collections import Counter
@@ -226,6 +227,25 @@ async def test_aclose_ends_everything_and_later_calls_raise(nursery: trio.Nurser
                     await handle.wait()
 
 
+async def test_pool_fs_has_the_client_fs_defaults(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """``pool.fs()`` is a ``client.fs``: ``remove`` is ``os.remove``/``rmdir`` unless
+    told otherwise, ``walk`` needs no limits."""
+    with trio.fail_after(30):
+        async with daemons(nursery, 1) as urls, fast_pool(urls) as pool:
+            fs = pool.fs()
+            (tmp_path / "d" / "e").mkdir(parents=True)
+            with pytest.raises(OSError) as caught:
+                await fs.remove(str(tmp_path / "d"))
+            assert isinstance(caught.value, exec_runtime.RemoteOSError)
+            assert caught.value.errno == errno.ENOTEMPTY
+            with pytest.raises(FileNotFoundError):
+                await fs.remove(str(tmp_path / "missing"))
+            listed = await fs.walk(str(tmp_path))
+            assert [e.path for e in listed.entries] == [f"{tmp_path}/d", f"{tmp_path}/d/e"]
+            await fs.remove(str(tmp_path / "d"), recursive=True)
+            assert not (tmp_path / "d").exists()
+
+
 async def test_bad_arguments_fail_at_once() -> None:
     with pytest.raises(ValueError, match="at least one"):
         async with exec_runtime.open_pool([]):
@@ -256,3 +276,25 @@ async def test_a_failed_resolution_keeps_the_endpoints(nursery: trio.Nursery) ->
             await eventually(lambda: pool.statistics().resolution_errors > errors + 1)
             assert pool.statistics().healthy == [url]
             assert (await pool.run(["sh", "-c", "printf still"])).stdout == b"still"
+
+
+async def test_start_forwards_hold_output(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pool.start(hold_output=True)`` holds output for a late consumer as the
+    client's does (a 64 KiB client queue and retention: without it, this loses output)."""
+    import exec_runtime._client.process as client_process
+    from tests.support.children import writer_script
+
+    monkeypatch.setattr(client_process, "QUEUE_MAX_BYTES", 64 * 1024)
+    size = 1024 * 1024
+    with trio.fail_after(30):
+        async with daemons(nursery, 1, retain_bytes=64 * 1024) as urls, fast_pool(urls) as pool:
+            proc = await pool.start(writer_script(size), hold_output=True)
+            assert await proc.wait() == 0
+            data = b""
+            async for event in proc.events():
+                assert not isinstance(event, exec_runtime.Failed), event
+                if isinstance(event, exec_runtime.Output):
+                    data += event.data
+            assert len(data) == size
