@@ -332,6 +332,7 @@ class ExecPool:
         tty_size: tuple[int, int] | None = None,
         arg0: str | None = None,
         sandbox: Sandbox | wire.SandboxIntent | Mapping[str, Any] | None = None,
+        hold_output: bool = False,
     ) -> PoolProcessHandle:
         """:meth:`ExecClient.start` on the endpoint placement chooses (the one
         ``affinity`` is pinned to); waits up to ``placement_timeout`` for one to be
@@ -350,6 +351,7 @@ class ExecPool:
                 tty_size=tty_size,
                 arg0=arg0,
                 sandbox=sandbox,
+                hold_output=hold_output,
             )
         except BaseException:
             self._release(ep)
