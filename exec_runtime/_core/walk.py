@@ -16,8 +16,11 @@ Rules:
 - ``max_directories`` counts the directories read, the root included, and unreadable
   ones too (each read attempt counts). A directory that would be read past the limit
   sets ``truncated`` and ends the walk.
-- ``max_entries``: an entry that would be the ``max_entries + 1``-th sets ``truncated``
-  and ends the walk. Exactly ``max_entries`` entries and nothing more is not truncated.
+- ``max_entries`` counts the names seen, as Codex 0.147 does: every listed name counts,
+  symlinks that are omitted (below) included; a name that would be the
+  ``max_entries + 1``-th sets ``truncated`` and ends the walk. Exactly ``max_entries``
+  names and nothing more is not truncated. Broken and looping links are not in the
+  listing at all (the lister leaves out a link it cannot stat), so they do not count.
 - Response budget: each entry costs its path's UTF-8 length + 64 bytes, each error its
   path + message + 64 bytes; an item that would take the total past 4 MiB sets
   ``truncated`` and ends the walk.
@@ -129,9 +132,10 @@ class ListedEntry:
     """One name in a directory listing, as the injected listing function reports it.
 
     ``kind`` comes from lstat (never follows). For a symlink, ``target_is_directory``
-    says whether it resolves to a directory (the lister only needs to find out when
-    following). ``identity`` is the ``(st_dev, st_ino)`` of the directory the entry is
-    or points to; ``None`` means unknown (then the entry is never treated as visited).
+    says whether it resolves to a directory; a symlink that does not resolve (broken,
+    looping) is left out of the listing. ``identity`` is the ``(st_dev, st_ino)`` of
+    the directory the entry is or points to; ``None`` means unknown (then the entry is
+    never treated as visited).
     """
 
     name: str
@@ -199,6 +203,7 @@ class WalkState:
         if root_identity is not None:
             self._visited.add(root_identity)
         self._directories_read = 0
+        self._names_counted = 0  # against max_entries: emitted or omitted
         self._outstanding: PendingDirectory | None = None
         self._done = False
         self._outcome = WalkOutcome()
@@ -233,18 +238,21 @@ class WalkState:
     def entry_limit(self) -> int:
         """How many names of the next listing can matter: the smallest, by name.
 
-        A lister that trims its listing to this many names must first drop the
-        symlinks that will be omitted (all of them unless following, and the ones that
-        do not resolve to a directory when following), or it could drop names that
-        would have been emitted.
+        Every name counts against ``max_entries``, an omitted symlink too, so a lister
+        may trim its listing to this many names, once it has left out the symlinks that
+        do not resolve (which do not count).
         """
-        return self._limits.max_entries - len(self._outcome.entries) + 1
+        return self._limits.max_entries - self._names_counted + 1
 
     def add_listing(self, directory: PendingDirectory, listing: Iterable[ListedEntry]) -> None:
         self._take(directory)
         limits = self._limits
         entries = self._outcome.entries
         for item in sorted(listing, key=lambda e: e.name):
+            if self._names_counted >= limits.max_entries:
+                self._stop_truncated()
+                return
+            self._names_counted += 1
             if item.kind == "symlink":
                 if not (limits.follow_directory_symlinks and item.target_is_directory):
                     continue
@@ -253,7 +261,7 @@ class WalkState:
                 is_directory = item.kind == "directory"
             path = f"{directory.path}/{item.name}" if directory.path else item.name
             cost = _cost(path) + self._path_prefix
-            if len(entries) >= limits.max_entries or not self._spend(cost):
+            if not self._spend(cost):
                 self._stop_truncated()
                 return
             entries.append(WalkEntry(path, "directory" if is_directory else item.kind))

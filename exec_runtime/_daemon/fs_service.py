@@ -339,32 +339,37 @@ def _stat_walk_root(path: str, follow_symlinks: bool) -> os.stat_result | None:
 
 
 def _list_walk_directory(path: str, follow_symlinks: bool, limit: int) -> list[ListedEntry]:
-    """One directory for fs/walk: the ``limit`` smallest names that can be emitted.
+    """One directory for fs/walk: its ``limit`` smallest names that count.
 
-    Symlinks that will be omitted are dropped before trimming (see
-    ``WalkState.entry_limit``). Raises OSError when the directory cannot be read.
+    Every name counts against maxEntries, a symlink fs/walk will omit too (see
+    ``WalkState.entry_limit``), except a symlink that does not resolve (broken,
+    looping): as Codex 0.147, it is left out, before trimming. Raises OSError when the
+    directory cannot be read.
     """
 
-    def candidates(it: Iterator[os.DirEntry[str]]) -> Iterator[tuple[os.DirEntry[str], bool]]:
+    def candidates(
+        it: Iterator[os.DirEntry[str]],
+    ) -> Iterator[tuple[os.DirEntry[str], os.stat_result | None]]:
         for entry in it:
-            is_symlink, is_dir, _ = _flags(entry, follow_symlinks=True)
+            is_symlink, _, _ = _flags(entry, follow_symlinks=False)
             if not is_symlink:
-                yield entry, False
-            elif follow_symlinks and is_dir:
-                yield entry, True
+                yield entry, None
+                continue
+            try:
+                yield entry, os.stat(entry.path)
+            except OSError:
+                continue  # broken or looping
 
     with os.scandir(path) as it:
         kept = heapq.nsmallest(limit, candidates(it), key=lambda pair: pair[0].name)
     listing: list[ListedEntry] = []
-    for entry, is_link in kept:
-        if is_link:
-            try:
-                target = os.stat(entry.path)
-            except OSError:
-                continue  # the link broke since the listing
-            if stat.S_ISDIR(target.st_mode):
+    for entry, target in kept:
+        if target is not None:  # a symlink, and what it resolves to
+            if follow_symlinks and stat.S_ISDIR(target.st_mode):
                 identity = (target.st_dev, target.st_ino)
                 listing.append(ListedEntry(entry.name, "symlink", True, identity))
+            else:
+                listing.append(ListedEntry(entry.name, "symlink"))  # counted, omitted
             continue
         _, is_dir, is_file = _flags(entry, follow_symlinks=False)
         if is_dir:

@@ -78,9 +78,9 @@ class FakeFs:
         for name, child in node.items():
             if isinstance(child, Link):
                 target = _resolve(self.root, child.target)
+                if target is None:
+                    continue  # broken or looping: left out of the listing (not counted)
                 is_dir = isinstance(target, dict)
-                if self.trim and not (self.follow and is_dir):
-                    continue  # the trimming rule: drop omitted links first
                 identity = (0, id(target)) if is_dir else None
                 listing.append(ListedEntry(name, "symlink", is_dir, identity))
             elif isinstance(child, dict):
@@ -252,6 +252,26 @@ def test_symlinks_skipped_unless_following_to_directory() -> None:
         WalkEntry("to_d", "directory"),
         WalkEntry("d/x", "file"),
     ]
+
+
+def test_omitted_symlinks_count_against_max_entries() -> None:
+    """As Codex 0.147: a symlink that is not emitted still takes one of ``max_entries``;
+    a broken one (left out of the listing) does not."""
+    tree: dict[str, Any] = {"b": "f", "d": {}, "e": "f"}
+    tree["a"] = Link(("missing",))
+    tree["c"] = Link(("b",))
+    seen = {}
+    for max_entries in (1, 2, 3, 4):
+        outcome, _ = run(tree, limits(max_depth=0, max_entries=max_entries))
+        seen[max_entries] = ([e.path for e in outcome.entries], outcome.truncated)
+    assert seen == {
+        1: (["b"], True),  # b, then c would be the 2nd
+        2: (["b"], True),  # b, c (omitted), then d would be the 3rd
+        3: (["b", "d"], True),
+        4: (["b", "d", "e"], False),
+    }
+    trimmed, _ = run(tree, limits(max_depth=0, max_entries=2), trim=True)
+    assert ([e.path for e in trimmed.entries], trimmed.truncated) == (["b"], True)
 
 
 def test_cycle_terminates() -> None:
@@ -429,9 +449,17 @@ def test_symlinks_and_cycles(
         if isinstance(raw, Link):
             assert follow and isinstance(node, dict)
     if not follow:
-        # Without following, the links are simply absent: same as the tree without them.
-        untrimmed, _ = run(_without_links(tree), lim)
-        assert untrimmed == outcome
+        # Without following, no link is emitted or entered, but each one that resolves
+        # takes one of max_entries (as Codex 0.147): the walk of the tree without the
+        # links, cut off no later.
+        plain, _ = run(_without_links(tree), lim)
+        assert outcome.entries == plain.entries[: len(outcome.entries)]
+        if not outcome.truncated:
+            assert outcome == plain
+    # Trimming the listing (after leaving out the links that do not resolve) never
+    # changes the outcome.
+    other, _ = run(tree, lim, trim=not trim)
+    assert other == outcome
 
 
 def _without_links(node: dict[str, Any]) -> dict[str, Any]:

@@ -237,17 +237,6 @@ def _explains_broken_links(method: str, params: Any, codex: Any, ours: Any) -> b
     return bool(neither) and not differences(codex["result"]["entries"], rest)
 
 
-def _explains_walk_link_count(method: str, params: Any, codex: Any, ours: Any) -> bool:
-    if method != "fs/walk" or "result" not in codex or "result" not in ours:
-        return False
-    listed = codex["result"]["entries"]
-    return (
-        codex["result"]["truncated"] is True
-        and codex["result"]["errors"] == ours["result"]["errors"]
-        and listed == ours["result"]["entries"][: len(listed)]
-    )
-
-
 def _message_has(reply: Any, text: str) -> bool:
     return "error" in reply and text in reply["error"]["message"]
 
@@ -335,14 +324,6 @@ KNOWN: dict[str, Known] = {
             in r[-1]["result"]["entries"]
         ),
         explains=_explains_broken_links,
-    ),
-    "walk-max-entries-links": Known(
-        "not deliberate, a deviation still to fix (docs/protocol.md §11 Known deviations): "
-        "Codex counts the symlinks fs/walk omits against maxEntries, we count only the "
-        "entries listed, so Codex truncates earlier",
-        lambda r: r[-1]["result"]["truncated"] is True and len(r[-1]["result"]["entries"]) == 3,
-        lambda r: r[-1]["result"]["truncated"] is False and len(r[-1]["result"]["entries"]) == 4,
-        explains=_explains_walk_link_count,
     ),
     "start-duplicate-bad-cwd": Known(
         "not deliberate, a deviation still to fix: a process/start with an id in use and "
