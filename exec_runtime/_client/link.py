@@ -1,14 +1,16 @@
 """The narrow interface between :class:`ExecClient` and what it hands out.
 
-``ProcessHandle`` and ``FsClient`` (and the pool's fs router) never call the client's
-private methods: they hold one of these, and the client implements them with a small
-object of its own (``client.Port``), one per client. Two halves of one shared state, the
-client's connection (as trio's memory channels are two halves over one state):
+``ProcessHandle``, its ``events()`` iterator and ``FsClient`` (and the pool's fs
+router) never call the client's private methods: they hold one of these. One object
+per client implements both, its ``Port`` (``client.py``, where what it reaches of the
+client stays private): ``FsClient`` sees it as :class:`Calls`, a process handle as
+:class:`ProcessLink`. Both are views of one shared state, the client's connection and
+its streams, in the way trio's memory channels are two halves over one state object.
 
 - :class:`Calls`: requests on the current connection, retried across a resume when
-  that is safe (what ``FsClient`` needs);
-- :class:`ProcessLink`: ``Calls`` plus the process requests and what a handle reports
-  back about its stream (a consumer failed, took or released output).
+  that is safe;
+- :class:`ProcessLink`: ``Calls`` plus the process requests, and what a handle
+  reports back about its stream (a consumer failed, took or released output).
 """
 
 from __future__ import annotations

@@ -343,3 +343,19 @@ def test_benchmark_switches_are_not_public() -> None:
     import inspect
 
     assert "final_read" not in inspect.signature(exec_runtime.open_client).parameters
+
+
+def test_handles_and_fs_reach_the_client_only_through_its_port() -> None:
+    """ProcessHandle, FsClient and the pool call no private client method (they use
+    ``_client/link.py``'s interface), and nothing reaches into a handle's stream."""
+    import re
+
+    import exec_runtime._client as client_package
+
+    root = Path(client_package.__file__).parent
+    private_call = re.compile(r"\bclient\._[a-z]|\._client\._|\bproc\._stream\b")
+    for name in ("process.py", "fs.py", "pool.py", "client.py"):
+        text = (root / name).read_text()
+        if name == "client.py":  # the Port and the pool's helpers live there, by design
+            text = text.split("class Port:")[0]
+        assert not private_call.search(text), (name, private_call.findall(text))
