@@ -242,7 +242,10 @@ class ProcessHandle:
     async def wait(self) -> int:
         """The exit code as the wire reports it (128+N for a death by signal N, as a
         shell's ``$?``), once the process is closed. ``run()`` reports such a death as
-        subprocess does (``-N``)."""
+        subprocess does (``-N``). A process started with ``hold_output=True`` may be
+        paused until a consumer of :meth:`events` takes its output: waiting alone does
+        not release it. Raises :class:`ProcessFailed` (or ``ClientClosedError``) if the
+        process can no longer be followed."""
         await self._stream.done.wait()
         if self._stream.failure is not None:
             raise self._stream.failure_error()
