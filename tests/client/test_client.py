@@ -35,6 +35,7 @@ from exec_runtime import (
 )
 from exec_runtime.testing import open_faulty_local
 from tests.support.children import writer_script
+from tests.support.daemon_state import track_daemon
 from tests.support.wire_client import BACKENDS, open_backend
 
 PY = sys.executable
@@ -771,11 +772,14 @@ async def test_a_consumer_that_comes_after_the_closed_ttl_gets_a_failed_event(
         assert await proc.wait() == 0
 
 
-async def test_a_consumer_that_pauses_mid_stream_loses_nothing(client: ExecClient) -> None:
+async def test_a_consumer_that_pauses_mid_stream_loses_nothing(
+    client: ExecClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Default retention (1 MiB), 20 MB of output: a consumer that stops for a while
     after its first event falls far behind its queue. What it has not taken is not
     acknowledged, so the daemon holds it and pauses the process (backpressure) instead
     of evicting it; the consumer then reads it back and gets every byte."""
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(30):
         size = 20 * 1024 * 1024
         proc = await client.start(writer_script(size))
@@ -784,7 +788,8 @@ async def test_a_consumer_that_pauses_mid_stream_loses_nothing(client: ExecClien
             if not events:
                 while not proc._stream.lagging:  # noqa: ASYNC110 - plain client state
                     await trio.sleep(0.01)
-                await trio.sleep(0.3)  # the daemon runs into its ack window meanwhile
+                # Until the daemon runs into its ack window and pauses the process.
+                await until(lambda: daemon.paused(proc.process_id))
             events.append(event)
         assert_complete(events)
         assert stdout_of(events) == pattern(size)

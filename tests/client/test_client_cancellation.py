@@ -29,6 +29,7 @@ from exec_runtime._client.client import RUN_KILL_WAIT, ClientState
 from exec_runtime.testing import open_faulty_local
 from tests.support.children import writer_script
 from tests.support.daemon_process import eventually, process_gone
+from tests.support.daemon_state import track_daemon
 from tests.support.wire_client import GatedStream, cancel_half_sent
 
 
@@ -91,11 +92,12 @@ async def test_closing_the_client_ends_consumers_waiters_and_runs_in_other_tasks
 
 @pytest.mark.parametrize("server_config", [ServerConfig(_start_delay=0.3)])
 async def test_closing_the_client_with_a_start_in_flight(
-    client: ExecClient, tmp_path: Path
+    client: ExecClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A start still waiting for its reply when the client closes fails with
     ClientClosedError (not TransportError: nothing dropped), and the process it asked
     for does not live on: nobody is left who knows its id."""
+    daemon = track_daemon(monkeypatch)
     pid_file = tmp_path / "pid"
     outcome: list[ExecRuntimeError] = []
 
@@ -112,7 +114,7 @@ async def test_closing_the_client_with_a_start_in_flight(
             await eventually(lambda: client._link is not None and client._link.pending)
             await client.aclose()
         assert len(outcome) == 1 and isinstance(outcome[0], ClientClosedError), outcome
-        await trio.sleep(0.5)  # past the start delay: a start that ran would show
+        await eventually(daemon.all_ended)  # the daemon is done with the start
         assert not await trio.Path(pid_file).exists()
 
 

@@ -30,6 +30,7 @@ from exec_runtime import (
 from exec_runtime._client.client import DETACHED_SEND_BYTES
 from exec_runtime.testing import FaultPlan, check_pattern, open_faulty_local, scripted_argv
 from tests.support.daemon_process import process_gone
+from tests.support.daemon_state import track_daemon
 from tests.support.recovery import proxied_client, until
 from tests.support.wire_client import GatedStream, cancel_half_sent
 
@@ -414,13 +415,14 @@ async def test_a_half_open_old_connection_is_probed_and_closed(
 
 
 async def test_with_acknowledgements_a_drop_loses_nothing_even_past_the_window(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same overrun as above, with the default acknowledging client: the daemon
     holds what was not acknowledged (pausing the writer once a window is unacked), so
     after the resume every byte arrives and no process fails."""
     total = 2_000_000
     writer = [PY, "-c", f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {total // 256})"]
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(20):
         config = ServerConfig(retain_bytes=16384, ack_window_bytes=16384)
         async with proxied_client(nursery, config) as (client, proxy):
@@ -430,7 +432,8 @@ async def test_with_acknowledgements_a_drop_loses_nothing_even_past_the_window(
                 await collector.wait_for(lambda c: len(c.output()) > 0)
                 proxy.refusing = True  # the writer overruns the window many times over
                 await proxy.drop()
-                await trio.sleep(0.3)
+                # Detached, it runs into the window: the daemon pauses the writer.
+                await until(lambda: daemon.paused(proc.process_id))
                 proxy.refusing = False
             assert collector.output() == bytes(range(256)) * (total // 256)
             assert assert_complete(collector.events).exit_code == 0
@@ -573,11 +576,14 @@ async def test_a_session_that_expired_during_the_outage_fails_the_client(
                 await client.start(["true"])
 
 
-async def test_a_consumer_lagging_through_a_reconnect_loses_nothing() -> None:
+async def test_a_consumer_lagging_through_a_reconnect_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The recovery read after a reconnect must not acknowledge (its ``afterSeq`` does)
     what a lagging consumer has yet to take, or the daemon evicts it."""
     size = 20 * 1024 * 1024
     argv = ["head", "-c", str(size), "/dev/zero"]
+    daemon = track_daemon(monkeypatch)
     with trio.fail_after(30):
         async with open_faulty_local() as (client, faults):
             proc = await client.start(argv)
@@ -588,7 +594,7 @@ async def test_a_consumer_lagging_through_a_reconnect_loses_nothing() -> None:
                     first = False
                     while not proc._stream.lagging:  # noqa: ASYNC110 - plain client state
                         await trio.sleep(0.01)
-                    await trio.sleep(0.3)  # the daemon runs into its ack window
+                    await until(lambda: daemon.paused(proc.process_id))  # its ack window
                     faults.drop()
                     await until(lambda: client.statistics().recoveries == 1)
                 if isinstance(event, Failed):

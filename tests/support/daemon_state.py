@@ -26,8 +26,15 @@ class DaemonState:
         self.processes: defaultdict[str, list[ManagedProcess]] = defaultdict(list)
         self.sessions: dict[str, Session] = {}
         self.connections: list[Connection] = []
+        self.ended: set[ManagedProcess] = set()  # its run() returned or raised
         self.at_window: set[Sequencer] = set()
         self.long_polls: list[Sequencer] = []  # one entry per read waiting (wait_readable)
+
+    def all_ended(self) -> bool:
+        """Some process was asked for, and every one's task is over: its start was
+        refused or cancelled, or it ran, closed and was forgotten."""
+        managed = [m for ms in self.processes.values() for m in ms]
+        return bool(managed) and all(m in self.ended for m in managed)
 
     def long_polling(self, process_id: str) -> bool:
         """A ``process/read`` with ``waitMs`` waits for the process's output."""
@@ -114,6 +121,15 @@ def track_daemon(monkeypatch: pytest.MonkeyPatch) -> DaemonState:
         connection_init(self, *args, **kw)
         state.connections.append(self)
 
+    run = ManagedProcess.run
+
+    async def tracked_run(self: ManagedProcess, *args: Any, **kw: Any) -> None:
+        try:
+            await run(self, *args, **kw)
+        finally:
+            state.ended.add(self)
+
+    monkeypatch.setattr(ManagedProcess, "run", tracked_run)
     monkeypatch.setattr(Connection, "__init__", tracked_connection)
     monkeypatch.setattr(ManagedProcess, "__init__", tracked_process)
     monkeypatch.setattr(Session, "__init__", tracked_session)
