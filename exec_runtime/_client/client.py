@@ -267,7 +267,7 @@ class _NoPublicConstructor(type):
 
     def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError(
-            f"{cls.__module__}.{cls.__qualname__} has no public constructor: connect with "
+            f"exec_runtime.{cls.__qualname__} has no public constructor: connect with "
             "`async with exec_runtime.open_client(url) as client:` (or open_local())"
         )
 
