@@ -90,7 +90,7 @@ class ProcessEvents:
     leaves (``break``, an exception in its body), and Trio finalizes an async generator
     abandoned that way only when it is garbage collected, with a ResourceWarning. This
     one holds nothing that needs closing. The consumer counts as gone (its backpressure
-    on the process is released, see ``ProcessStream.ackable_seq``) once it reached the
+    on the process is released, see ``ClientStream.ackable_seq``) once it reached the
     end, once ``__anext__`` raised (a cancel), on :meth:`aclose`, or when the iterator
     is garbage collected. A consumer that keeps the iterator after leaving the loop
     holds the process back until it calls :meth:`aclose` (``contextlib.aclosing``).
