@@ -398,8 +398,9 @@ class ExecClient(metaclass=_NoPublicConstructor):
         its window (``serve --ack-window-bytes``) is full, so a late consumer gets
         everything. Until a consumer comes, or if none ever does, such a process may
         stay paused (``wait()`` alone then waits for ever); a consumer that leaves
-        ``events()`` early releases it. Needs a daemon that takes acknowledgements
-        (``processAck``, ours; Codex has none and evicts as usual).
+        ``events()`` early releases it. Needs acknowledgements: a daemon that takes
+        them (``processAck``, ours; Codex has none and evicts as usual) and
+        ``ack_output=True`` (the default); without them it changes nothing.
         """
         handle, _stream = await self._start(
             argv,
