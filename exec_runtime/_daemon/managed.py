@@ -14,7 +14,7 @@ from .._core.sandbox_denial import DenialScanner
 from .._core.sequence import ProcessSequence, RetentionLimits
 from .budget import Account, ByteBudget
 from .child import Child, ChildMessage, SpawnSpec, spawn
-from .fds import FD_BUDGET, START_FDS
+from .fds import FD_BUDGET, START_FDS, start_slot
 from .metrics import NO_METRICS, NO_PROCESS
 from .rpc_error import RpcError
 from .sequencer import Sequencer
@@ -101,7 +101,7 @@ class ManagedProcess:
                 # Refused before anything is taken if it would eat into the daemon's
                 # reserve of descriptors; any OS error while taking them (EMFILE) is
                 # answered -32603 with everything released (``spawn``).
-                async with FD_BUDGET.claim(START_FDS, "process/start"):
+                async with start_slot(), FD_BUDGET.claim(START_FDS, "process/start"):
                     child = await spawn(spec)
             except OSError as exc:
                 # data carries the errno: the client raises FileNotFoundError & co.

@@ -145,3 +145,28 @@ async def test_the_fd_limit_is_raised_to_the_hard_limit_at_start_up(daemons: Any
         assert line.split()[3:5] == [str(4 * LIMIT), str(4 * LIMIT)], line
         await eventually(lambda: b"open file limit" in daemon.stderr)
         assert re.search(rb"open file limit raised from 64 to 256", daemon.stderr)
+
+
+async def test_a_burst_of_starts_is_not_refused_for_descriptors_only_promised(
+    daemons: Any, connect: Any
+) -> None:
+    """Each start counts its ~10 descriptors as taken from its check until its child
+    runs. Starts queued for a spawn thread used to count too: a burst of 200 at a 2,048
+    limit was refused with -32600 while most of the table was free. Now only the starts
+    being spawned hold a promise (``fds.START_SLOTS``); the rest wait for a slot."""
+    with trio.fail_after(120):
+        daemon: Daemon = await daemons(nofile=(2048, 2048))
+        client: RawClient = await connect(url=daemon.url)
+        refused: list[str] = []
+
+        async def start(n: int) -> None:
+            reply = await client.start_request(f"p{n}", ["true"])
+            if "error" in reply:
+                refused.append(reply["error"]["message"])
+            else:
+                await client.wait_closed(f"p{n}")
+
+        async with alive(daemon), trio.open_nursery() as nursery:
+            for n in range(200):
+                nursery.start_soon(start, n)
+        assert refused == []
