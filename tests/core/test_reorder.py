@@ -188,3 +188,26 @@ class ReorderMachine(RuleBasedStateMachine):
 
 
 TestReorderMachine = ReorderMachine.TestCase
+
+
+def test_an_overflow_names_its_seq_and_bounds_and_push_releases_nothing() -> None:
+    """The message is what the client's Failed says; ``published`` is a list (empty
+    from ``push``, what ``push_many`` released before the overflow), never None."""
+    buf = ReorderBuffer(max_pending_events=1)
+    assert buf.push(Output(3, "stdout", b"a")) == []
+    with pytest.raises(ReorderOverflow, match=r"overflow at seq 4: 2 events / 2 bytes") as info:
+        buf.push(Output(4, "stdout", b"b"))
+    assert info.value.published == []
+    with pytest.raises(ReorderOverflow, match=r"overflow at seq 5: .*waiting for seq 2") as info:
+        buf.push_many([Output(1, "stdout", b"x"), Output(5, "stdout", b"c")])
+    assert info.value.published == [Output(1, "stdout", b"x")]
+
+
+def test_a_closed_held_past_a_gap_counts_against_the_bound() -> None:
+    """A Closed past a gap frees the room of what it prunes, but takes one itself."""
+    buf = ReorderBuffer(max_pending_events=1)
+    assert buf.push(Output(3, "stdout", b"a")) == []
+    with pytest.raises(ReorderOverflow, match="2 events"):
+        buf.push(Closed(5))  # 3 stays below it: two events would be pending
+    assert buf.push(Closed(3 - 1)) == []  # prunes 3: one event pending
+    assert buf.pending_count == 1

@@ -511,3 +511,17 @@ def test_finish_ends_a_sequence_whose_task_failed() -> None:
     events = seq.finish(137)
     assert [type(e).__name__ for e in events] == ["Closed"]
     assert seq.exit_code == 3  # the recorded exit stands
+
+
+def test_a_cleared_retention_holds_nothing_and_appends_anew() -> None:
+    """clear() (the process is forgotten) empties it; what is appended after reads back
+    exactly, its bytes counted from zero."""
+    retention = Retention(RetentionLimits(max_bytes=1 << 20, max_chunks=100))
+    retention.append(Output(1, "stdout", b"abc"))
+    retention.append(Output(2, "stderr", b"de"))
+    retention.clear()
+    assert (len(retention), retention.bytes, retention.cost) == (0, 0, 0)
+    assert list(retention.after(0)) == [] and retention.first_seq() is None
+    retention.append(Output(3, "stdout", b"xyz"))
+    assert list(retention.after(0)) == [Output(3, "stdout", b"xyz")]
+    assert (len(retention), retention.bytes) == (1, 3)

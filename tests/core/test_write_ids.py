@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -54,3 +55,13 @@ def test_duplicate_does_not_refresh_age() -> None:
     assert not memory.remember("a")
     assert memory.remember("c")  # evicts "a", the oldest accepted
     assert memory.remember("a")
+
+
+def test_a_capacity_of_one_remembers_the_last_id() -> None:
+    memory = WriteIdMemory(1)
+    assert memory.remember("a") is True
+    assert memory.remember("a") is False
+    assert memory.remember("b") is True
+    assert "a" not in memory and memory.remember("a") is True
+    with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+        WriteIdMemory(0)
