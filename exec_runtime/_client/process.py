@@ -285,6 +285,11 @@ class ProcessHandle:
         status = await self._link.write(self.process_id, data, uuid.uuid4().hex, close)
         if status == "stdinClosed":
             raise StdinClosedError(f"stdin of process {self.process_id} is closed")
+        if status == "unknownProcess":  # it ended, and the daemon forgot it (closed TTL)
+            raise StdinClosedError(
+                f"stdin of process {self.process_id} is closed: the process ended and the "
+                "daemon no longer knows it"
+            )
         if status != "accepted":
             raise ExecRuntimeError(f"write to process {self.process_id}: {status}")
 

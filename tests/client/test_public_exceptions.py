@@ -31,7 +31,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exec_runtime
-from exec_runtime import EnvPolicy, ExecClient, ExecRuntimeError, Sandbox, ServerConfig
+from exec_runtime import (
+    EnvPolicy,
+    ExecClient,
+    ExecRuntimeError,
+    ProcessHandle,
+    Sandbox,
+    ServerConfig,
+)
 from tests.support.wire_client import BACKENDS
 
 CAP = 10.0
@@ -244,6 +251,7 @@ class Context:
     root: Path
     url: str | None
     nursery: trio.Nursery
+    kind: str
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, Root):
@@ -302,6 +310,8 @@ async def perform(op: Op, ctx: Context) -> None:
         await getattr(client.fs, op.what[3:])(*args, **kwargs)
     elif op.what == "closed":
         await perform_when_closed(ctx, *args)
+    elif op.what == "forgotten":
+        await perform_on_forgotten(ctx, *args)
     elif op.what == "open_client":
         [url] = args
         if isinstance(url, str):
@@ -321,17 +331,41 @@ async def perform_on_process(
 ) -> None:
     handle = await client.start(["cat"], pipe_stdin=pipe_stdin)
     try:
-        for name, a, b in actions:
-            method = getattr(handle, name)
-            if name == "resize":
-                await method(a, b)
-            elif name in ("close_stdin", "terminate", "kill"):
-                await method()
-            else:
-                await method(a)
+        await perform_actions(handle, actions)
     finally:
         await handle.kill()
         await handle.wait()
+
+
+async def perform_actions(handle: ProcessHandle, actions: list[tuple[str, Any, Any]]) -> None:
+    for name, a, b in actions:
+        method = getattr(handle, name)
+        if name == "resize":
+            await method(a, b)
+        elif name in ("close_stdin", "terminate", "kill"):
+            await method()
+        else:
+            await method(a)
+
+
+async def perform_on_forgotten(ctx: Context, actions: list[tuple[str, Any, Any]]) -> None:
+    """The actions on a handle whose process the daemon has forgotten (an unknown id
+    to it): a client of the same kind, on a daemon with ``closed_ttl=0``."""
+    async with backend(ctx.kind, ctx.nursery, ServerConfig(closed_ttl=0)) as (client, _):
+        handle = await client.start(["true"], tty=True)
+        await wait_until_forgotten(handle)
+        await perform_actions(handle, actions)
+
+
+async def wait_until_forgotten(handle: ProcessHandle) -> None:
+    """Until the daemon forgot the (tty) process: resize answers "unknown process id"."""
+    assert await handle.wait() == 0
+    while True:
+        try:
+            await handle.resize(10, 10)
+        except exec_runtime.ProtocolError as exc:
+            if "unknown process id" in exc.message:
+                return
 
 
 async def perform_when_closed(ctx: Context, then: str) -> None:
@@ -462,6 +496,7 @@ def ops(remote: bool) -> st.SearchStrategy[Op]:
             ),
         ),
         st.builds(lambda k: Op("open_local", (), k), kwargs_of(OPEN_LOCAL_KWARGS)),
+        st.builds(lambda a: Op("forgotten", (a,)), actions),
     ]
     if remote:
         choices.append(
@@ -475,12 +510,15 @@ def ops(remote: bool) -> st.SearchStrategy[Op]:
 
 
 @asynccontextmanager
-async def backend(kind: str, nursery: trio.Nursery) -> AsyncIterator[tuple[ExecClient, str | None]]:
+async def backend(
+    kind: str, nursery: trio.Nursery, config: ServerConfig | None = None
+) -> AsyncIterator[tuple[ExecClient, str | None]]:
+    config = config or ServerConfig()
     if kind == "local":
-        async with exec_runtime.open_local() as client:
+        async with exec_runtime.open_local(config) as client:
             yield client, None
     else:
-        url = await nursery.start(exec_runtime.serve, ServerConfig())
+        url = await nursery.start(exec_runtime.serve, config)
         async with exec_runtime.open_client(url) as client:
             yield client, url
 
@@ -496,7 +534,7 @@ def check(kind: str, root: Path, op: Op) -> None:
             async with trio.open_nursery() as nursery:
                 async with backend(kind, nursery) as (client, url):
                     try:
-                        await perform(op, Context(client, root, url, nursery))
+                        await perform(op, Context(client, root, url, nursery, kind))
                     except ALLOWED as exc:
                         if not documented(exc):
                             failures.append(f"undocumented class:\n{_format(exc)}")
@@ -534,7 +572,7 @@ def _format(exc: BaseException) -> str:
 
 @pytest.mark.parametrize("kind", BACKENDS)
 @settings(
-    max_examples=100,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -648,6 +686,22 @@ async def test_open_client_checks_its_arguments_before_connecting(
                 pass
         assert not isinstance(caught.value, ExecRuntimeError)
         assert next(iter(kwargs)) in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_writing_to_a_forgotten_process_is_stdin_closed(
+    kind: str, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Found with the "forgotten" calls: a write or close_stdin to a process the daemon
+    forgot (its closed TTL passed) raised a bare ExecRuntimeError naming the wire
+    status (``unknownProcess``); it is a StdinClosedError, as for an exited one."""
+    with trio.fail_after(10):
+        async with backend(kind, nursery, ServerConfig(closed_ttl=0)) as (client, _):
+            handle = await client.start(["true"], tty=True)
+            await wait_until_forgotten(handle)
+            for call in (handle.write(b"x"), handle.close_stdin()):
+                with pytest.raises(exec_runtime.StdinClosedError, match="no longer knows"):
+                    await call
 
 
 async def test_open_local_checks_its_arguments() -> None:
