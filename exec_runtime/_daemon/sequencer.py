@@ -17,7 +17,6 @@ resumes and reads.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -88,11 +87,6 @@ class Sequencer:
     async def run(self, receive: trio.MemoryReceiveChannel[list[ChildMessage]]) -> None:
         async with receive:
             async for batch in receive:
-                # The rounds the pump read meanwhile go out with this one: a tty's echo
-                # and the program's answer to it, read one round apart, in one write.
-                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                    while True:
-                        batch = batch + receive.receive_nowait()
                 events: list[SeqEvent] = []
                 recorded = 0  # bytes of the pump's that ``events`` now hold
                 for message in (part for item in batch for part in self._window_sized(item)):

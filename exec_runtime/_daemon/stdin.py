@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Final
 
@@ -44,8 +43,6 @@ class StdinWriter:
         self._closing = stream is None
         self._queued = trio.Event()
         self._drained = trio.Event()
-        self._sending = False  # run() is inside a send_all
-        self._last_byte = b"\n"  # nothing written yet: at the start of a line
 
     @property
     def closed(self) -> bool:
@@ -67,8 +64,6 @@ class StdinWriter:
         # --- one atomic step: no await below ---
         if not self._ids.remember(write_id):
             return "accepted"
-        if chunk and not self._queue and not self._sending:
-            chunk = self._write_now(chunk)
         if chunk:
             self._queue.append(chunk)
             self._pending_bytes += len(chunk)
@@ -78,22 +73,6 @@ class StdinWriter:
             self._closing = True
         self._queued.set()
         return "accepted"
-
-    def _write_now(self, chunk: bytes) -> bytes:
-        """With nothing queued nor being written, write at once without blocking: the
-        child has the bytes before the reply goes out, not a task hop after it (a typed
-        key's echo comes back that much sooner, docs/performance.md). Returns what did
-        not fit, for :meth:`run` to write; an error is left for :meth:`run` to meet."""
-        fileno = getattr(self._stream, "fileno", None)
-        if fileno is None:
-            return chunk
-        try:
-            written = os.write(fileno(), chunk)
-        except OSError:  # full (EAGAIN), or the child's end is gone: run() finds out
-            return chunk
-        if written:
-            self._last_byte = chunk[written - 1 : written]
-        return chunk[written:]
 
     def mark_closed(self) -> None:
         self._closing = True
@@ -112,6 +91,7 @@ class StdinWriter:
         stream = self._stream
         if stream is None:
             return
+        last_byte = b"\n"  # nothing written yet: at the start of a line
         try:
             while True:
                 while not self._queue:
@@ -124,15 +104,13 @@ class StdinWriter:
                     if self._eof_bytes is not None:
                         # A terminal's ^D ends input only at the start of a line; in the
                         # middle of one it just hands the line over, so a second ends it.
-                        at_line_start = self._last_byte in (b"\n", b"\r", self._eof_bytes)
+                        at_line_start = last_byte in (b"\n", b"\r", self._eof_bytes)
                         times = 1 if at_line_start else 2
                         await stream.send_all(self._eof_bytes * times)
                     return
                 assert isinstance(item, bytes)
-                self._sending = True
                 await stream.send_all(item)
-                self._sending = False
-                self._last_byte = item[-1:]
+                last_byte = item[-1:]
                 self._pending_bytes -= len(item)
                 self._account.release(len(item))
                 self._signal_drained()

@@ -70,34 +70,10 @@ async def test_one_sequence_over_output_eof_exit_and_close() -> None:
         Output(4, "stderr", b"c"),  # output may follow the exit (a grandchild's)
         Closed(5),
     ]
-    # The three rounds were all waiting: one publish, which the connection writes at once.
-    assert [len(b) for b in publish.batches] == [5]
+    # One batch in, one publish out: the connection writes a step's events at once.
+    assert [len(b) for b in publish.batches] == [2, 1, 2]
     assert exits == [3]
     assert sequencer.sequence.closed
-
-
-async def test_rounds_that_arrive_apart_are_published_apart_and_waiting_ones_together() -> None:
-    """A round is published as soon as it arrives; the rounds the pump read while the
-    sequencer was busy (a tty's echo, then the program's answer) go out as one publish."""
-    publish = Published()
-    sequencer = Sequencer(ProcessSequence(("stdout",)), publish)
-    send, receive = trio.open_memory_channel[list[ChildMessage]](8)
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sequencer.run, receive)
-            await send.send([ChunkRead("stdout", b"a")])
-            await publish.until(1)
-            publish.open = trio.Event()  # the connection is busy writing
-            await send.send([ChunkRead("stdout", b"b")])
-            await trio.testing.wait_all_tasks_blocked()  # "b" waits in publish
-            await send.send([ChunkRead("stdout", b"c")])
-            await send.send([ChunkRead("stdout", b"d"), StreamEnded("stdout"), ChildExited(0)])
-            publish.open.set()
-            await publish.until(6)
-            await send.aclose()
-    assert [[getattr(e, "data", None) for e in b] for b in publish.batches] == [
-        [b"a"], [b"b"], [b"c", b"d", None, None]
-    ]
 
 
 async def test_a_sandbox_denial_is_decided_before_the_exit_is_published() -> None:

@@ -24,41 +24,9 @@ async def read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def fill(fd: int) -> bytes:
-    """Fill a pipe (the child is not reading): a write now has to be queued."""
-    os.set_blocking(fd, False)
-    written = 0
-    try:
-        while True:
-            written += os.write(fd, b"p" * 65536)
-    except BlockingIOError:
-        pass
-    return b"p" * written
-
-
-async def test_a_write_to_an_idle_writer_reaches_the_child_before_the_reply() -> None:
-    """Nothing queued nor being written: the bytes are written before ``write``
-    returns (the reply), without a hop to the writer task; what does not fit is queued."""
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    stream = trio.lowlevel.FdStream(write_fd)
-    writer = StdinWriter(stream, eof_bytes=None)  # run() never runs
-    with trio.fail_after(10):
-        assert await writer.write("w1", b"x\n", close=False) == "accepted"
-        assert os.read(read_fd, 100) == b"x\n"
-        assert writer.pending_bytes == 0
-        prefill = fill(write_fd)
-        assert await writer.write("w2", b"y", close=False) == "accepted"
-        assert writer.pending_bytes == 1  # the pipe is full: queued for run()
-        await stream.aclose()
-    os.close(read_fd)
-    assert prefill
-
-
 async def test_a_cancelled_write_did_nothing_and_its_retry_writes_once() -> None:
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
-    prefill = fill(write_fd)
     writer = StdinWriter(trio.lowlevel.FdStream(write_fd), eof_bytes=None)
     first = b"a" * MAX_PENDING_BYTES  # fills the queue: the pipe is not read yet
     second = b"b" * 1000
@@ -79,7 +47,7 @@ async def test_a_cancelled_write_did_nothing_and_its_retry_writes_once() -> None
             assert await writer.write("w2", second, close=False) == "accepted"  # a duplicate
             assert await writer.write("c", b"", close=True) == "accepted"
         os.close(read_fd)
-    assert received == [prefill + first + second]
+    assert received == [first + second]
 
 
 async def test_close_stdin_on_a_pty_ends_input_after_a_partial_line(connect: Any) -> None:
@@ -108,7 +76,6 @@ async def test_queued_stdin_bytes_count_in_the_daemons_buffer_budget() -> None:
     budget = ByteBudget(64 << 20, "buffers")
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
-    fill(write_fd)
     writer = StdinWriter(trio.lowlevel.FdStream(write_fd), eof_bytes=None, account=Account(budget))
     big = b"x" * (8 << 20)  # far more than the pipe holds: the child is not reading
     with trio.fail_after(10):
