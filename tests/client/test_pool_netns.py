@@ -3,7 +3,7 @@ address (tests/support/netns_lab.py), a pool in a hub namespace, and one host ki
 (SIGKILL), partitioned (its link down) or added behind a name, independently.
 
 Skipped, with the reason, where the kernel or the user cannot make namespaces (a
-failure instead with ``EXEC_RUNTIME_REQUIRE_NETNS=1``); CI is root and runs them.
+failure instead with ``EXEC_RUNTIME_TEST_REQUIRE_NETNS=1``); CI is root and runs them.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ async def lab(nursery: trio.Nursery) -> AsyncIterator[Lab]:
     try:
         check_available()
     except LabUnavailable as exc:
-        if os.environ.get("EXEC_RUNTIME_REQUIRE_NETNS"):  # CI: never pass untested
-            pytest.fail(f"EXEC_RUNTIME_REQUIRE_NETNS is set but: {exc}")
+        if os.environ.get("EXEC_RUNTIME_TEST_REQUIRE_NETNS"):  # CI: never pass untested
+            pytest.fail(f"EXEC_RUNTIME_TEST_REQUIRE_NETNS is set but: {exc}")
         pytest.skip(f"no network namespaces here: {exc}")
     async with open_lab(nursery, hosts=4) as made:
         yield made
