@@ -87,12 +87,19 @@ async def test_a_daemon_that_ends_normally_leaves_no_watchdog(daemons: Any, conn
         assert watchdogs_of(plain.pid) == []
 
 
-def test_the_watchdog_kills_only_what_is_still_registered() -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [["-S", "-E", "-s"], []],
+    # The second: with site, so nox -s coverage (coverage's subprocess patch, a .pth
+    # file) measures the script, which the daemon's way of running it hides.
+    ids=["as-the-daemon-runs-it", "with-site"],
+)
+def test_the_watchdog_kills_only_what_is_still_registered(flags: list[str]) -> None:
     released = subprocess.Popen(["sleep", "100"], start_new_session=True)
     running = subprocess.Popen(["sleep", "100"], start_new_session=True)
     try:
         watchdog = subprocess.Popen(
-            [sys.executable, "-S", "-E", "-s", str(REAPER_SCRIPT)], stdin=subprocess.PIPE
+            [sys.executable, *flags, str(REAPER_SCRIPT)], stdin=subprocess.PIPE
         )
         assert watchdog.stdin is not None
         lines = [
