@@ -211,3 +211,21 @@ def test_a_closed_held_past_a_gap_counts_against_the_bound() -> None:
         buf.push(Closed(5))  # 3 stays below it: two events would be pending
     assert buf.push(Closed(3 - 1)) == []  # prunes 3: one event pending
     assert buf.pending_count == 1
+
+
+def test_a_closed_past_a_gap_frees_the_bytes_of_what_it_prunes() -> None:
+    buf = ReorderBuffer(max_pending_bytes=10)
+    assert buf.push(Output(3, "stdout", b"x" * 10)) == []
+    assert buf.push(Closed(2)) == []  # prunes seq 3: its 10 bytes no longer count
+    assert buf.pending_bytes == 0
+    assert buf.push(Output(1, "stdout", b"a")) == [Output(1, "stdout", b"a"), Closed(2)]
+
+
+def test_the_pending_bounds_may_be_zero_but_not_negative() -> None:
+    strict = ReorderBuffer(max_pending_events=0, max_pending_bytes=0)
+    assert strict.push(Output(1, "stdout", b"a")) == [Output(1, "stdout", b"a")]
+    with pytest.raises(ReorderOverflow):
+        strict.push(Output(3, "stdout", b""))
+    for bounds in ({"max_pending_events": -1}, {"max_pending_bytes": -1}):
+        with pytest.raises(ValueError, match="pending bounds must be >= 0"):
+            ReorderBuffer(**bounds)
