@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from exec_runtime._core.client_stream import ClientStream, Reader
-from exec_runtime._core.events import Closed, Exited, Output, SeqEvent
+from exec_runtime._core.events import Closed, Exited, Failed, Output, SeqEvent
 from exec_runtime._core.recovery import GapLost, ReadSnapshot
 
 
@@ -192,3 +192,40 @@ def test_hold_output_acknowledges_only_what_a_consumer_took() -> None:
     assert stream.ackable_seq == 4
     without = ClientStream("p")
     assert without.note_received(without.push_many([out(1)])) == 1
+
+
+def test_unacknowledged_output_adds_up_until_an_ack() -> None:
+    """The counts that decide when the client acknowledges (ACK_BYTES, ACK_EVENTS)."""
+    stream = ClientStream("p")
+    stream.note_received(stream.push_many([out(1, b"abc"), out(2, b"de")]))
+    stream.note_received(stream.push_many([out(3, b"f"), Exited(4, 0)]))
+    assert (stream.unacked_bytes, stream.unacked_events) == (6, 4)
+    stream.acked(4)
+    assert (stream.unacked_bytes, stream.unacked_events, stream.acked_seq) == (0, 0, 4)
+    stream.acked(2)  # an older ack sent late does not move the cursor back
+    assert stream.acked_seq == 4
+
+
+def test_a_failed_consumer_holds_no_acknowledgement_back() -> None:
+    """Failing ends the consumer's lag: everything published may be acknowledged (the
+    client sends that at once: the daemon may have paused the process for it)."""
+    stream = lagging_stream([out(1), out(2), out(3)])
+    stream.acked(1)
+    assert stream.note_received([]) is None  # the lagging consumer holds acks back
+    assert stream.fail_consumer("gone")
+    assert not stream.lagging and stream.ackable_seq == 3
+    assert stream.note_received([]) == 3
+    assert not stream.fail_consumer("again")  # once
+    assert stream.take() == out(1) and stream.take() == Failed("gone")
+
+
+def test_a_failure_ends_the_sequence_once_and_outranks_the_consumers() -> None:
+    stream = ClientStream("p")
+    stream.push_many([out(1)])
+    assert stream.fail("lost") is True and stream.finished
+    assert stream.fail("again") is False
+    assert not stream.fail_consumer("late")
+    assert stream.take() == out(1) and stream.take() == Failed("lost")
+    closed = ClientStream("p")
+    closed.push_many([Exited(1, 0), Closed(2)])
+    assert closed.fail("after the close") is False and closed.failure is None
