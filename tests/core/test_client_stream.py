@@ -229,3 +229,35 @@ def test_a_failure_ends_the_sequence_once_and_outranks_the_consumers() -> None:
     closed = ClientStream("p")
     closed.push_many([Exited(1, 0), Closed(2)])
     assert closed.fail("after the close") is False and closed.failure is None
+
+
+def test_a_consumer_that_caught_up_past_the_network_ignores_the_pushes_it_read() -> None:
+    """The consumer's read ran ahead of the pushes: they arrive later, already queued;
+    they neither queue twice nor put the consumer back into lag."""
+    stream = lagging_stream([out(1), out(2)])
+    assert stream.take() == out(1)
+    stream.accept_caught_up(stream.catch_up(Reader.CONSUMER, snap([out(2), out(3)], 4)))
+    assert stream.queued_seq == 3 and stream.reorder.last_published_seq == 2
+    assert not stream.lagging
+    assert stream.push_many([out(3)]) == [out(3)]
+    assert not stream.lagging and list(stream.queue) == [out(2), out(3)]
+
+
+def test_catching_up_counts_the_queued_bytes_and_keeps_a_rebuilt_exit() -> None:
+    """The queue's byte count covers what a catch-up queued; an exit the read rebuilt
+    (the network had not published it) is kept: a later catch-up needs its seq."""
+    stream = lagging_stream([out(1, b"a"), out(2, b"bc")])
+    stream.take()
+    events = stream.catch_up(Reader.CONSUMER, snap([out(2, b"bc"), out(3, b"def")], 5, exit_code=0))
+    assert events == [out(2, b"bc"), out(3, b"def"), Exited(4, 0)]
+    stream.accept_caught_up(events)
+    assert stream.queue_bytes == 5 and stream.exit_event == Exited(4, 0)
+    while stream.take() is not None:
+        pass
+    assert stream.queue_bytes == 0
+
+
+def test_the_queue_takes_an_event_that_fills_its_byte_bound_exactly() -> None:
+    stream = ClientStream("p", max_queue_bytes=4)
+    stream.push_many([out(1, b"ab"), out(2, b"cd")])
+    assert stream.queued_seq == 2 and not stream.lagging
