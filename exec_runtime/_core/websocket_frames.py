@@ -95,9 +95,6 @@ BINARY: Final = 0x2
 CLOSE: Final = 0x8
 PING: Final = 0x9
 PONG: Final = 0xA
-_KNOWN_OPCODES: Final = (
-    (1 << CONTINUATION) | (1 << TEXT) | (1 << BINARY) | (1 << CLOSE) | (1 << PING) | (1 << PONG)
-)
 
 NORMAL_CLOSURE: Final = 1000
 GOING_AWAY: Final = 1001
@@ -322,11 +319,10 @@ class FrameParser:
     __slots__ = (
         "_buffer",
         "_client",
-        "_close",
         "_direct",
         "_direct_frame",
-        "_error",
         "_filled",
+        "_final",
         "_max_message_size",
         "_offset",
         "_owned",
@@ -352,14 +348,14 @@ class FrameParser:
         self._parts_size = 0
         self._parts_opcode = 0
         self._text: codecs.IncrementalDecoder | None = None
-        self._close: Close | None = None
-        self._error: ProtocolError | None = None
+        self._final: Close | ProtocolError | None = None
+        """The peer's close frame or the error: what every later next_event gives."""
 
     # --- feeding ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer (not to be modified afterwards)."""
-        if self._close is not None or self._error is not None:
+        if self._final is not None:
             return  # nothing after a close frame counts; nothing after an error parses
         direct = self._direct
         if direct is not None:
@@ -414,10 +410,12 @@ class FrameParser:
     def next_event(self) -> Event | NeedData:
         """The next event, or NEED_DATA. Raises ProtocolError (the same one on every
         later call) if the peer broke the protocol."""
-        if self._error is not None:
-            raise self._error
-        if self._close is not None:
-            return self._close
+        final = self._final
+        if final is not None:
+            if type(final) is Close:
+                return final
+            assert isinstance(final, ProtocolError)
+            raise final
         while True:
             payload: bytes | bytearray
             key: bytes | None
@@ -437,10 +435,13 @@ class FrameParser:
                 fin = first >= 0x80
                 if first & 0x70:
                     raise self._fail(PROTOCOL_ERROR, "reserved bits set: no extension was agreed")
-                if not _KNOWN_OPCODES >> opcode & 1:
-                    raise self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
                 length = second & 0x7F
-                if opcode >= CLOSE:
+                if opcode < CLOSE:
+                    if opcode > BINARY:
+                        raise self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+                else:
+                    if opcode > PONG:
+                        raise self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
                     if not fin:
                         raise self._fail(PROTOCOL_ERROR, "a control frame is fragmented")
                     if length > MAX_CONTROL_PAYLOAD:
@@ -556,10 +557,10 @@ class FrameParser:
                     INVALID_PAYLOAD, "a close frame's reason is not valid UTF-8"
                 ) from None
             close = Close(code, reason)
-        self._close = close
+        self._final = close
         self._buffer, self._offset, self._owned, self._direct = b"", 0, False, None
         return close
 
     def _fail(self, code: int, message: str) -> ProtocolError:
-        self._error = ProtocolError(code, message)
-        return self._error
+        error = self._final = ProtocolError(code, message)
+        return error

@@ -202,10 +202,15 @@ class WebSocket:
                 view = parser.get_buffer()
                 if view is None:
                     await self._receive_more()
-                else:  # the rest of a big frame, straight into its buffer
+                else:
+                    # The rest of a big frame, straight into its buffer. Each read is
+                    # recorded as it lands, so a cancel between reads loses nothing.
                     with view:
-                        count = await self._receive_into(view)
-                    parser.buffer_updated(count)
+                        filled, size = 0, len(view)
+                        while filled < size:
+                            count = await self._receive_into(view[filled:])
+                            parser.buffer_updated(count)
+                            filled += count
             elif type(event) is Ping:
                 try:
                     await self._send(self._control_frame(PONG, event.payload))
