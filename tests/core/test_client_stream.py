@@ -261,3 +261,14 @@ def test_the_queue_takes_an_event_that_fills_its_byte_bound_exactly() -> None:
     stream = ClientStream("p", max_queue_bytes=4)
     stream.push_many([out(1, b"ab"), out(2, b"cd")])
     assert stream.queued_seq == 2 and not stream.lagging
+    assert stream.queue_bytes == 4 and stream.process_id == "p"
+
+
+def test_a_failed_consumer_is_queued_nothing_more() -> None:
+    """After its Failed the consumer reads nothing: what the network publishes next
+    is not queued behind the failure (it would sit there, past a gap)."""
+    stream = lagging_stream([out(1), out(2)])
+    assert stream.take() == out(1)
+    assert stream.fail_consumer("gone")
+    stream.push_many([out(3)])
+    assert list(stream.queue) == [] and stream.take() == Failed("gone")
