@@ -272,3 +272,13 @@ def test_a_failed_consumer_is_queued_nothing_more() -> None:
     assert stream.fail_consumer("gone")
     stream.push_many([out(3)])
     assert list(stream.queue) == [] and stream.take() == Failed("gone")
+
+
+def test_no_consumer_yet_holds_no_acknowledgement_back() -> None:
+    """A stream nobody iterates yet lags once its queue is full, but acknowledges all
+    that arrived (a late consumer reads back what the daemon still retains), and has
+    no legacy exit to fall back on (the shell tests it with ``is not None``)."""
+    stream = ClientStream("p", max_queue_events=1)
+    assert stream.note_received(stream.push_many([out(1), out(2), out(3)])) == 3
+    assert stream.lagging and not stream.consumed and not stream.consumer_active
+    assert stream.legacy_exit is None
