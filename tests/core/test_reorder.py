@@ -229,3 +229,8 @@ def test_the_pending_bounds_may_be_zero_but_not_negative() -> None:
     for bounds in ({"max_pending_events": -1}, {"max_pending_bytes": -1}):
         with pytest.raises(ValueError, match="pending bounds must be >= 0"):
             ReorderBuffer(**bounds)
+
+
+def test_a_negative_published_cursor_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^last_published_seq must be >= 0$"):
+        ReorderBuffer(last_published_seq=-1)

@@ -525,3 +525,20 @@ def test_a_cleared_retention_holds_nothing_and_appends_anew() -> None:
     retention.append(Output(3, "stdout", b"xyz"))
     assert list(retention.after(0)) == [Output(3, "stdout", b"xyz")]
     assert (len(retention), retention.bytes) == (1, 3)
+
+
+def test_a_misuse_of_the_sequence_says_what_it_was() -> None:
+    """The daemon's own invariants: a SequenceError names the broken one."""
+    seq = ProcessSequence(PIPES)
+    with pytest.raises(SequenceError, match=r"^unknown stream pty$"):
+        seq.record_eof("pty")
+    seq.record_eof("stdout")
+    with pytest.raises(SequenceError, match=r"^stream stdout already ended$"):
+        seq.record_eof("stdout")
+    with pytest.raises(SequenceError, match=r"^stream stdout is not open$"):
+        seq.record_output("stdout", b"x")
+    with pytest.raises(SequenceError, match=r"^an output chunk is never empty$"):
+        seq.record_output("stderr", b"")
+    seq.record_exit(0)
+    with pytest.raises(SequenceError, match=r"^the exit is recorded once$"):
+        seq.record_exit(0)
