@@ -512,6 +512,33 @@ def _copy_tree_file(source: str, destination: str) -> None:
     _copy_regular(source, destination, keep_stat=True)
 
 
+def _resolved_destination(path: str) -> str:
+    """Where a copy to ``path`` would land, as Codex 0.147 judges "into itself": the
+    path resolved if it exists, else its parent resolved if that exists, else the path
+    as written (a broken symlink is not followed)."""
+    if os.path.exists(path):
+        return os.path.realpath(path)
+    parent, name = os.path.split(path.rstrip(os.sep))
+    if parent and os.path.exists(parent):
+        return os.path.join(os.path.realpath(parent), name)
+    return os.path.normpath(path)
+
+
+def _blocked_directory(path: str) -> str | None:
+    """Where ``mkdir -p path`` would meet something that exists and is no directory:
+    ``path`` itself, or the nearest existing ancestor; None when nothing is in the way."""
+    current = path.rstrip(os.sep) or os.sep
+    while True:
+        if os.path.isdir(current):
+            return None
+        if os.path.lexists(current):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
 def _copy(source: str, destination: str, recursive: bool) -> None:
     try:
         st = os.stat(source)
@@ -523,14 +550,23 @@ def _copy(source: str, destination: str, recursive: bool) -> None:
                 f"path {source} is a directory; copying it needs recursive"
             )
         real_source = os.path.realpath(source)
-        real_destination = os.path.realpath(destination)
+        real_destination = _resolved_destination(destination)
         if real_destination == real_source or real_destination.startswith(
             real_source.rstrip(os.sep) + os.sep
         ):
             raise RpcError.invalid_request(
                 f"cannot copy directory {source} into itself ({destination})"
             )
+        if (blocked := _blocked_directory(destination)) is not None:
+            # A file or a (broken) symlink where a directory must be made (the
+            # destination or a missing parent's place): EEXIST, as Codex 0.147's
+            # create_dir_all answers.
+            exists = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), blocked)
+            raise _os_error(exists, blocked)
         try:
+            # The missing parents first, as Codex's create_dir_all makes them: a broken
+            # symlink on the way is EEXIST there (copytree's makedirs gives ENOENT).
+            _make_directories(os.path.dirname(destination.rstrip(os.sep)) or os.sep)
             # Symlinks are copied as links; FIFOs, sockets and devices are not copied
             # (never opened): each is one failure in the -32603 reply.
             shutil.copytree(source, destination, symlinks=True, copy_function=_copy_tree_file)

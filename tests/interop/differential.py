@@ -259,6 +259,14 @@ def _explains_open_order(method: str, params: Any, codex: Any, ours: Any) -> boo
     )
 
 
+def _explains_write_after_exit(method: str, params: Any, codex: Any, ours: Any) -> bool:
+    return (
+        method == "process/write"
+        and ours.get("result") == {"status": "stdinClosed"}
+        and (codex.get("result") == {"status": "accepted"} or _is_error(codex, INTERNAL_ERROR))
+    )
+
+
 def _explains_signal_exit(method: str, params: Any, codex: Any, ours: Any) -> bool:
     if method not in ("@closed", "process/read") or "result" not in codex or "result" not in ours:
         return False
@@ -374,6 +382,14 @@ KNOWN: dict[str, Known] = {
         _signal_exit(137),
         only=".exitCode",
         explains=_explains_signal_exit,
+    ),
+    "write-after-exit": Known(
+        "a process/write to a process that has exited (its stdin a pipe): Codex still "
+        "writes, and answers accepted while the pipe takes it (-32603 'failed to write' "
+        "once it does not); we answer stdinClosed, whatever the pipe's state",
+        lambda r: r[-1]["result"]["status"] == "accepted",
+        lambda r: r[-1]["result"]["status"] == "stdinClosed",
+        explains=_explains_write_after_exit,
     ),
     "signal-extension": Known(
         "process/signal carries only 'interrupt' in Codex (-32602 for 'terminate', 'kill', "

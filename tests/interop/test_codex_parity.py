@@ -380,6 +380,47 @@ FS_CASES = [
         ],
     ),
     Case(
+        "copy-tree-onto-broken-link-into-it",
+        [
+            start("p", ["ln", "-s", "d/nowhere", "in"]),
+            ("@closed", "p"),
+            (
+                "fs/copy",
+                {
+                    "sourcePath": "file://ROOT/d",
+                    "destinationPath": "file://ROOT/in",
+                    "recursive": True,
+                },
+            ),
+        ],
+    ),
+    Case(
+        "copy-tree-onto-file-inside-it",
+        [
+            (
+                "fs/copy",
+                {
+                    "sourcePath": "file://ROOT/d",
+                    "destinationPath": "file://ROOT/d/a.txt",
+                    "recursive": True,
+                },
+            )
+        ],
+    ),
+    Case(
+        "copy-tree-under-broken-link",
+        [
+            (
+                "fs/copy",
+                {
+                    "sourcePath": "file://ROOT/d",
+                    "destinationPath": "file://ROOT/broken/x",
+                    "recursive": True,
+                },
+            )
+        ],
+    ),
+    Case(
         "copy-tree-onto-directory",
         [
             (
@@ -542,6 +583,14 @@ PROCESS_CASES = [
         "write-stdin-closed",
         [
             start("p", ["sleep", "5"]),
+            ("process/write", {"processId": "p", "chunk": b64(b"x"), "writeId": "w"}),
+        ],
+    ),
+    Case(
+        "write-after-exit",
+        [
+            start("p", ["true"], pipeStdin=True),
+            ("@closed", "p"),
             ("process/write", {"processId": "p", "chunk": b64(b"x"), "writeId": "w"}),
         ],
     ),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,8 @@ from tests.support.wire_client import RawClient
 
 pytestmark = require_codex()
 
-EXAMPLES = 30
-STEPS = 30
+EXAMPLES = 60
+STEPS = 40
 TEST_CAP = 150  # seconds for the whole test; it takes about 6
 
 NAMES = ("a", "b", "c")
@@ -100,7 +101,7 @@ class Entry:
 entries = st.builds(
     Entry,
     path=st.sampled_from(TREE_PATHS),
-    kind=st.sampled_from(["file", "dir", "dir", "link", "rlink"]),
+    kind=st.sampled_from(["file", "file", "dir", "dir", "link", "rlink"]),
     content=st.binary(max_size=12),
     target=st.sampled_from([*PATHS, "a/a/a"]),
 )
@@ -131,6 +132,7 @@ def snapshot(root: Path) -> dict[str, Any]:
     if not root.is_dir():
         return {"": "missing" if not root.is_symlink() else "link"}
     for directory, dirs, files in os.walk(root):
+        assert len(found) < 1000, f"the tree under {root} has grown past 1000 names"
         for name in dirs + files:
             path = Path(directory) / name
             info = path.lstat()
@@ -157,6 +159,8 @@ class World:
     examples: int = 0
     clients: dict[str, RawClient] = field(default_factory=dict)
     known_seen: set[str] = field(default_factory=set)
+    answered: Counter[str] = field(default_factory=Counter)
+    """Per method, the requests both daemons answered with a result."""
 
     async def connect(self) -> None:
         with trio.fail_after(IO_TIMEOUT):
@@ -193,6 +197,7 @@ class Differential(RuleBasedStateMachine):
         self.roots = {name: base / name for name in DAEMONS}
         self.processes: dict[str, str] = {}  # id -> "running-<command>[-echoed]", "closed[-quiet]"
         self.steps: list[str] = []
+        self.handles: set[str] = set()  # open on both
         trio.from_thread.run(world.connect)
 
     def teardown(self) -> None:
@@ -211,6 +216,8 @@ class Differential(RuleBasedStateMachine):
                 reply.get("result", {}).pop("nextSeq", None)
         self.steps.append(f"{method} {params!r}\n    codex: {codex}\n    ours:  {ours}")
         note(self.steps[-1])
+        if "result" in codex and "result" in ours:
+            self.world.answered[method] += 1
         found = reply_differences(codex, ours)
         if found:
             known = explained(method, params, codex, ours)
@@ -237,9 +244,9 @@ class Differential(RuleBasedStateMachine):
 
     # -- fs/* ------------------------------------------------------------------------------
 
-    @rule(path=st.sampled_from(PATHS), follow=st.sampled_from([None, True, False]))
-    def read_file(self, path: str, follow: bool | None) -> None:
-        params: dict[str, Any] = {"path": uri(path)}
+    @rule(data=st.data(), follow=st.sampled_from([None, True, False]))
+    def read_file(self, data: st.DataObject, follow: bool | None) -> None:
+        params: dict[str, Any] = {"path": uri(self.existing_or_any(data, "file"))}
         if follow is not None:
             params["followSymlinks"] = follow
         self.send("fs/readFile", params)
@@ -257,23 +264,26 @@ class Differential(RuleBasedStateMachine):
             params["recursive"] = recursive
         self.send("fs/createDirectory", params)
 
-    @rule(path=st.sampled_from(PATHS), follow=st.sampled_from([None, True, False]))
-    def get_metadata(self, path: str, follow: bool | None) -> None:
+    @rule(data=st.data(), follow=st.sampled_from([None, True, False]))
+    def get_metadata(self, data: st.DataObject, follow: bool | None) -> None:
+        path = self.any_path(data)
         params: dict[str, Any] = {"path": uri(path)}
         if follow is not None:
             params["followSymlinks"] = follow
         self.send("fs/getMetadata", params)
 
-    @rule(path=st.sampled_from(PATHS))
-    def canonicalize(self, path: str) -> None:
+    @rule(data=st.data())
+    def canonicalize(self, data: st.DataObject) -> None:
+        path = self.any_path(data)
         self.send("fs/canonicalize", {"path": uri(path)})
 
-    @rule(path=st.sampled_from(PATHS))
-    def read_directory(self, path: str) -> None:
+    @rule(data=st.data())
+    def read_directory(self, data: st.DataObject) -> None:
+        path = self.existing_or_any(data, "dir")
         self.send("fs/readDirectory", {"path": uri(path)})
 
     @rule(
-        path=st.sampled_from(PATHS),
+        data=st.data(),
         depth=st.integers(0, 3),
         directories=st.integers(1, 6),
         entries=st.integers(1, 12),
@@ -281,8 +291,15 @@ class Differential(RuleBasedStateMachine):
         prune=st.booleans(),
     )
     def walk(
-        self, path: str, depth: int, directories: int, entries: int, follow: bool, prune: bool
+        self,
+        data: st.DataObject,
+        depth: int,
+        directories: int,
+        entries: int,
+        follow: bool,
+        prune: bool,
     ) -> None:
+        path = self.existing_or_any(data, "dir")
         options = {
             "maxDepth": depth,
             "maxDirectories": directories,
@@ -293,11 +310,12 @@ class Differential(RuleBasedStateMachine):
         self.send("fs/walk", {"path": uri(path), "options": options})
 
     @rule(
-        path=st.sampled_from(PATHS),
+        data=st.data(),
         recursive=st.sampled_from([None, True, False]),
         force=st.sampled_from([None, True, False]),
     )
-    def remove(self, path: str, recursive: bool | None, force: bool | None) -> None:
+    def remove(self, data: st.DataObject, recursive: bool | None, force: bool | None) -> None:
+        path = self.any_path(data)
         params: dict[str, Any] = {"path": uri(path)}
         if recursive is not None:
             params["recursive"] = recursive
@@ -306,9 +324,13 @@ class Differential(RuleBasedStateMachine):
         self.send("fs/remove", params)
 
     @rule(
-        source=st.sampled_from(PATHS), destination=st.sampled_from(PATHS), recursive=st.booleans()
+        data=st.data(),
+        kind=st.sampled_from(["file", "dir"]),
+        destination=st.sampled_from(PATHS),
+        recursive=st.booleans(),
     )
-    def copy(self, source: str, destination: str, recursive: bool) -> None:
+    def copy(self, data: st.DataObject, kind: str, destination: str, recursive: bool) -> None:
+        source = self.existing_or_any(data, kind)
         src, dst = self.roots["ours"] / source, self.roots["ours"] / destination
         if src.exists() and dst.exists() and os.path.samefile(src, dst):
             return  # KNOWN copy-onto-itself: Codex truncates the file, the trees diverge
@@ -319,17 +341,39 @@ class Differential(RuleBasedStateMachine):
         params = {"sourcePath": uri(source), "destinationPath": uri(destination)}
         self.send("fs/copy", {**params, "recursive": recursive})
 
-    @rule(handle=st.sampled_from(HANDLE_IDS), path=st.sampled_from(PATHS))
-    def open(self, handle: str, path: str) -> None:
-        self.send("fs/open", {"handleId": handle, "path": uri(path)})
+    def existing_or_any(self, data: st.DataObject, kind: str) -> str:
+        """A path of the tree as it is now, of ``kind`` (or the root, for "dir"), or any
+        of ``PATHS``: the sequences reach success often, and errors too."""
+        tree = snapshot(self.roots["ours"])
+        existing = [path for path, value in tree.items() if value[0] == kind]
+        if kind == "dir" and "" not in tree:
+            existing.append("")
+        if existing and data.draw(st.booleans()):
+            return data.draw(st.sampled_from(sorted(existing)))
+        return data.draw(st.sampled_from(PATHS))
 
-    @rule(handle=st.sampled_from(HANDLE_IDS), offset=st.integers(0, 14), length=st.integers(0, 8))
-    def read_block(self, handle: str, offset: int, length: int) -> None:
+    def any_path(self, data: st.DataObject) -> str:
+        return self.existing_or_any(data, data.draw(st.sampled_from(["file", "dir", "link"])))
+
+    @rule(handle=st.sampled_from(HANDLE_IDS), data=st.data())
+    def open(self, handle: str, data: st.DataObject) -> None:
+        path = self.existing_or_any(data, "file")
+        replies = self.send("fs/open", {"handleId": handle, "path": uri(path)})
+        if all("result" in reply for reply in replies.values()):
+            self.handles.add(handle)
+
+    @rule(data=st.data(), offset=st.integers(0, 14), length=st.integers(0, 8))
+    def read_block(self, data: st.DataObject, offset: int, length: int) -> None:
+        if self.handles and data.draw(st.booleans()):
+            handle = data.draw(st.sampled_from(sorted(self.handles)))
+        else:
+            handle = data.draw(st.sampled_from(HANDLE_IDS))
         self.send("fs/readBlock", {"handleId": handle, "offset": offset, "len": length})
 
     @rule(handle=st.sampled_from(HANDLE_IDS))
     def close(self, handle: str) -> None:
         self.send("fs/close", {"handleId": handle})
+        self.handles.discard(handle)
 
     # -- process/* --------------------------------------------------------------------------
 
@@ -341,10 +385,11 @@ class Differential(RuleBasedStateMachine):
     @rule(
         process_id=st.sampled_from(PROCESS_IDS),
         command=st.sampled_from(sorted(COMMANDS)),
-        cwd=st.sampled_from(PATHS),
+        data=st.data(),
     )
-    def start(self, process_id: str, command: str, cwd: str) -> None:
+    def start(self, process_id: str, command: str, data: st.DataObject) -> None:
         argv, lasts = COMMANDS[command]
+        cwd = self.existing_or_any(data, "dir")
         params = {
             "processId": process_id,
             "argv": argv,
@@ -400,12 +445,10 @@ class Differential(RuleBasedStateMachine):
             assert all(reply["result"]["running"] for reply in replies.values())
             self.closed(process_id, self.processes[process_id] != "running-cat-stdin-echoed")
 
-    @rule(
-        process_id=st.sampled_from(PROCESS_IDS),
-        after=st.integers(0, 4),
-        max_bytes=st.sampled_from([None, 1, 100]),
-    )
-    def read(self, process_id: str, after: int, max_bytes: int | None) -> None:
+    @rule(data=st.data(), after=st.integers(0, 4), max_bytes=st.sampled_from([None, 1, 100]))
+    def read(self, data: st.DataObject, after: int, max_bytes: int | None) -> None:
+        quiet = [p for p, state in self.processes.items() if state == "closed-quiet"]
+        process_id = data.draw(st.sampled_from(sorted(quiet) + list(PROCESS_IDS)))
         if self.processes.get(process_id) not in (None, "closed-quiet"):
             # Output arrives at its own pace, in chunks cut by each daemon's timing: a
             # raw read of it (seqs, maxBytes) is compared only through ``@closed``.
@@ -435,3 +478,7 @@ async def test_random_sequences_agree(world: World) -> None:
     with trio.fail_after(TEST_CAP):
         await trio.to_thread.run_sync(run_machine, world, abandon_on_cancel=True)
     assert world.examples >= EXAMPLES
+    # The sequences reached success, not only errors: on most methods, and on the
+    # process side (which methods exactly varies with the examples drawn).
+    assert len(world.answered) >= 10, world.answered
+    assert {"process/start", "@closed", "fs/canonicalize"} <= set(world.answered)
