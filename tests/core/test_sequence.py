@@ -542,3 +542,16 @@ def test_a_misuse_of_the_sequence_says_what_it_was() -> None:
     seq.record_exit(0)
     with pytest.raises(SequenceError, match=r"^the exit is recorded once$"):
         seq.record_exit(0)
+
+
+def test_recorded_output_after_keep_after_is_held_past_the_limits() -> None:
+    """The sequencer passes the client's acknowledged seq: what follows it is kept
+    whatever the retention limits say (evicted once acknowledged)."""
+    seq = ProcessSequence(PIPES, RetentionLimits(max_bytes=4, max_chunks=1))
+    seq.record_output("stdout", b"abc", keep_after=0)
+    seq.record_output("stdout", b"def", keep_after=0)
+    assert [c.seq for c in seq.read().chunks] == [1, 2]  # nothing acknowledged
+    seq.record_output("stdout", b"ghi", keep_after=2)
+    assert [c.seq for c in seq.read().chunks] == [3]  # 1 and 2 acknowledged: evicted
+    seq.record_output("stdout", b"jkl")
+    assert [c.seq for c in seq.read().chunks] == [4]
