@@ -227,7 +227,7 @@ def test_the_pending_bounds_may_be_zero_but_not_negative() -> None:
     with pytest.raises(ReorderOverflow):
         strict.push(Output(3, "stdout", b""))
     for bounds in ({"max_pending_events": -1}, {"max_pending_bytes": -1}):
-        with pytest.raises(ValueError, match="pending bounds must be >= 0"):
+        with pytest.raises(ValueError, match=r"^pending bounds must be >= 0$"):
             ReorderBuffer(**bounds)
 
 

@@ -63,5 +63,5 @@ def test_a_capacity_of_one_remembers_the_last_id() -> None:
     assert memory.remember("a") is False
     assert memory.remember("b") is True
     assert "a" not in memory and memory.remember("a") is True
-    with pytest.raises(ValueError, match="capacity must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"^capacity must be >= 1, got 0$"):
         WriteIdMemory(0)
