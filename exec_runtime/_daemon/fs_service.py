@@ -749,7 +749,7 @@ class FsService:
         path = path_from_file_uri(params.path)
         if self._closed:
             raise RpcError.invalid_request("the connection's file handles are closed")
-        if handle_id in self._handles or handle_id in self._opening:
+        if handle_id in self._opening:  # the same id, opening concurrently
             raise RpcError.invalid_request(f"handle id {handle_id!r} is already open")
         if len(self._handles) + len(self._opening) >= MAX_OPEN_HANDLES:
             raise RpcError.invalid_request(
@@ -772,6 +772,11 @@ class FsService:
             # may send fs/close before the open finishes. The close wins.
             os.close(fd)
             raise RpcError.invalid_request(f"handle {handle_id!r} was closed while opening")
+        if handle_id in self._handles:
+            # Checked after the open, as Codex does: a bad path is its own error
+            # (-32004, -32603) even when the id is taken.
+            os.close(fd)
+            raise RpcError.invalid_request(f"handle id {handle_id!r} is already open")
         self._handles[handle_id] = _Handle(fd, path)
         return FsOpenResult(handle_id=handle_id)
 

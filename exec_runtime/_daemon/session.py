@@ -212,6 +212,11 @@ class Session:
         """Spawn; return once it runs, with how it is confined. ``registered`` is called
         as soon as the process is known (starting), so requests sent right behind the
         start can find it."""
+        # As Codex: a malformed cwd URI fails decoding first (-32602), then an id in use
+        # (-32600), and only then a cwd naming no directory (-32603, in _spawn_spec).
+        path_from_file_uri(params.cwd, "cwd")
+        if params.process_id and params.process_id in self.processes:
+            raise RpcError.invalid_request(f"process {params.process_id} already exists")
         facts = None
         if (intent := self._intent_of(params)) is not None:
             await self.sandbox.prepare()  # probes once per daemon, off the event loop

@@ -541,6 +541,41 @@ async def test_sessions_own_their_process_id_namespace(connect: Any) -> None:
         )
 
 
+
+async def test_validation_order_of_a_start_and_an_open_follows_codex(
+    connect: Any, tmp_path: pathlib.Path
+) -> None:
+    """Found by the differential suite (issue 14): with an id in use, a start with a
+    missing cwd is "already exists" (Codex checks the id before spawning), a malformed
+    cwd URI stays -32602; an fs/open of a missing path with a handle id in use is the
+    path's error (Codex opens first)."""
+    missing = (tmp_path / "missing").as_uri()
+    with trio.fail_after(10):
+        client = await connect()
+        await client.start("taken", ["sleep", "30"])
+        reply = await client.request(
+            "process/start",
+            {"processId": "taken", "argv": ["true"], "cwd": missing, "env": {}, "tty": False},
+        )
+        assert error_of(reply) == (INVALID_REQUEST, "process taken already exists")
+        reply = await client.request(
+            "process/start",
+            {"processId": "taken", "argv": ["true"], "cwd": "file:relative", "env": {}, "tty": False},
+        )
+        assert error_of(reply)[0] == INVALID_PARAMS
+        (tmp_path / "file").write_bytes(b"x")
+        opened = await client.request(
+            "fs/open", {"handleId": "h", "path": (tmp_path / "file").as_uri()}
+        )
+        assert "result" in opened, opened
+        reply = await client.request("fs/open", {"handleId": "h", "path": missing})
+        assert error_of(reply)[0] == -32004  # not found, not "already open"
+        reply = await client.request(
+            "fs/open", {"handleId": "h", "path": (tmp_path / "file").as_uri()}
+        )
+        assert error_of(reply) == (INVALID_REQUEST, "handle id 'h' is already open")
+        await client.call("process/terminate", {"processId": "taken"})
+
 # --- §7 environment methods ------------------------------------------------------------
 
 

@@ -241,24 +241,6 @@ def _message_has(reply: Any, text: str) -> bool:
     return "error" in reply and text in reply["error"]["message"]
 
 
-def _explains_start_order(method: str, params: Any, codex: Any, ours: Any) -> bool:
-    return (
-        method == "process/start"
-        and _is_error(codex, INVALID_REQUEST)
-        and _message_has(codex, "already exists")
-        and "error" in ours
-    )
-
-
-def _explains_open_order(method: str, params: Any, codex: Any, ours: Any) -> bool:
-    return (
-        method == "fs/open"
-        and "error" in codex
-        and _is_error(ours, INVALID_REQUEST)
-        and _message_has(ours, "already open")
-    )
-
-
 def _explains_write_after_exit(method: str, params: Any, codex: Any, ours: Any) -> bool:
     return (
         method == "process/write"
@@ -332,21 +314,6 @@ KNOWN: dict[str, Known] = {
             in r[-1]["result"]["entries"]
         ),
         explains=_explains_broken_links,
-    ),
-    "start-duplicate-bad-cwd": Known(
-        "not deliberate, a deviation still to fix: a process/start with an id in use and "
-        "a missing cwd: Codex checks the id first (-32600 already exists), we the cwd "
-        "(-32603)",
-        INVALID_REQUEST,
-        INTERNAL_ERROR,
-        explains=_explains_start_order,
-    ),
-    "open-duplicate-bad-path": Known(
-        "not deliberate, a deviation still to fix: an fs/open with a handle id in use and a "
-        "missing path: Codex opens the path first (-32004), we check the id first (-32600)",
-        NOT_FOUND,
-        INVALID_REQUEST,
-        explains=_explains_open_order,
     ),
     "copy-tree-onto-directory": Known(
         "a recursive fs/copy onto an existing directory: Codex copies into it (merging, "
