@@ -560,7 +560,7 @@ async def test_validation_order_of_a_start_and_an_open_follows_codex(
         assert error_of(reply) == (INVALID_REQUEST, "process taken already exists")
         reply = await client.request(
             "process/start",
-            {"processId": "taken", "argv": ["true"], "cwd": "file:relative", "env": {}, "tty": False},
+            {"processId": "taken", "argv": ["true"], "cwd": "file:x", "env": {}, "tty": False},
         )
         assert error_of(reply)[0] == INVALID_PARAMS
         (tmp_path / "file").write_bytes(b"x")

@@ -21,7 +21,7 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.conftest import RawClient
+from tests.support.wire_client import RawClient
 
 CODEX = os.environ.get("EXEC_RUNTIME_CODEX")
 DAEMONS = ("codex", "ours")
