@@ -555,3 +555,13 @@ def test_recorded_output_after_keep_after_is_held_past_the_limits() -> None:
     assert [c.seq for c in seq.read().chunks] == [3]  # 1 and 2 acknowledged: evicted
     seq.record_output("stdout", b"jkl")
     assert [c.seq for c in seq.read().chunks] == [4]
+
+
+def test_evicted_chunks_do_not_stay_in_the_retentions_arrays() -> None:
+    """A long-lived process: its retention's bookkeeping (seqs, offsets, streams) is
+    compacted as chunks are evicted, so it stays bounded by what is retained."""
+    retention = Retention(RetentionLimits(max_bytes=1 << 20, max_chunks=2))
+    for seq in range(1, 1001):
+        retention.append(Output(seq, "stdout", b"x"))
+    assert [c.seq for c in retention.after(0)] == [999, 1000]
+    assert len(retention._seqs) <= 2 * 32  # compacted: not 1000 entries
