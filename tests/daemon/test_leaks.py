@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from tests.support.daemon_process import (
     eventually,
     fd_count,
     io_field,
+    proc_state,
     process_gone,
     spawned_children_of,
     status_kib,
@@ -237,6 +239,18 @@ def expected_digest(count: int) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+WRITE_SYSCALL = {"x86_64": 1, "aarch64": 64}.get(os.uname().machine)
+
+
+def blocked_in_write(pid: int) -> bool:
+    """``pid`` sleeps inside write(2) (``/proc/PID/syscall``: the syscall number
+    first), as a writer does on a full pipe."""
+    if WRITE_SYSCALL is None:
+        pytest.skip(f"write(2)'s number on {os.uname().machine} is not listed here")
+    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    return proc_state(pid) == "S" and fields[:1] == [str(WRITE_SYSCALL)]
+
+
 def seq_count_for(size: int) -> int:
     """The N for which ``seq 1 N`` writes about ``size`` bytes."""
     count, total, digits = 0, 0, 1
@@ -291,10 +305,30 @@ async def test_a_stalled_client_slows_the_producer_bounds_memory_and_loses_nothi
         # Stop reading. The producer runs into backpressure: its writes stall.
         await eventually(lambda: len(spawned_children_of(daemon.pid)) == 1)
         ((producer, _),) = spawned_children_of(daemon.pid)
-        await trio.sleep(0.7)
-        written = io_field(producer, "wchar")
-        await trio.sleep(0.7)
+        # Stalled: blocked in write(2) on its full pipe while the daemon serves 20 round
+        # trips on another connection (its event loop gave the pump its turn each
+        # time) without reading any more of it. The daemon drains until its windows
+        # are full, so wait for that state; a daemon that never stops reading fails
+        # here at the deadline. Then it must stay so for another 20 round trips.
+        other = await trio_websocket.connect_websocket_url(nursery, daemon.url)
+        await other.send_message('{"id":1,"method":"initialize","params":{"clientName":"o"}}')
+        await other.get_message()
+        await other.send_message('{"method":"initialized"}')
+
+        async def round_trips() -> None:
+            for request_id in range(2, 22):
+                await other.send_message(f'{{"id":{request_id},"method":"environment/status"}}')
+                assert '"ready"' in await other.get_message()
+
+        while True:
+            await eventually(lambda: blocked_in_write(producer), interval=0.02)
+            written = io_field(producer, "wchar")
+            await round_trips()
+            if blocked_in_write(producer) and io_field(producer, "wchar") == written:
+                break
+        await round_trips()
         assert io_field(producer, "wchar") == written, "the producer was not slowed"
+        await other.aclose()
         assert written < size // 2 or size < 30 << 20
         stalled_rss = status_kib(daemon.pid, "VmRSS")
         assert stalled_rss - baseline < 24 * MIB, (baseline, stalled_rss)
