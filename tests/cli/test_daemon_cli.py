@@ -19,41 +19,23 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
 from exec_runtime import ServerConfig
 from exec_runtime._cli.main import _build_parser, serve_options
 from exec_runtime._cli.main import main as cli_main
-from tests.support.daemon_process import eventually, process_gone, spawned_children_of
+from tests.support.daemon_process import (
+    Daemon,
+    _drain,
+    eventually,
+    process_gone,
+    spawned_children_of,
+)
+from tests.support.daemon_process import spawn_daemon as start_daemon
 from tests.support.wire_client import RawClient, output_of
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@attrs.define
-class Daemon:
-    process: trio.Process
-    stdout: bytearray = attrs.field(factory=bytearray)
-    stderr: bytearray = attrs.field(factory=bytearray)
-    stdout_closed: trio.Event = attrs.field(factory=trio.Event)
-
-    @property
-    def url(self) -> str:
-        return self.stdout.decode().splitlines()[0]
-
-    async def wait(self) -> int:
-        code = await self.process.wait()
-        await self.stdout_closed.wait()
-        return code
-
-
-async def _drain(stream: trio.abc.ReceiveStream, into: bytearray, done: trio.Event) -> None:
-    async with stream:
-        while data := await stream.receive_some(65536):
-            into += data
-    done.set()
 
 
 @pytest.fixture
@@ -62,25 +44,13 @@ async def spawn_daemon(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any
     daemons: list[Daemon] = []
 
     async def spawn(*args: str, stdin: bool = False) -> Daemon:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "exec_runtime", "serve", *args],
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-        )
-        daemon = Daemon(process)
+        daemon = await start_daemon(nursery, *args, wait_for_url=False, stdin=stdin)
         daemons.append(daemon)
-        assert process.stdout is not None and process.stderr is not None
-        nursery.start_soon(_drain, process.stdout, daemon.stdout, daemon.stdout_closed)
-        nursery.start_soon(_drain, process.stderr, daemon.stderr, trio.Event())
         return daemon
 
     yield spawn
     for daemon in daemons:
-        if daemon.process.returncode is None:
-            daemon.process.kill()
-            await daemon.process.wait()
+        await daemon.kill()
 
 
 async def started(spawn_daemon: Any, *args: str) -> Daemon:

@@ -131,10 +131,11 @@ async def spawn_daemon(
     env: dict[str, str] | None = None,
     wait_for_url: bool = True,
     nofile: tuple[int, int] | None = None,
+    stdin: bool = False,
 ) -> Daemon:
     """``python -m exec_runtime serve ARGS`` with stdout/stderr collected. With
     ``wait_for_url``, returns once the URL line is out (or fails with stderr).
-    ``nofile``: the daemon's (soft, hard) RLIMIT_NOFILE."""
+    ``nofile``: the daemon's (soft, hard) RLIMIT_NOFILE; ``stdin``: a pipe to its stdin."""
 
     def limit_fds() -> None:  # pragma: no cover - runs in the child
         if nofile is not None:
@@ -142,7 +143,7 @@ async def spawn_daemon(
 
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "exec_runtime", "serve", *args],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
