@@ -295,8 +295,7 @@ async def test_a_stalled_client_slows_the_producer_bounds_memory_and_loses_nothi
 
         await call(1, "initialize", {"clientName": "slow"})
         await ws.send_message(msgspec.msgpack.encode({"method": "initialized"}))
-        await call(2, "environment/info")
-        await trio.sleep(0.2)
+        await call(2, "environment/info")  # the daemon has served this connection
         baseline = status_kib(daemon.pid, "VmRSS")
 
         start = {"processId": "seq", "argv": ["seq", "1", str(count)], "cwd": "file:///",
