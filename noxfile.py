@@ -103,12 +103,14 @@ COVERAGE = "coverage[toml]>=7.10"  # 7.10: [run] patch = subprocess
 
 @nox.session
 def mutants(session: nox.Session) -> None:
-    """Mutation testing (mutmut, configured in pyproject.toml) over the pure core: the
-    output sequence and retention, the reorder buffer, the recovery merge, the client's
-    stream (its catch-up and acknowledgement rules) and write ids, against tests/core
-    in the derandomized (CI) hypothesis profile. Prints the score and every survivor;
-    docs/testing.md explains the survivors. About 40 minutes on 2 cores; results are
-    cached in mutants/ (`nox -s mutants -- <mutant name>...` re-runs some)."""
+    """Mutation testing (mutmut, configured in pyproject.toml) over the whole pure core
+    (`exec_runtime/_core`: the output sequence and retention, the reorder buffer, the
+    recovery merge, the client's stream, write ids, the WebSocket frame parser and
+    serializers, the sandbox policy, the fs walk, placement, the env policy, the denial
+    scanner, log redaction), against tests/core in the derandomized (CI) hypothesis
+    profile. Prints the score and every survivor; docs/testing.md explains the
+    survivors. About 1.5 hours on 2 cores; results are cached in mutants/ (`nox -s
+    mutants -- 'exec_runtime._core.walk.*'` runs one module's mutants, or name some)."""
     session.install("-e", ".[test]", MUTMUT)
     env = {"CI": "1", "HYPOTHESIS_PROFILE": "ci"}
     session.run("mutmut", "run", *session.posargs, env=env)
