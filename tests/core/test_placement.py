@@ -9,7 +9,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exec_runtime._core.placement import EndpointView, PlacementPolicy
+from exec_runtime._core.placement import EndpointView, Placement, PlacementPolicy
 
 NAMES = [f"ws://198.18.0.{i}:7000" for i in range(1, 7)]
 
@@ -136,3 +136,52 @@ def test_no_endpoints_gives_a_reason() -> None:
     assert placement.endpoint is None and "no endpoints" in placement.reason
     down = PlacementPolicy().place([EndpointView(NAMES[0], healthy=False, load=0)])
     assert down.endpoint is None and "none of the 1" in down.reason
+
+
+def test_the_reasons_for_placing_nowhere() -> None:
+    a, b = NAMES[:2]
+    policy = PlacementPolicy(random.Random(1))
+    assert policy.place([]) == Placement(None, "no endpoints (the names resolved to no address)")
+    down = [EndpointView(a, healthy=False, load=0), EndpointView(b, True, 0, present=False)]
+    assert policy.place(down) == Placement(None, "none of the 2 endpoints is ready")
+    assert policy.place([EndpointView(a, True, 0)], affinity="k") == Placement(a)
+    unhealthy = [EndpointView(a, healthy=False, load=0), EndpointView(b, True, 0)]
+    assert policy.place(unhealthy, affinity="k") == Placement(
+        None, f"endpoint {a} (pinned by affinity 'k') is not ready"
+    )
+    leaving = [EndpointView(a, True, 0, present=False), EndpointView(b, True, 0)]
+    assert policy.place(leaving, affinity="k") == Placement(
+        None, f"endpoint {a} (pinned by affinity 'k') is leaving the pool"
+    )
+
+
+def test_without_an_injected_rng_ties_are_still_broken() -> None:
+    policy = PlacementPolicy()
+    views = [EndpointView(name, healthy=True, load=0) for name in NAMES[:2]]
+    picks = {policy.place(views).endpoint for _ in range(200)}
+    assert picks == set(NAMES[:2])
+
+
+def test_two_tied_endpoints_are_each_chosen() -> None:
+    views = [EndpointView(name, healthy=True, load=0) for name in NAMES[:2]]
+    for seed in range(20):
+        chosen = PlacementPolicy(random.Random(seed)).place(views).endpoint
+        assert chosen == random.Random(seed).choice(sorted(NAMES[:2]))
+    policy = PlacementPolicy(random.Random(3))
+    picks = Counter(policy.place(views).endpoint for _ in range(200))
+    assert set(picks) == set(NAMES[:2]) and min(picks.values()) > 50
+
+
+def test_only_ties_draw_from_the_rng() -> None:
+    """A placement without a tie leaves the injected rng alone, so a seeded pool's tie
+    breaks depend on its ties only."""
+    a, b = NAMES[:2]
+    tied = [EndpointView(a, True, 0), EndpointView(b, True, 0)]
+    for seed in range(20):
+        rng = random.Random(seed)
+        policy = PlacementPolicy(rng)
+        state = rng.getstate()
+        assert policy.place([EndpointView(a, True, 0), EndpointView(b, True, 1)]) == Placement(a)
+        assert policy.place([EndpointView(b, True, 0)]) == Placement(b)
+        assert rng.getstate() == state
+        assert policy.place(tied) == PlacementPolicy(random.Random(seed)).place(tied)

@@ -212,3 +212,18 @@ def test_chunking_does_not_change_the_verdict(
     assert whole.denied(exit_code) is want
     assert streamed.denied(exit_code) is want
     assert streamed.keyword_seen is whole.keyword_seen
+
+
+def test_after_a_match_later_output_is_not_even_looked_at() -> None:
+    """The daemon feeds the scanner every chunk of a sandboxed process: once a keyword
+    is found the verdict is fixed, and the rest of the output costs no scanning."""
+
+    class Unscannable(bytes):
+        def lower(self) -> bytes:
+            raise AssertionError("scanned after the verdict")
+
+    scanner = scan(("stderr", b"Permission denied"))
+    for stream in ("stdout", "stderr", "pty"):
+        scanner.feed(stream, Unscannable(b"more output"))
+    assert scanner.keyword_seen is True
+    assert scanner.denied(1) is True

@@ -469,3 +469,216 @@ def _without_links(node: dict[str, Any]) -> dict[str, Any]:
         for name, child in node.items()
         if not isinstance(child, Link)
     )
+
+
+# ---------------------------------------------------------------------------
+# Exact contracts the mutation run found untested
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ((-1, 1, 1), "fs/walk options.maxDepth must be between 0 and 64, got -1"),
+        ((65, 1, 1), "fs/walk options.maxDepth must be between 0 and 64, got 65"),
+        ((0, 0, 1), "fs/walk options.maxDirectories must be between 1 and 10000, got 0"),
+        (
+            (0, 10_001, 1),
+            "fs/walk options.maxDirectories must be between 1 and 10000, got 10001",
+        ),
+        ((0, 1, 0), "fs/walk options.maxEntries must be between 1 and 50000, got 0"),
+        ((0, 1, 50_001), "fs/walk options.maxEntries must be between 1 and 50000, got 50001"),
+    ],
+)
+def test_invalid_limits_name_the_field(options: tuple[int, int, int], message: str) -> None:
+    with pytest.raises(InvalidWalkOptions) as caught:
+        validate_options(*options)
+    assert str(caught.value) == message
+
+
+def test_state_machine_protocol_error_messages() -> None:
+    state = WalkState(limits())
+    directory = state.next_directory()
+    assert directory is not None
+    with pytest.raises(RuntimeError) as twice:
+        state.next_directory()
+    assert str(twice.value) == "the previous directory has not been reported yet"
+    with pytest.raises(RuntimeError) as wrong:
+        state.add_error(PendingDirectory("other", 1), "x")
+    assert str(wrong.value) == "directory 'other' was not the one handed out"
+    state.add_listing(directory, [])
+    with pytest.raises(RuntimeError) as stale:
+        state.add_listing(directory, [])
+    assert str(stale.value) == "directory '' was not the one handed out"
+
+
+def test_done_is_false_until_the_walk_ends_and_true_as_soon_as_it_is_truncated() -> None:
+    state = WalkState(limits(max_entries=1))
+    assert state.done is False
+    directory = state.next_directory()
+    assert directory is not None
+    assert state.done is False
+    state.add_listing(directory, [ListedEntry("a", "directory"), ListedEntry("b", "file")])
+    # Truncated by the listing itself: over before next_directory is asked again.
+    assert state.done is True
+    assert state.next_directory() is None
+    assert state.done is True
+    assert state.outcome() == WalkOutcome([WalkEntry("a", "directory")], [], True)
+
+
+def test_done_right_after_a_budget_truncation() -> None:
+    for report_error in (False, True):
+        state = WalkState(limits(), budget=ITEM_OVERHEAD)
+        directory = state.next_directory()
+        assert directory is not None
+        if report_error:
+            state.add_error(directory, "x")
+        else:
+            state.add_listing(directory, [ListedEntry("ab", "file")])
+        assert state.done is True
+        assert state.outcome() == WalkOutcome([], [], True)
+
+
+def test_directories_read_counts_each_read_once() -> None:
+    tree = {"a": {"x": "f"}, "b": Unreadable({"y": "f"}), "c": "f"}
+    state = WalkState(limits(max_directories=3))
+    assert state.directories_read == 0
+    seen = []
+    while (directory := state.next_directory()) is not None:
+        seen.append(state.directories_read)
+        node = _resolve(tree, directory.path.split("/") if directory.path else ())
+        if isinstance(node, Unreadable):
+            state.add_error(directory, "denied")
+        else:
+            state.add_listing(directory, FakeFs(tree)(directory, state.entry_limit()))
+    assert seen == [1, 2, 3]
+    # Exactly max_directories directories to read: all read, nothing truncated.
+    assert state.outcome() == WalkOutcome(
+        [
+            WalkEntry("a", "directory"),
+            WalkEntry("b", "directory"),
+            WalkEntry("c", "file"),
+            WalkEntry("a/x", "file"),
+        ],
+        [WalkError("b", "denied")],
+        False,
+    )
+
+
+def test_max_directories_counts_the_root_and_every_read() -> None:
+    tree = {"a": {"x": "f"}, "b": {"y": {"z": "f"}}}
+    for max_directories, read, truncated in [
+        (1, [""], True),
+        (2, ["", "a"], True),
+        (3, ["", "a", "b"], True),
+        (4, ["", "a", "b", "b/y"], False),
+    ]:
+        outcome, fs = run(tree, limits(max_directories=max_directories))
+        assert (fs.read, outcome.truncated) == (read, truncated), max_directories
+
+
+def test_entry_limit_is_the_names_left_plus_the_one_that_truncates() -> None:
+    state = WalkState(limits(max_entries=5))
+    directory = state.next_directory()
+    assert directory is not None
+    assert state.entry_limit() == 6
+    state.add_listing(directory, [ListedEntry("a", "directory"), ListedEntry("b", "file")])
+    assert state.entry_limit() == 4
+    directory = state.next_directory()
+    assert directory == PendingDirectory("a", 1)
+    state.add_listing(directory, [ListedEntry(n, "file") for n in "cdef"])
+    # c, d, e counted; f would be the 6th name: truncated, and f is not counted.
+    assert state.entry_limit() == 1
+    assert state.outcome().truncated
+
+
+def test_entry_limit_is_the_smallest_useful_listing() -> None:
+    """One name fewer than entry_limit changes the outcome: the name that truncates is
+    missing, so the walk looks complete."""
+    listing = [ListedEntry(n, "file") for n in "abc"]
+    for max_entries in (1, 2):
+        for trim_to in ("limit", "less"):
+            state = WalkState(limits(max_entries=max_entries))
+            directory = state.next_directory()
+            assert directory is not None
+            keep = state.entry_limit() - (trim_to == "less")
+            state.add_listing(directory, listing[:keep])
+            assert state.next_directory() is None
+            assert state.outcome().truncated is (trim_to == "limit"), (max_entries, trim_to)
+
+
+def test_depths_of_the_directories_handed_out() -> None:
+    tree = {"a": {"b": {"c": {"d": {"e": "f"}}}}}
+    for max_depth in range(5):
+        outcome, fs = run(tree, limits(max_depth=max_depth))
+        assert fs.read == ["", "a", "a/b", "a/b/c", "a/b/c/d"][: max_depth + 1]
+        assert [e.path for e in outcome.entries] == ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/c/d/e"][
+            : max_depth + 1
+        ]
+    state = WalkState(limits(max_depth=3))
+    depths = []
+    while (directory := state.next_directory()) is not None:
+        depths.append((directory.path, directory.depth))
+        state.add_listing(directory, FakeFs(tree)(directory, state.entry_limit()))
+    assert depths == [("", 0), ("a", 1), ("a/b", 2), ("a/b/c", 3)]
+
+
+def test_a_directory_reached_again_does_not_end_its_parents_listing() -> None:
+    tree: dict[str, Any] = {"d": {"x": "f"}, "z": "f", "zz": {"y": "f"}}
+    tree["e"] = Link(("d",))
+    tree["up"] = Link(())
+    outcome, fs = run(tree, limits(follow_directory_symlinks=True))
+    assert [e.path for e in outcome.entries] == ["d", "e", "up", "z", "zz", "d/x", "zz/y"]
+    assert fs.read == ["", "d", "zz"]
+
+
+def test_path_prefix_is_charged_with_each_item() -> None:
+    """The daemon sends absolute URIs: ``path_prefix`` bytes more per entry and error."""
+    prefix = 10
+    per_entry = 1 + ITEM_OVERHEAD + prefix
+    for budget, emitted in [(2 * per_entry, 2), (2 * per_entry - 1, 1)]:
+        state = WalkState(limits(), budget=budget, path_prefix=prefix)
+        directory = state.next_directory()
+        assert directory is not None
+        state.add_listing(directory, [ListedEntry("a", "file"), ListedEntry("b", "file")])
+        assert state.next_directory() is None
+        assert len(state.outcome().entries) == emitted
+        assert state.outcome().truncated is (emitted < 2)
+
+
+@pytest.mark.parametrize("prefix", [0, 7])
+def test_an_error_costs_its_path_its_message_and_the_prefix(prefix: int) -> None:
+    message = "cannot read directory: No such file or directory"
+    # The root's error path is "." (1 byte); a subdirectory "sub" (3 bytes).
+    root_cost = 1 + len(message) + ITEM_OVERHEAD + prefix
+    sub_cost = 3 + len(message) + ITEM_OVERHEAD + prefix
+    entry_cost = 3 + ITEM_OVERHEAD + prefix
+    for spare, reported in [(0, True), (-1, False)]:
+        state = WalkState(limits(), budget=root_cost + spare, path_prefix=prefix)
+        directory = state.next_directory()
+        assert directory is not None
+        state.add_error(directory, message)
+        errors = [WalkError(".", message)] if reported else []
+        assert state.outcome() == WalkOutcome([], errors, not reported)
+        state = WalkState(limits(), budget=entry_cost + sub_cost + spare, path_prefix=prefix)
+        directory = state.next_directory()
+        assert directory is not None
+        state.add_listing(directory, [ListedEntry("sub", "directory")])
+        directory = state.next_directory()
+        assert directory == PendingDirectory("sub", 1)
+        state.add_error(directory, message)
+        assert state.next_directory() is None
+        errors = [WalkError("sub", message)] if reported else []
+        assert state.outcome() == WalkOutcome([WalkEntry("sub", "directory")], errors, not reported)
+
+
+def test_walk_reports_the_oserror_text() -> None:
+    def failing(error: OSError) -> Any:
+        def list_directory(directory: PendingDirectory, limit: int) -> list[ListedEntry]:
+            raise error
+
+        return list_directory
+
+    with_strerror = walk(limits(), failing(PermissionError(13, "Permission denied")))
+    assert with_strerror.errors == [WalkError(".", "cannot read directory: Permission denied")]
+    bare = walk(limits(), failing(OSError("device went away")))
+    assert bare.errors == [WalkError(".", "cannot read directory: device went away")]
