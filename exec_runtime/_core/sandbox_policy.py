@@ -118,9 +118,7 @@ class ConfinementPlan:
             return "write"
         best: Grant | None = None
         for grant in self.grants:
-            if is_within(path, grant.path) and (
-                best is None or _depth(grant.path) >= _depth(best.path)
-            ):
+            if is_within(path, grant.path) and (best is None or _rank(grant) > _rank(best)):
                 best = grant
         return best.access if best is not None else "deny"
 
@@ -333,16 +331,26 @@ def _resolve(raw: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[tupl
 def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[str], list[str]]:
     """``.git`` (and the directory a ``.git`` file names), ``.codex`` and ``.agents``
     at the top of every writable root become read-only, and so does every grant below
-    them: a protected path is never writable. Then, at the top of every root still
-    writable, an absent ``.codex`` or ``.agents`` is guarded (the third list)."""
+    them: a protected path is never writable. Then, at the top of every directory root
+    still writable, an absent ``.codex`` or ``.agents`` is guarded (the third list), and
+    so is the missing target of a protected name that is a dangling link, where it
+    would be writable."""
     plan = ConfinementPlan("restricted", "restricted", tuple(grants))
     protected: set[str] = set()
+    dangling: set[str] = set()
     for root in plan.writable_roots():
         for name in PROTECTED_NAMES:
             candidate = _child(root, name)
             if not facts.exists(candidate):
                 continue
-            protected.add(facts.realpath(candidate))
+            real = facts.realpath(candidate)
+            if not facts.exists(real):
+                # A link to nothing yet: where a grant lets the command create its
+                # target, it would create the protected name; guarded below, as an
+                # absent name is (a read grant on a missing path cannot be mounted).
+                dangling.add(real)
+                continue
+            protected.add(real)
             gitdir = facts.gitdir_of(candidate) if name == ".git" else None
             if gitdir is not None and facts.exists(gitdir):
                 real_gitdir = facts.realpath(gitdir)
@@ -364,8 +372,10 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
     protected_plan = ConfinementPlan(
         "restricted", "restricted", tuple(Grant(p, a) for p, a in result.items())
     )
-    absent: set[str] = set()
+    absent = {path for path in dangling if protected_plan.access_of(path) == "write"}
     for root in protected_plan.writable_roots():
+        if not facts.is_dir(root):
+            continue  # a file granted write has no names inside it to guard
         for name in GUARDED_WHEN_ABSENT:
             candidate = _child(root, name)
             if not facts.exists(candidate) and protected_plan.access_of(candidate) == "write":
@@ -374,6 +384,11 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
         result[path] = "read"
     grants_out = [Grant(p, a) for p, a in result.items()]
     return grants_out, sorted(protected | absent), sorted(absent)
+
+
+def _rank(grant: Grant) -> tuple[int, int]:
+    """Deeper decides; on one path, the more restrictive (as ``mounts()`` orders them)."""
+    return _depth(grant.path), _RESTRICTIVENESS[grant.access]
 
 
 def _child(root: str, name: str) -> str:
