@@ -332,24 +332,23 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
     """``.git`` (and the directory a ``.git`` file names), ``.codex`` and ``.agents``
     at the top of every writable root become read-only, and so does every grant below
     them: a protected path is never writable. Then, at the top of every directory root
-    still writable, an absent ``.codex`` or ``.agents`` is guarded (the third list), and
-    so is the missing target of a protected name that is a dangling link, where it
-    would be writable."""
+    still writable, an absent ``.codex`` or ``.agents`` is guarded (the third list).
+    A protected name that is a symlink cannot be kept: :class:`Unenforceable`."""
     plan = ConfinementPlan("restricted", "restricted", tuple(grants))
     protected: set[str] = set()
-    dangling: set[str] = set()
     for root in plan.writable_roots():
         for name in PROTECTED_NAMES:
             candidate = _child(root, name)
             if not facts.exists(candidate):
                 continue
             real = facts.realpath(candidate)
-            if not facts.exists(real):
-                # A link to nothing yet: where a grant lets the command create its
-                # target, it would create the protected name; guarded below, as an
-                # absent name is (a read grant on a missing path cannot be mounted).
-                dangling.add(real)
-                continue
+            if real != candidate:  # roots are real paths: the name itself is a link
+                # A mount lands on the link's target, and the link stays in a
+                # writable directory: the command could unlink it and make its own.
+                raise Unenforceable(
+                    f"{candidate} is a symlink in a writable root: the command could "
+                    f"replace it with its own {name}, so it cannot be kept read-only"
+                )
             protected.add(real)
             gitdir = facts.gitdir_of(candidate) if name == ".git" else None
             if gitdir is not None and facts.exists(gitdir):
@@ -372,7 +371,7 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
     protected_plan = ConfinementPlan(
         "restricted", "restricted", tuple(Grant(p, a) for p, a in result.items())
     )
-    absent = {path for path in dangling if protected_plan.access_of(path) == "write"}
+    absent: set[str] = set()
     for root in protected_plan.writable_roots():
         if not facts.is_dir(root):
             continue  # a file granted write has no names inside it to guard

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 import attrs
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 import exec_runtime._core
@@ -275,6 +275,8 @@ class Expected:
     grants: dict[str, Access]
     """Real existing paths → the most restrictive access asked for each."""
     protected: frozenset[str]
+    symlinked: frozenset[str] = frozenset()
+    """Protected names at the top of a writable root that are links: refused."""
 
     def access(self, path: str) -> Access:
         """The deepest grant decides; nothing writable at or below a protected path."""
@@ -306,17 +308,20 @@ def expected(
             if host.exists(real):
                 grants[real] = max(grants.get(real, access), access, key=_ORDER.index)
     protected: set[str] = set()
+    symlinked: set[str] = set()
     for root, access in grants.items():
         if access != "write":
             continue
         for name in (".git", ".codex", ".agents"):
             candidate = posixpath.join(root, name)
-            if host.exists(candidate):
+            if host.exists(candidate) and host.nodes.get(candidate, DIR).kind == "symlink":
+                symlinked.add(candidate)
+            elif host.exists(candidate):
                 protected.add(host.realpath(candidate))
                 gitdir = host.gitdir_of(candidate) if name == ".git" else None
                 if gitdir is not None and host.exists(gitdir):
                     protected.add(host.realpath(gitdir))
-    return Expected(grants, frozenset(protected))
+    return Expected(grants, frozenset(protected), frozenset(symlinked))
 
 
 def granted(plan: ConfinementPlan) -> dict[str, Access]:
@@ -409,6 +414,12 @@ class Scenario:
     env: dict[str, str]
 
     def compile(self) -> ConfinementPlan:
+        """The plan; a scenario the compiler must refuse (a protected name that is a
+        link, checked by ``test_a_symlinked_protected_name_is_refused``) is rejected."""
+        if self.expected().symlinked:
+            with pytest.raises(Unenforceable):
+                compile_on(self.host, self.intent, cwd=self.request_cwd, env=self.env)
+            reject()
         return compile_on(self.host, self.intent, cwd=self.request_cwd, env=self.env)
 
     def expected(self) -> Expected:
@@ -625,19 +636,6 @@ def test_explicit_write_on_protected_paths_stays_read_only() -> None:
         assert effective_access(plan.mounts(), path) == "read", path
     assert plan.access_of("/w") == plan.access_of("/wt") == "write"
     assert {"/w/.git", "/w/.codex", "/w/.agents", "/wt/.git"} <= set(plan.protected)
-
-
-def test_a_git_symlink_protects_its_target() -> None:
-    """2. /w/.git → /store/w.git: the real directory is what becomes read-only, even
-    where another grant makes it writable."""
-    host = FakeHost({"/w/.git": link("/store/w.git"), "/store/w.git/HEAD": FILE})
-    entries = [special("project_roots", "write"), path_entry("/store", "write")]
-    plan = compile_on(host, managed(entries))
-    assert plan.access_of("/store") == "write"
-    for path in ("/store/w.git", "/store/w.git/HEAD"):
-        assert plan.access_of(path) == "read", path
-        assert effective_access(plan.mounts(), path) == "read", path
-    assert "/store/w.git" in plan.protected
 
 
 @pytest.mark.parametrize("gitdir", ["/store/wt", "../store/wt"])
@@ -944,41 +942,47 @@ def test_absent_codex_and_agents_are_guarded_in_each_root_still_writable() -> No
     assert root.absent == {"/.codex", "/.agents"}
 
 
-def test_an_existing_codex_or_agents_is_not_guarded_even_as_a_symlink() -> None:
-    """A .codex that is a link protects its real target; the link's own path gets no
-    guard (a grant names a real path), nor does the target's directory."""
-    host = FakeHost({"/w/.codex": link("/cfg"), "/cfg/config.toml": FILE, "/w/.agents": DIR})
-    entries = [special("project_roots", "write"), path_entry("/cfg", "write")]
-    plan = compile_on(host, managed(entries))
-    assert plan.absent == frozenset()
-    assert [m for m in plan.mounts() if m.kind == "guard"] == []
-    assert granted(plan) == {"/w": "write", "/cfg": "read", "/w/.agents": "read"}
-    assert plan.protected == ("/cfg", "/w/.agents")
-
-
-def test_a_dangling_codex_links_target_in_a_writable_root_is_guarded() -> None:
-    """/w/.codex → /srv/.codex, which does not exist, /srv writable: the target is
-    protected, so it must not become writable; but every grant must name a path that
-    exists or be a guard, or the launcher fails (``bwrap --ro-bind`` of a missing path;
-    Landlock refuses a read grant inside a writable one). The compiler once granted
-    /srv/.codex read and left it out of ``absent``: every start failed."""
-    host = FakeHost({"/w/.codex": link("/srv/.codex"), "/srv": DIR})
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [(".codex", "/srv/.codex"), (".codex", "/cfg"), (".git", "/repo/.git"), (".agents", "/w/a")],
+)
+def test_a_protected_name_that_is_a_link_in_a_writable_root_is_refused(
+    name: str, target: str
+) -> None:
+    """A read-only mount lands on the link's target, and the link itself stays in a
+    writable directory: the command could unlink it and make its own ``.codex``. So
+    the intent cannot be enforced (a dangling link's target was once granted read
+    though missing, so bwrap refused every start; a link to a real directory left the
+    name replaceable)."""
+    host = FakeHost({f"/w/{name}": link(target), "/srv": DIR, "/cfg": DIR, "/repo/.git": DIR})
     entries = [special("project_roots", "write"), path_entry("/srv", "write")]
-    plan = compile_on(host, managed(entries))
-    assert plan.access_of("/srv/.codex") == "read"
-    assert "/srv/.codex" in plan.absent and "/srv/.codex" in plan.protected
-    for grant in plan.grants:
-        assert host.exists(grant.path) or grant.path in plan.absent, grant
+    with pytest.raises(Unenforceable) as raised:
+        compile_on(host, managed(entries))
+    assert str(raised.value) == (
+        f"/w/{name} is a symlink in a writable root: the command could replace it "
+        f"with its own {name}, so it cannot be kept read-only"
+    )
 
 
-def test_a_dangling_protected_links_target_out_of_reach_is_left_alone() -> None:
-    """The same link, its target's directory not writable: the command cannot create
-    it, so nothing is guarded and no grant names the missing path."""
-    host = FakeHost({"/w/.codex": link("/srv/.codex"), "/srv": DIR})
-    plan = compile_on(host, managed([special("project_roots", "write")]))
-    assert plan.access_of("/srv/.codex") == "deny"
-    assert "/srv/.codex" not in plan.absent
-    assert all(grant.path != "/srv/.codex" for grant in plan.grants)
+def test_a_link_below_a_read_only_root_is_no_concern() -> None:
+    """The same link where its directory is not writable cannot be replaced."""
+    host = FakeHost({"/r/.codex": link("/cfg"), "/cfg": DIR})
+    plan = compile_on(host, managed([path_entry("/r", "read"), path_entry("/cfg", "write")]))
+    assert plan.access_of("/r/.codex") == "read"
+    assert plan.access_of("/cfg") == "write"
+
+
+@POLICY_SETTINGS
+@given(scenarios())
+def test_a_symlinked_protected_name_is_refused(case: Scenario) -> None:
+    """Refused exactly when a protected name at the top of a writable root is a link."""
+    symlinked = case.expected().symlinked
+    try:
+        compile_on(case.host, case.intent, cwd=case.request_cwd, env=case.env)
+    except Unenforceable as refused:
+        assert any(str(refused).startswith(f"{path} is a symlink") for path in symlinked)
+    else:
+        assert not symlinked
 
 
 def test_a_file_granted_write_gets_no_guards_inside_it() -> None:

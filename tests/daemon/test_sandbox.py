@@ -1034,29 +1034,31 @@ async def test_an_absent_codex_or_agents_cannot_be_created(
     assert sorted(p.name for p in workspace.iterdir()) == ["ok"]
 
 
-async def test_a_dangling_codex_link_cannot_have_its_target_created(
-    sandbox_client: ExecClient, tmp_path: Path
+@pytest.mark.parametrize("target_exists", [True, False])
+async def test_a_codex_link_in_a_writable_root_is_refused_not_run(
+    sandbox_client: ExecClient, tmp_path: Path, target_exists: bool
 ) -> None:
-    """``.codex`` in the workspace links to a missing directory in another writable
-    root: creating that directory would create the workspace's ``.codex``. Its target
-    is guarded like an absent ``.codex`` (the compiler once granted the missing path
-    read, so bwrap refused to start every command in such a workspace)."""
+    """``.codex`` in the workspace is a link: a read-only mount would land on its
+    target, and the command could replace the link with its own ``.codex`` (it did,
+    before: ``rm .codex && mkdir .codex`` succeeded; and with a missing target, bwrap
+    refused every start). The intent cannot be enforced: refused, nothing runs."""
     need("bwrap")
     workspace, elsewhere = tmp_path / "ws", tmp_path / "elsewhere"
     workspace.mkdir()
     elsewhere.mkdir()
+    if target_exists:
+        (elsewhere / "codex-config").mkdir()
     (workspace / ".codex").symlink_to(elsewhere / "codex-config")
-    result = await run(
-        sandbox_client,
-        f"mkdir {elsewhere}/codex-config; echo x > .codex/config.toml; touch {elsewhere}/ok",
-        sandbox=Sandbox.workspace_write([workspace], writable=[elsewhere], writable_tmp=False),
-        cwd=workspace,
-    )
-    assert b"File exists" in result.stdout + result.stderr
-    assert b"Read-only file system" in result.stdout + result.stderr
-    assert (elsewhere / "ok").exists()  # the rest of that root stays writable
-    # The guard's mount point is gone again: the link dangles as before.
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["ok"]
+    with trio.fail_after(30), pytest.raises(ProtocolError) as refused:
+        await sandbox_client.run(
+            ["sh", "-c", "rm .codex && mkdir .codex && touch .codex/config.toml ran"],
+            sandbox=Sandbox.workspace_write([workspace], writable=[elsewhere]),
+            cwd=workspace,
+        )
+    assert refused.value.code == -32602
+    assert f"{workspace}/.codex is a symlink in a writable root" in str(refused.value)
+    assert (workspace / ".codex").is_symlink()
+    assert not (workspace / "ran").exists()
 
 
 async def test_guards_stay_while_another_sandbox_still_uses_them(
