@@ -4,7 +4,11 @@ test_websocket_frames_vs_wsproto.py.)"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import struct
+import tracemalloc
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given
@@ -56,12 +60,20 @@ def events(wire: bytes, *, client: bool = True, limit: int = 1 << 30) -> list[Ev
     found: list[Event | int] = []
     try:
         while not isinstance(event := parser.next_event(), NeedData):
+            assert isinstance(event, (Message, Ping, Pong, Close)), event
             found.append(event)
             if isinstance(event, Close):
                 break
     except ProtocolError as exc:
         found.append(exc.code)
     return found
+
+
+def equal(found: object, expected: object) -> bool:
+    """``found == expected``, for big payloads: pytest's own explanation of an ``==``
+    that fails diffs the two reprs, which takes minutes for a megabyte (CI sets no limit
+    on it), where the reprs of a call's arguments are cut short."""
+    return found == expected
 
 
 def peer_close(payload: bytes) -> list[Event | int]:
@@ -251,7 +263,7 @@ def test_a_big_frame_is_read_straight_into_its_own_buffer(size: int, client: boo
         position += count
         if parser.get_buffer() is not None:
             assert parser.next_event() is NEED_DATA
-    assert parser.next_event() == Message(BINARY, payload)
+    assert equal(parser.next_event(), Message(BINARY, payload))
     parser.receive_data(wire[position:])
     assert parser.next_event() == Message(TEXT, b"next")
 
@@ -265,7 +277,7 @@ def test_bytes_fed_while_a_big_frame_buffer_is_open_fill_it_first() -> None:
     assert parser.get_buffer() is not None
     parser.receive_data(wire[10:])  # the rest of the frame and the ping, in one piece
     assert parser.get_buffer() is None
-    assert parser.next_event() == Message(BINARY, payload)
+    assert equal(parser.next_event(), Message(BINARY, payload))
     assert parser.next_event() == Ping(b"p")
     with pytest.raises(ValueError):
         parser.buffer_updated(1)
@@ -281,7 +293,7 @@ def test_a_huge_frame_grows_with_its_bytes() -> None:
     assert parser.get_buffer() is None
     for at in range(100, len(wire), 300_000):
         parser.receive_data(wire[at : at + 300_000])
-    assert parser.next_event() == Message(BINARY, payload)
+    assert equal(parser.next_event(), Message(BINARY, payload))
 
 
 def test_a_caller_bytearray_is_not_modified() -> None:
@@ -305,10 +317,10 @@ def test_what_each_end_sends_the_other_parses(payload: bytes, opcode: int) -> No
         payload = payload.decode(errors="replace").encode()
     to_server = FrameParser(client=False, max_message_size=1 << 20)
     to_server.receive_data(client_frame(opcode, payload))
-    assert to_server.next_event() == Message(opcode, payload)
+    assert equal(to_server.next_event(), Message(opcode, payload))
     to_client = FrameParser(client=True, max_message_size=1 << 20)
     to_client.receive_data(server_frame_header(opcode, len(payload)) + payload)
-    assert to_client.next_event() == Message(opcode, payload)
+    assert equal(to_client.next_event(), Message(opcode, payload))
 
 
 def test_control_frames() -> None:
@@ -325,3 +337,320 @@ def test_mask_is_the_rfc_xor_and_its_own_inverse(payload: bytes, key: bytes) -> 
     expected = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     assert mask(payload, key) == expected
     assert mask(mask(payload, key), key) == payload
+
+
+# --- the parser, detail by detail -----------------------------------------------------
+
+
+def failure(wire: bytes, *, client: bool = True, limit: int = 1 << 30) -> tuple[int, str]:
+    """The code and message ``wire`` (fed whole) fails the connection with."""
+    parser = FrameParser(client=client, max_message_size=limit)
+    parser.receive_data(wire)
+    with pytest.raises(ProtocolError) as caught:
+        while not isinstance(parser.next_event(), NeedData):
+            pass
+    return caught.value.code, str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("wire", "client", "code", "message"),
+    [
+        (bytes([0x80 | 0x10 | TEXT, 0]), True, 1002, "reserved bits set: no extension was agreed"),
+        (server_frame(0x3, b"x"), True, 1002, "unknown opcode 0x3"),
+        (server_frame(0xB, b"x"), True, 1002, "unknown opcode 0xb"),
+        (server_frame(PING, b"x", fin=False), True, 1002, "a control frame is fragmented"),
+        (server_frame(PONG, b"x" * 126), True, 1002, "a control frame is longer than 125"),
+        (client_frame(BINARY, b"x"), True, 1002, "the server sent a masked frame"),
+        (server_frame(BINARY, b"x"), False, 1002, "a client frame is not masked"),
+        (server_frame(CONTINUATION, b"x"), True, 1002, "a continuation frame starts nothing"),
+        (
+            server_frame(BINARY, b"a", fin=False) + server_frame(TEXT, b"b"),
+            True,
+            1002,
+            "a new message inside a fragmented one",
+        ),
+        (bytes([0x82, 126, 0, 125]), True, 1002, "a length not in its shortest form"),
+        (
+            bytes([0x82, 127]) + struct.pack("!Q", 65535),
+            True,
+            1002,
+            "a length not in its shortest form",
+        ),
+        (
+            bytes([0x82, 127]) + struct.pack("!Q", 1 << 63),
+            True,
+            1002,
+            "a length not in its shortest form",
+        ),
+        (server_frame(BINARY, b"x" * 1001), True, 1009, "message larger than 1000"),
+        (server_frame(TEXT, b"\xff"), True, 1007, "a text message is not valid UTF-8"),
+        (
+            server_frame(TEXT, b"ok", fin=False) + server_frame(CONTINUATION, b"\xff"),
+            True,
+            1007,
+            "a text message is not valid UTF-8",
+        ),
+        (server_frame(CLOSE, b"\x03"), True, 1002, "a close frame with a 1-byte payload"),
+        (server_frame(CLOSE, struct.pack("!H", 1005)), True, 1002, "a close frame with code 1005"),
+        (server_frame(CLOSE, b"\xff\xff"), True, 1002, "a close frame with code 65535"),
+        (server_frame(CLOSE, b"\x80\x00"), True, 1002, "a close frame with code 32768"),
+        (
+            server_frame(CLOSE, struct.pack("!H", 1000) + b"\xff"),
+            True,
+            1007,
+            "a close frame's reason is not valid UTF-8",
+        ),
+    ],
+)
+def test_each_violation_fails_with_its_code_and_message(
+    wire: bytes, client: bool, code: int, message: str
+) -> None:
+    assert failure(wire, client=client, limit=1000) == (code, message)
+
+
+@pytest.mark.parametrize(
+    ("wire", "header", "client", "code"),
+    [
+        (bytes([0x80 | 0x20 | BINARY, 5]) + b"hello", 2, True, 1002),  # RSV2
+        (server_frame(PING, b"x" * 126), 2, True, 1002),  # a 16-bit length for a ping
+        (bytes([0x82, 126, 0, 5]) + b"hello", 4, True, 1002),  # 16-bit length for 5 bytes
+        (server_frame(BINARY, b"x" * 300), 4, True, 1009),  # past the limit of 200
+        (bytes([0x82, 127]) + struct.pack("!Q", 65535) + b"x" * 20, 10, True, 1002),
+        (bytes([0x82, 127]) + struct.pack("!Q", 1 << 63 | 1 << 16) + b"x" * 20, 10, True, 1002),
+        (bytes([0x82, 127]) + struct.pack("!Q", 70_000) + b"x" * 20, 10, True, 1009),
+        (client_frame(BINARY, b"x" * 300, b"abcd"), 8, False, 1009),  # the key comes first
+        (client_frame(BINARY, b"x" * 300, b"abcd"), 2, True, 1002),  # masked to a client
+        (server_frame(CONTINUATION, b"x" * 300), 4, True, 1002),  # after the length
+    ],
+)
+def test_a_bad_header_fails_as_soon_as_it_is_whole(
+    wire: bytes, header: int, client: bool, code: int
+) -> None:
+    """Fed a byte at a time, and cut anywhere: the error comes with the header's last
+    byte, never later (the payload is not waited for) and never earlier."""
+    for cut in range(1, len(wire)):
+        parser = FrameParser(client=client, max_message_size=200)
+        parser.receive_data(wire[:cut])
+        if cut < header:
+            assert parser.next_event() is NEED_DATA
+            parser.receive_data(wire[cut:])
+        with pytest.raises(ProtocolError) as caught:
+            parser.next_event()
+        assert caught.value.code == code
+    parser = FrameParser(client=client, max_message_size=200)
+    for at in range(header - 1):
+        parser.receive_data(wire[at : at + 1])
+        assert parser.next_event() is NEED_DATA
+    parser.receive_data(wire[header - 1 : header])
+    with pytest.raises(ProtocolError) as caught:
+        parser.next_event()
+    assert caught.value.code == code
+
+
+def stream(*, masked: bool) -> list[bytes]:
+    """Frames of every kind and length form, with control frames between fragments."""
+    key = b"\x11\x22\x33\x44"
+
+    def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+        if not masked:
+            return server_frame(opcode, payload, fin=fin)
+        wire = client_frame(opcode, payload, key)
+        return bytes([wire[0] & ~(0 if fin else 0x80)]) + wire[1:]
+
+    return [
+        frame(TEXT, "h\u00e9llo".encode()),
+        frame(BINARY, b""),
+        frame(PING, b"p" * 125),  # the longest control frame
+        frame(BINARY, bytes(range(256)) * 2),  # a 16-bit length
+        frame(TEXT, b"t" * 126),  # the shortest 16-bit length
+        frame(TEXT, b"ab\xe2", fin=False),
+        frame(PONG, b""),
+        frame(CONTINUATION, b"\x82", fin=False),
+        frame(CONTINUATION, b"\xac" + b"z" * 300),
+        frame(BINARY, b"y" * 70_000),  # 64-bit length, the limit, past DIRECT_RECEIVE_BYTES
+        frame(CLOSE, struct.pack("!H", 1000) + b"r" * 123),  # the longest close
+        frame(BINARY, b"after the close"),
+    ]
+
+
+STREAM_EVENTS: list[Event] = [
+    Message(TEXT, "h\u00e9llo".encode()),
+    Message(BINARY, b""),
+    Ping(b"p" * 125),
+    Message(BINARY, bytes(range(256)) * 2),
+    Message(TEXT, b"t" * 126),
+    Pong(b""),
+    Message(TEXT, "ab\u20ac".encode() + b"z" * 300),
+    Message(BINARY, b"y" * 70_000),
+    Close(1000, "r" * 123),
+]
+
+
+def fed_in_pieces(wire: bytes, cuts: list[int], *, client: bool) -> list[Event]:
+    parser = FrameParser(client=client, max_message_size=70_000)
+    found: list[Event] = []
+    for start, end in itertools.pairwise([0, *cuts, len(wire)]):
+        parser.receive_data(wire[start:end])
+        while not isinstance(event := parser.next_event(), NeedData):
+            assert isinstance(event, (Message, Ping, Pong, Close)), event
+            if isinstance(event, Message):
+                event = Message(event.opcode, bytes(event.payload))
+            found.append(event)
+            if isinstance(event, Close):
+                assert not parser.in_message  # what follows a close is dropped
+                return found
+    return found
+
+
+@pytest.mark.parametrize("client", [True, False])
+def test_a_stream_cut_at_every_point_gives_the_same_events(client: bool) -> None:
+    frames = stream(masked=not client)
+    wire = b"".join(frames)
+    big = len(b"".join(frames[:9]))  # where the 70,000-byte frame starts
+    assert equal(fed_in_pieces(wire, [], client=client), STREAM_EVENTS)
+    for cut in [*range(big + 20), *range(big + 69_990, len(wire))]:
+        assert equal(fed_in_pieces(wire, [cut], client=client), STREAM_EVENTS), cut
+    byte_by_byte = [*range(1, big + 20), big + 35_000, *range(big + 69_990, len(wire))]
+    assert equal(fed_in_pieces(wire, byte_by_byte, client=client), STREAM_EVENTS)
+
+
+def test_in_message_says_whether_a_frame_or_message_is_under_way() -> None:
+    parser = FrameParser(client=True, max_message_size=1000)
+    assert not parser.in_message
+    parser.receive_data(server_frame(BINARY, b"ab")[:1])
+    assert parser.next_event() is NEED_DATA
+    assert parser.in_message
+    parser.receive_data(server_frame(BINARY, b"ab")[1:] + server_frame(TEXT, b"c", fin=False))
+    assert parser.next_event() == Message(BINARY, b"ab")
+    assert parser.next_event() is NEED_DATA
+    assert parser.in_message  # a fragmented message
+    parser.receive_data(server_frame(CONTINUATION, b"d"))
+    assert parser.next_event() == Message(TEXT, b"cd")
+    assert not parser.in_message
+    parser.receive_data(server_frame(CLOSE, b"") + server_frame(BINARY, b"dropped")[:3])
+    assert parser.next_event() == Close(1005)
+    assert not parser.in_message  # nothing after a close counts
+    parser.receive_data(b"more")
+    assert not parser.in_message
+    assert parser.next_event() == Close(1005)
+
+
+def big_frame_parser() -> tuple[FrameParser, bytes]:
+    payload = bytes(range(256)) * 400  # 102,400 bytes: read straight into its buffer
+    parser = FrameParser(client=True, max_message_size=1 << 20)
+    wire = server_frame(BINARY, payload)
+    parser.receive_data(wire[:1000])
+    assert parser.next_event() is NEED_DATA
+    return parser, wire
+
+
+def test_buffer_updated_takes_zero_to_the_room_left() -> None:
+    parser, wire = big_frame_parser()
+    view = parser.get_buffer()
+    assert view is not None and len(view) == len(wire) - 1000
+    view.release()
+    parser.buffer_updated(0)  # a read of nothing (recv_into at the end of the stream)
+    view = parser.get_buffer()
+    assert view is not None and len(view) == len(wire) - 1000
+    with view:
+        view[:] = wire[1000:]
+    with pytest.raises(ValueError, match=r"^buffer_updated without a matching get_buffer$"):
+        parser.buffer_updated(len(wire) - 1000 + 1)  # more than there was room for
+    with pytest.raises(ValueError, match=r"^buffer_updated without a matching get_buffer$"):
+        parser.buffer_updated(-1)
+    assert parser.next_event() is NEED_DATA  # the refused counts changed nothing
+    parser.buffer_updated(len(wire) - 1000)
+    assert parser.get_buffer() is None
+    parser.buffer_updated(0)  # the buffer is full, not yet handed out: nothing to add
+    with pytest.raises(ValueError, match=r"^buffer_updated without a matching get_buffer$"):
+        parser.buffer_updated(1)
+    assert equal(parser.next_event(), Message(BINARY, wire[10:]))
+    with pytest.raises(ValueError, match=r"^buffer_updated without a matching get_buffer$"):
+        parser.buffer_updated(0)
+
+
+def test_buffer_updated_counts_from_what_was_already_filled() -> None:
+    parser, wire = big_frame_parser()
+    room = len(wire) - 1000
+    parser.receive_data(wire[1000:2000])  # fills the buffer too
+    view = parser.get_buffer()
+    assert view is not None and len(view) == room - 1000
+    with view:
+        view[:] = wire[2000:]
+    with pytest.raises(ValueError, match=r"^buffer_updated without a matching get_buffer$"):
+        parser.buffer_updated(room)  # room at the start, more than what is left now
+    parser.buffer_updated(room - 1000)
+    assert equal(parser.next_event(), Message(BINARY, wire[10:]))
+
+
+@contextlib.contextmanager
+def tracing() -> Iterator[None]:
+    """Trace allocations (blocks from before are not traced, nor their reallocation)."""
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        yield
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+
+
+def peak_allocated_by(action: Callable[[], object]) -> int:
+    """How many bytes ``action`` had allocated at most, beyond what it started with."""
+    assert tracemalloc.is_tracing()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    action()
+    return tracemalloc.get_traced_memory()[1] - before
+
+
+@pytest.mark.parametrize("data_type", [bytes, bytearray])
+def test_a_read_is_parsed_where_it_is_when_nothing_is_left_over(data_type: type) -> None:
+    """The module's promise: no copy of a read when no earlier bytes are pending."""
+    wire = data_type(server_frame(BINARY, b"q" * 1_000_000) + server_frame(PING, b"x"))
+    for head in [b"", server_frame(PONG, b"")]:  # a new parser, and one with all parsed
+        parser = FrameParser(client=True, max_message_size=1 << 21)
+        if head:
+            parser.receive_data(head)
+            assert parser.next_event() == Pong(b"")
+        with tracing():
+            assert peak_allocated_by(lambda: parser.receive_data(wire)) < 10_000  # noqa: B023
+        assert equal(parser.next_event(), Message(BINARY, b"q" * 1_000_000))
+        assert parser.next_event() == Ping(b"x")
+
+
+def test_a_frame_that_spans_reads_grows_in_one_buffer() -> None:
+    """Bytes that span reads are joined by appending to one buffer of ours, not by
+    copying all that was gathered again on each read (which would be quadratic)."""
+    payload = b"g" * (DIRECT_RECEIVE_MAX + 1)  # too big to be read into its own buffer
+    wire = server_frame(BINARY, payload)
+    parser = FrameParser(client=True, max_message_size=1 << 21)
+    with tracing():
+        parser.receive_data(wire[:1000])
+        parser.receive_data(wire[1000:900_000])  # joined: the one copy of what was gathered
+        assert parser.next_event() is NEED_DATA
+        for at in range(900_000, 905_000, 1000):
+            piece = wire[at : at + 1000]
+            assert peak_allocated_by(lambda: parser.receive_data(piece)) < 300_000  # noqa: B023
+    parser.receive_data(wire[905_000:])
+    assert equal(parser.next_event(), Message(BINARY, payload))
+
+
+@pytest.mark.parametrize("data_type", [bytes, bytearray])
+def test_a_message_is_bytes_unless_read_into_its_own_buffer(data_type: type) -> None:
+    """Fed whole, joined across reads, masked or not: the payload is one immutable copy
+    (only a frame read straight into its own buffer hands that bytearray on)."""
+    for client in (True, False):
+        frames = stream(masked=not client)
+        wire = b"".join(frames[:4])
+        parser = FrameParser(client=client, max_message_size=1000)
+        for at in range(0, len(wire), 7):
+            parser.receive_data(data_type(wire[at : at + 7]))
+            while not isinstance(event := parser.next_event(), NeedData):
+                if isinstance(event, Message):
+                    assert type(event.payload) is bytes, event
+        parser.receive_data(data_type(wire))
+        found = [parser.next_event() for _ in range(4)]
+        assert found == STREAM_EVENTS[:4]
+        assert [type(event.payload) for event in found] == [bytes] * 4

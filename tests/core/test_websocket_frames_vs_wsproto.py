@@ -133,6 +133,7 @@ def ours(
             if rest:
                 parser.receive_data(rest)
             while not isinstance(event := parser.next_event(), NeedData):
+                assert isinstance(event, (Message, Ping, Pong, Close)), event
                 if isinstance(event, Message):
                     event = Message(event.opcode, bytes(event.payload))
                 events.append(event)
