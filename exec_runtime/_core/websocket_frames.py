@@ -494,7 +494,7 @@ class FrameParser:
                     with memoryview(buffer) as view:
                         payload = mask(view[start:end], key)
                 elif type(buffer) is bytes:
-                    payload = buffer[start:end]  # the whole buffer when one read held one frame
+                    payload = buffer[start:end]  # one copy, as below, without a memoryview
                 else:
                     with memoryview(buffer) as view:
                         payload = bytes(view[start:end])
