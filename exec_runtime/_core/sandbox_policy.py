@@ -217,7 +217,7 @@ def compile_plan(
     raw: list[Grant] = []
     for index, entry in enumerate(fs.entries):
         field = f"sandbox.permissions.file_system.entries[{index}]"
-        access: Access = "deny" if entry.access in ("deny", "none") else entry.access  # type: ignore[assignment]
+        access: Access = "deny" if entry.access == "none" else entry.access  # type: ignore[assignment]
         for path in _paths_of(entry.path, field, roots, env, facts):
             raw.append(Grant(path, access))
     grants, symlinks = _resolve(raw, facts)
@@ -368,16 +368,15 @@ def _protect(grants: list[Grant], facts: HostFacts) -> tuple[list[Grant], list[s
     for path, access in list(result.items()):
         if access == "write" and any(is_within(path, p) for p in protected):
             result[path] = "read"
-    protected_plan = ConfinementPlan(
-        "restricted", "restricted", tuple(Grant(p, a) for p, a in result.items())
-    )
     absent: set[str] = set()
-    for root in protected_plan.writable_roots():
+    for root in [path for path, access in result.items() if access == "write"]:
         if not facts.is_dir(root):
             continue  # a file granted write has no names inside it to guard
         for name in GUARDED_WHEN_ABSENT:
             candidate = _child(root, name)
-            if not facts.exists(candidate) and protected_plan.access_of(candidate) == "write":
+            # Grants name existing paths, so none lies between the root and a missing
+            # name: the root's write would let the command create it.
+            if not facts.exists(candidate):
                 absent.add(candidate)
     for path in absent:
         result[path] = "read"
@@ -391,4 +390,4 @@ def _rank(grant: Grant) -> tuple[int, int]:
 
 
 def _child(root: str, name: str) -> str:
-    return "/" + name if root == "/" else posixpath.join(root, name)
+    return posixpath.join(root, name)

@@ -987,12 +987,13 @@ def test_a_symlinked_protected_name_is_refused(case: Scenario) -> None:
 
 def test_a_file_granted_write_gets_no_guards_inside_it() -> None:
     """A write grant on a file is no root to guard names in: guards there would be
-    mount points bwrap cannot make (NotADirectoryError) and Landlock refuses."""
-    host = FakeHost({"/w/f": FILE})
-    plan = compile_on(host, managed([path_entry("/w/f", "write")]))
+    mount points bwrap cannot make (NotADirectoryError) and Landlock refuses. A
+    directory root granted after it still gets its guards."""
+    host = FakeHost({"/w/f": FILE, "/d": DIR})
+    plan = compile_on(host, managed([path_entry("/w/f", "write"), path_entry("/d", "write")]))
     assert plan.access_of("/w/f") == "write"
-    assert not plan.absent
-    assert not plan.protected
+    assert plan.absent == frozenset({"/d/.codex", "/d/.agents"})
+    assert plan.protected == ("/d/.agents", "/d/.codex")
 
 
 def test_of_two_grants_on_one_path_the_more_restrictive_decides_in_either_order() -> None:
