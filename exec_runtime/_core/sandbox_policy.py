@@ -217,7 +217,7 @@ def compile_plan(
     raw: list[Grant] = []
     for index, entry in enumerate(fs.entries):
         field = f"sandbox.permissions.file_system.entries[{index}]"
-        access: Access = "deny" if entry.access == "none" else entry.access  # type: ignore[assignment]
+        access: Access = "deny" if entry.access == "none" else entry.access
         for path in _paths_of(entry.path, field, roots, env, facts):
             raw.append(Grant(path, access))
     grants, symlinks = _resolve(raw, facts)
