@@ -8,9 +8,10 @@ import base64
 import os
 from typing import Any
 
+import pytest
 import trio
 
-from exec_runtime._daemon.stdin import MAX_PENDING_BYTES, StdinWriter
+from exec_runtime._daemon.stdin import INLINE_WRITE_BYTES, MAX_PENDING_BYTES, StdinWriter
 from tests.support.wire_client import output_of
 
 
@@ -24,9 +25,63 @@ async def read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def fill(fd: int) -> bytes:
+    """Fill a pipe (the child is not reading): a write now has to be queued."""
+    os.set_blocking(fd, False)
+    written = 0
+    try:
+        while True:
+            written += os.write(fd, b"p" * 65536)
+    except BlockingIOError:
+        pass
+    return b"p" * written
+
+
+async def test_a_write_to_an_idle_writer_reaches_the_child_before_the_reply() -> None:
+    """Nothing queued nor being written: the bytes are written before ``write``
+    returns (the reply), without a hop to the writer task; what does not fit is queued."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    stream = trio.lowlevel.FdStream(write_fd)
+    writer = StdinWriter(stream, eof_bytes=None)  # run() never runs
+    with trio.fail_after(10):
+        assert await writer.write("w1", b"x\n", close=False) == "accepted"
+        assert os.read(read_fd, 100) == b"x\n"
+        assert writer.pending_bytes == 0
+        prefill = fill(write_fd)
+        assert await writer.write("w2", b"y", close=False) == "accepted"
+        assert writer.pending_bytes == 1  # the pipe is full: queued for run()
+        await stream.aclose()
+    os.close(read_fd)
+    assert prefill
+
+
+async def test_a_big_write_goes_through_the_writer_task_even_when_idle() -> None:
+    """Up to ``INLINE_WRITE_BYTES`` is written inline; bulk input is not written in the
+    request's handler (it measured slower there)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    stream = trio.lowlevel.FdStream(write_fd)
+    writer = StdinWriter(stream, eof_bytes=None)  # run() never runs
+    with trio.fail_after(10):
+        assert await writer.write("w0", b"y" * INLINE_WRITE_BYTES, close=False) == "accepted"
+        assert os.read(read_fd, 2 * INLINE_WRITE_BYTES) == b"y" * INLINE_WRITE_BYTES  # inline
+        assert await writer.write("w1", b"z" * (INLINE_WRITE_BYTES + 1), close=False) == (
+            "accepted"
+        )
+        assert writer.pending_bytes == INLINE_WRITE_BYTES + 1
+        with pytest.raises(BlockingIOError):
+            os.read(read_fd, 100)
+        assert await writer.write("w2", b"z" * INLINE_WRITE_BYTES, close=False) == "accepted"
+        assert writer.pending_bytes == 2 * INLINE_WRITE_BYTES + 1  # queued behind w1
+        await stream.aclose()
+    os.close(read_fd)
+
+
 async def test_a_cancelled_write_did_nothing_and_its_retry_writes_once() -> None:
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
+    prefill = fill(write_fd)
     writer = StdinWriter(trio.lowlevel.FdStream(write_fd), eof_bytes=None)
     first = b"a" * MAX_PENDING_BYTES  # fills the queue: the pipe is not read yet
     second = b"b" * 1000
@@ -47,7 +102,7 @@ async def test_a_cancelled_write_did_nothing_and_its_retry_writes_once() -> None
             assert await writer.write("w2", second, close=False) == "accepted"  # a duplicate
             assert await writer.write("c", b"", close=True) == "accepted"
         os.close(read_fd)
-    assert received == [first + second]
+    assert received == [prefill + first + second]
 
 
 async def test_close_stdin_on_a_pty_ends_input_after_a_partial_line(connect: Any) -> None:
@@ -76,6 +131,7 @@ async def test_queued_stdin_bytes_count_in_the_daemons_buffer_budget() -> None:
     budget = ByteBudget(64 << 20, "buffers")
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
+    fill(write_fd)
     writer = StdinWriter(trio.lowlevel.FdStream(write_fd), eof_bytes=None, account=Account(budget))
     big = b"x" * (8 << 20)  # far more than the pipe holds: the child is not reading
     with trio.fail_after(10):
