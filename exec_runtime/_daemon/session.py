@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import uuid
@@ -83,9 +84,10 @@ class Session:
         self.sandbox = SandboxEnforcer(config.sandbox_mechanisms, config.bwrap_path)
         self.metrics: DaemonMetrics = NO_METRICS
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """What logs call this session: never its id, the resume credential."""
+        """What logs call this session: never its id, the resume credential (a hash,
+        taken once: every process start binds it to its log context)."""
         return fingerprint(self.id)
 
     # --- lifetime -------------------------------------------------------------------

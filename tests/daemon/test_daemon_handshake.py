@@ -19,7 +19,7 @@ import wsproto
 import wsproto.events as wsevents
 
 from exec_runtime import ServerConfig
-from exec_runtime._daemon import server
+from exec_runtime._daemon import environment_info, server
 from exec_runtime._daemon.environment_info import user_shell
 from tests.support.daemon_process import eventually
 from tests.support.wire_client import RawClient, WireError
@@ -629,6 +629,31 @@ async def test_environment_info_shape(connect: Any) -> None:
         assert temp_is_dir
         assert isinstance(info["executorVersion"], str) and info["executorVersion"]
         assert isinstance(info["capabilities"], dict)
+
+
+async def test_the_executor_version_is_read_from_package_metadata_once(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``importlib.metadata.version`` scans every distribution on the path (about 0.9 ms
+    here): once per daemon, not once per ``initialize`` and ``environment/info``."""
+    reads: list[str] = []
+
+    def version(name: str) -> str:
+        reads.append(name)
+        return "9.9.9"
+
+    monkeypatch.setattr(environment_info.metadata, "version", version)
+    forget = getattr(environment_info.executor_version, "cache_clear", lambda: None)
+    forget()
+    try:
+        with trio.fail_after(5):
+            for _ in range(2):
+                client = await connect()  # each connect initializes
+                info = await client.call("environment/info")
+                assert info["executorVersion"] == "9.9.9"
+        assert reads == ["exec-runtime"]
+    finally:
+        forget()
 
 
 async def test_environment_status_is_ready(connect: Any) -> None:
