@@ -7,6 +7,9 @@ retention bound. Explicit examples pin the canonical sequences from the protocol
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +25,8 @@ from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamNa
 from exec_runtime._core.sequence import (
     DEFAULT_RETAIN_BYTES,
     DEFAULT_RETAIN_CHUNKS,
+    OWN_SEGMENT_BYTES,
+    SEGMENT_BYTES,
     ProcessSequence,
     ReadResult,
     Retention,
@@ -398,7 +403,7 @@ def test_evicted_chunks_release_their_data_at_once() -> None:
     retention = Retention(RetentionLimits(max_bytes=3 * 1000, max_chunks=1000))
     for seq in range(1, 11):
         retention.append(Output(seq, "stdout", bytes([seq]) * 1000))
-    assert len(retention._data) == 3000  # only the three retained payloads
+    assert retention.payload_held == 3000  # only the three retained payloads
     assert [chunk.seq for chunk in retention.after(0)] == [8, 9, 10]
     assert retention.bytes == 3000
 
@@ -565,3 +570,94 @@ def test_evicted_chunks_do_not_stay_in_the_retentions_arrays() -> None:
         retention.append(Output(seq, "stdout", b"x"))
     assert [c.seq for c in retention.after(0)] == [999, 1000]
     assert len(retention._seqs) <= 2 * 32  # compacted: not 1000 entries
+
+
+_SIZES = st.one_of(
+    st.integers(min_value=1, max_value=200),  # shared segments
+    st.integers(min_value=OWN_SEGMENT_BYTES - 2, max_value=OWN_SEGMENT_BYTES + 2),
+    st.integers(min_value=SEGMENT_BYTES - 300, max_value=SEGMENT_BYTES + 300),
+)
+
+
+@given(
+    retain=st.integers(min_value=1, max_value=3 * SEGMENT_BYTES),
+    max_chunks=st.integers(min_value=1, max_value=80),
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("out"), _SIZES),
+            st.tuples(st.just("ack"), st.integers(min_value=0, max_value=5)),
+        ),
+        max_size=120,
+    ),
+)
+def test_segmented_payloads_read_back_exactly_and_hold_only_what_is_retained(
+    retain: int, max_chunks: int, steps: list[tuple[str, int]]
+) -> None:
+    """Chunks small and big, on both sides of ``OWN_SEGMENT_BYTES`` and of a shared
+    segment's room, evicted with and without ``keep_after`` (and through compactions
+    of both index arrays): every read returns the retained chunks' exact bytes, in
+    order, and the segments hold the retained payload, not a byte more."""
+    retention = Retention(RetentionLimits(max_bytes=retain, max_chunks=max_chunks))
+    model: list[Output] = []
+    acked, next_seq = 0, 1
+    for kind, value in steps:
+        if kind == "ack":
+            acked = min(next_seq - 1, acked + value)
+            retention.trim(keep_after=acked)
+        else:
+            chunk = Output(
+                next_seq, "stderr" if next_seq % 3 else "stdout", _payload(next_seq, value)
+            )
+            retention.append(chunk, keep_after=acked)
+            model.append(chunk)
+            next_seq += 1
+        # The model's eviction: oldest first, past either limit, never after ``acked``.
+        while (
+            model
+            and (sum(len(c.data) for c in model) > retain or len(model) > max_chunks)
+            and model[0].seq <= acked
+        ):
+            model.pop(0)
+        assert list(retention.after(0)) == model
+        assert retention.bytes == sum(len(c.data) for c in model)
+        assert retention.payload_held == retention.bytes
+        for after in {0, acked, next_seq // 2, next_seq}:
+            assert list(retention.after(after)) == [c for c in model if c.seq > after]
+
+
+def _payload(seq: int, size: int) -> bytes:
+    """Distinct bytes per chunk, so a read from the wrong offset shows."""
+    return bytes((seq * 7 + i) % 251 for i in range(min(size, 512))) * (size // 512) + bytes(
+        (seq * 7 + i) % 251 for i in range(size % 512)
+    )
+
+
+def test_a_big_chunk_is_kept_as_it_came_and_appending_copies_nothing_retained() -> None:
+    """A chunk of ``OWN_SEGMENT_BYTES`` or more is retained as its own ``bytes`` (read
+    back as the same object), and appending one to a 4 MiB retention allocates about
+    its own bookkeeping, not the 4 MiB: one flat buffer was re-allocated and copied
+    whole every few appends as it grew (88 µs per 256 KiB chunk at a 4 MiB window)."""
+    chunk_bytes = 256 * 1024
+    retention = Retention(RetentionLimits(max_bytes=4 << 20, max_chunks=1000))
+    chunks = [Output(seq, "stdout", bytes([seq]) * chunk_bytes) for seq in range(1, 41)]
+    unretained = [sys.getrefcount(chunk.data) for chunk in chunks]
+    for chunk in chunks[:16]:
+        retention.append(chunk)
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        for chunk in chunks[16:]:  # 24 more, each evicting the oldest
+            retention.append(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    assert peak - before < chunk_bytes // 4
+    assert [c.seq for c in retention.after(0)] == list(range(25, 41))
+    assert all(a.data is b.data for a, b in zip(retention.after(0), chunks[24:], strict=True))
+    assert retention.payload_held == 16 * chunk_bytes
+    # What was evicted is let go at once, not when the index is next compacted.
+    assert [sys.getrefcount(c.data) for c in chunks[:24]] == unretained[:24]
