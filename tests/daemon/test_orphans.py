@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 import trio
 
 from exec_runtime import ServerConfig, open_local
+from exec_runtime._daemon import reaper
 from exec_runtime._daemon.orphans import REAPER_SCRIPT, WATCHDOG, OrphanWatchdog
 from tests.support.daemon_process import Daemon, eventually, process_gone, watchdogs_of
 
@@ -171,3 +174,82 @@ def test_a_watchdog_that_stops_reading_never_blocks_the_daemon(
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def _read_lines_in_a_thread(
+    fd: int, interval: float
+) -> tuple[list[bytes], threading.Thread]:
+    lines: list[bytes] = []
+
+    def read() -> None:
+        for line in reaper.owner_lines(fd, interval):
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_the_watchdog_reassembles_lines_split_across_writes_and_ends_at_eof() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        lines, reader = _read_lines_in_a_thread(read_end, interval=0.001)
+        os.write(write_end, b"+ 11 p\n+ 12")
+        _until(lambda: lines == [b"+ 11 p"])  # read while the rest of a line waits
+        time.sleep(0)  # let it block on the quiet pipe
+        os.write(write_end, b" t\n- 11\n+ 13 p")  # no newline before EOF
+        os.close(write_end)
+        write_end = -1
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+        assert lines == [b"+ 11 p", b"+ 12 t", b"- 11", b"+ 13 p"]
+        assert reaper.registered_at_eof(lines) == {12: True, 13: False}
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_the_watchdog_reads_a_burst_of_lines_in_batches_not_line_by_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each write to a pipe with a blocked reader wakes it, and the daemon pays for the
+    wake-up (twice per process): once lines come, the watchdog reads every ``interval``
+    instead, so a burst costs a handful of reads, not one per line."""
+    batches: list[int] = []
+    read_available = reaper._read_available
+
+    def counted(fd: int) -> tuple[bytes, bool]:
+        data, eof = read_available(fd)
+        if data:
+            batches.append(data.count(b"\n"))
+        return data, eof
+
+    monkeypatch.setattr(reaper, "_read_available", counted)
+    read_end, write_end = os.pipe()
+    interval = 0.5
+    try:
+        lines, reader = _read_lines_in_a_thread(read_end, interval)
+        os.write(write_end, b"+ 1 p\n")
+        _until(lambda: lines == [b"+ 1 p"])  # the reader is now sleeping out its interval
+        started = time.monotonic()
+        for pgid in range(2, 202):
+            os.write(write_end, b"+ %d p\n" % pgid)
+        elapsed = time.monotonic() - started
+        os.close(write_end)
+        write_end = -1
+        reader.join(timeout=10)
+        assert lines == [b"+ %d p" % pgid for pgid in range(1, 202)]
+        # The first line, then one read per interval the burst spanned (and the EOF's).
+        assert len(batches) <= 3 + int(elapsed / interval), batches
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
