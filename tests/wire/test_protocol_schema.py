@@ -580,6 +580,78 @@ def test_json_output_decode_falls_back_for_escapes_and_names_bad_base64() -> Non
             JSON.decode(bad, wire.ProcessOutputParams)
 
 
+# --- the JSON fast path for process/read results (pybase64) -------------------------------
+
+_read_chunks = st.lists(
+    st.builds(
+        wire.ReadChunk,
+        seq=st.integers(min_value=0, max_value=2**53),
+        stream=st.sampled_from(["stdout", "stderr", "pty"]),
+        chunk=st.binary(max_size=600),
+    ),
+    max_size=5,
+)
+# A failure text may hold the very pattern the encoder splices at: escaped, it can't match.
+_failures = st.none() | st.text(max_size=30) | st.just('"chunk":"" and \\"chunk\\":\\"\\"')
+
+
+@given(
+    chunks=_read_chunks,
+    next_seq=st.integers(min_value=0, max_value=2**53),
+    exited=st.booleans(),
+    exit_code=st.none() | st.integers(min_value=-(2**31), max_value=2**31),
+    failure=_failures,
+    earliest=st.none() | st.integers(min_value=0, max_value=2**53),
+    request_id=st.integers(min_value=0, max_value=2**31) | st.text(max_size=10),
+)
+def test_read_result_fast_paths_are_byte_identical_to_msgspec(
+    chunks: list[wire.ReadChunk],
+    next_seq: int,
+    exited: bool,
+    exit_code: int | None,
+    failure: str | None,
+    earliest: int | None,
+    request_id: int | str,
+) -> None:
+    result = wire.ProcessReadResult(
+        chunks=chunks,
+        next_seq=next_seq,
+        exited=exited,
+        exit_code=exit_code,
+        closed=exited,
+        failure=failure,
+        sandbox_denied=False,
+        earliest_retained_seq=earliest,
+    )
+    message = wire.Response(id=request_id, result=result)
+    for codec, reference in ((JSON, msgspec.json.encode), (MSGPACK, msgspec.msgpack.encode)):
+        pieces = codec.encode_pieces(message)
+        encoded = pieces if isinstance(pieces, bytes) else b"".join(pieces)
+        assert encoded == codec.encode(message) == reference(message)
+        assert codec.decode(codec.decode_message(encoded).result, wire.ProcessReadResult) == result
+    if chunks:  # each chunk's base64 is its own piece, never copied into a frame
+        pieces = JSON.encode_pieces(message)
+        assert isinstance(pieces, tuple) and len(pieces) == 1 + 3 * len(chunks)
+
+
+def test_json_read_decode_falls_back_for_escapes_and_names_bad_base64() -> None:
+    def result(chunk: str) -> bytes:
+        return (
+            b'{"chunks":[{"seq":1,"stream":"stdout","chunk":"AA=="},'
+            b'{"seq":2,"stream":"stdout","chunk":' + chunk.encode() + b"}],"
+            b'"nextSeq":3,"exited":false,"exitCode":null,"closed":false,'
+            b'"failure":null,"sandboxDenied":false}'
+        )
+
+    decoded = JSON.decode(result('"\\/w=="'), wire.ProcessReadResult)  # "\/" is "/"
+    assert [c.chunk for c in decoded.chunks] == [b"\x00", b"\xff"]
+    for bad in ('"@@@@"', "7", "null"):
+        with pytest.raises(InvalidParams, match=r"\$\.chunks\[1\]\.chunk"):
+            JSON.decode(result(bad), wire.ProcessReadResult)
+    with pytest.raises(InvalidParams, match=r"\$\.nextSeq"):
+        JSON.decode(result('""').replace(b'"nextSeq":3', b'"nextSeq":"3"'), wire.ProcessReadResult)
+
+
 # --- the client's one-pass decode of output notifications ---------------------------------
 
 
