@@ -23,6 +23,7 @@ from hypothesis.stateful import (
 
 from exec_runtime._core.events import Closed, Exited, Output, SeqEvent, StreamName
 from exec_runtime._core.sequence import (
+    CHUNK_COST,
     DEFAULT_RETAIN_BYTES,
     DEFAULT_RETAIN_CHUNKS,
     OWN_SEGMENT_BYTES,
@@ -661,3 +662,95 @@ def test_a_big_chunk_is_kept_as_it_came_and_appending_copies_nothing_retained() 
     assert retention.payload_held == 16 * chunk_bytes
     # What was evicted is let go at once, not when the index is next compacted.
     assert [sys.getrefcount(c.data) for c in chunks[:24]] == unretained[:24]
+
+
+def test_evicted_segments_do_not_stay_in_the_segment_list_and_reads_stay_exact() -> None:
+    """Chunks with segments of their own, each evicting the one before: the segment list
+    is compacted as they go (as the index arrays are), and every read and the payload
+    held stay exact through the compactions."""
+    retention = Retention(RetentionLimits(max_bytes=2 * OWN_SEGMENT_BYTES, max_chunks=1000))
+    chunks = [
+        Output(seq, "stdout", bytes([seq % 256]) * OWN_SEGMENT_BYTES) for seq in range(1, 301)
+    ]
+    for index, chunk in enumerate(chunks):
+        retention.append(chunk)
+        assert list(retention.after(0)) == chunks[max(0, index - 1) : index + 1]
+        assert (
+            retention.payload_held
+            == retention.bytes
+            == len(list(retention.after(0))) * (OWN_SEGMENT_BYTES)
+        )
+    assert len(retention._segments) <= 2 * 32  # compacted: not 300 entries
+
+
+def test_a_chunk_of_exactly_own_segment_bytes_is_kept_as_it_came() -> None:
+    retention = Retention(RetentionLimits())
+    small, own = b"s" * (OWN_SEGMENT_BYTES - 1), b"o" * OWN_SEGMENT_BYTES
+    retention.append(Output(1, "stdout", small))
+    retention.append(Output(2, "stdout", own))
+    first, second = retention.after(0)
+    assert first.data == small and first.data is not small  # copied into a shared segment
+    assert second.data is own
+
+
+def test_tiny_chunks_share_segments_so_each_costs_about_chunk_cost() -> None:
+    """The retention's promise to the output budget: a chunk costs ``CHUNK_COST``
+    beyond its payload. 20,000 two-byte chunks (a line-at-a-time child) must not each
+    get a buffer object of their own (some 60 bytes more apiece)."""
+    count = 20_000
+    retention = Retention(RetentionLimits(max_bytes=1 << 20, max_chunks=50_000))
+    payloads = [b"%02d" % (seq % 100) for seq in range(count)]  # made before measuring
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for seq, payload in enumerate(payloads, start=1):
+            retention.append(Output(seq, "stdout", payload))
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    assert retention.cost == count * (2 + CHUNK_COST)
+    # The arrays' growth slack on top; one object per chunk would be over 2x.
+    assert after - before <= 1.5 * retention.cost, (after - before, retention.cost)
+
+
+def test_clear_forgets_every_chunk_and_appending_after_it_works() -> None:
+    retention = Retention(RetentionLimits())
+    for seq in range(1, 4):
+        retention.append(Output(seq, "stdout", bytes([seq]) * (seq * 3000)))
+    retention.clear()
+    assert list(retention.after(0)) == [] and len(retention) == 0
+    assert retention.bytes == retention.payload_held == 0
+    later = [Output(4, "stdout", b"x" * 10), Output(5, "stdout", b"y" * 5000)]
+    for chunk in later:
+        retention.append(chunk)
+    assert list(retention.after(0)) == later
+    assert retention.payload_held == retention.bytes == 5010
+
+
+def test_no_append_of_a_small_chunk_re_allocates_more_than_a_segment() -> None:
+    """Small chunks share segments of at most ``SEGMENT_BYTES``: a segment that grew
+    with the window would be re-allocated and copied whole as it grows (the flat
+    buffer's cost, which the segments replaced)."""
+    retention = Retention(RetentionLimits(max_bytes=1 << 20, max_chunks=50_000))
+    chunks = [Output(seq, "stdout", bytes([seq % 256]) * 3000) for seq in range(1, 1001)]
+    for chunk in chunks[:400]:  # over 1 MiB: evicting from here on
+        retention.append(chunk)
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        most = 0  # the most one append had allocated at once beyond what it began with
+        for chunk in chunks[400:]:
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            retention.append(chunk)
+            most = max(most, tracemalloc.get_traced_memory()[1] - before)
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    assert most <= 2 * SEGMENT_BYTES + 4096, most
+    assert list(retention.after(0)) == chunks[-len(retention) :]
+    assert retention.payload_held == retention.bytes
