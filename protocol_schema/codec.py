@@ -14,8 +14,15 @@ import msgspec
 import pybase64
 
 from ._base import WireStruct
-from .envelope import ErrorObject, IncomingMessage, Notification, RequestId, Response
-from .process import ProcessOutputParams, ProcessReadResult, ReadChunk, StreamName
+from .envelope import ErrorObject, IncomingMessage, Notification, Request, RequestId, Response
+from .process import (
+    ProcessOutputParams,
+    ProcessReadResult,
+    ProcessWriteParams,
+    ReadChunk,
+    StreamName,
+    WriteId,
+)
 
 T = TypeVar("T")
 
@@ -94,6 +101,16 @@ class _ReadResultRaw(WireStruct, omit_defaults=False):
     earliest_retained_seq: int | None = None
 
 
+class _WriteParamsRaw(WireStruct, omit_defaults=False):
+    """``ProcessWriteParams`` with the chunk's JSON text left undecoded: a JSON host's
+    stdin, base64 through pybase64 as output is."""
+
+    process_id: str
+    write_id: WriteId
+    chunk: msgspec.Raw = msgspec.Raw(b'""')
+    close_stdin: bool = False
+
+
 P = TypeVar("P", ProcessOutputParams, _OutputParamsRaw)
 
 
@@ -156,7 +173,27 @@ class Codec:
             and message.result.chunks
         ):
             return self._encode_read_text(message, message.result)
+        if (
+            not self.binary
+            and isinstance(message, Request)
+            and isinstance(message.params, ProcessWriteParams)
+            and message.params.chunk
+        ):
+            return self._encode_write_text(message, message.params)
         return self._encoder.encode(message)  # type: ignore[no-any-return]
+
+    def _encode_write_text(
+        self, message: Request, params: ProcessWriteParams
+    ) -> bytes | tuple[bytes, ...]:
+        # As ``_encode_output``; the chunk is not the last member here, which does not
+        # matter: the pattern still can't be inside a string value.
+        frame: bytes = self._encoder.encode(
+            msgspec.structs.replace(message, params=msgspec.structs.replace(params, chunk=b""))
+        )
+        before, found, after = frame.partition(_EMPTY_CHUNK)
+        if not found or _EMPTY_CHUNK in after:  # pragma: no cover - msgspec changed
+            return self._encoder.encode(message)  # type: ignore[no-any-return]
+        return before + _CHUNK_OPEN, pybase64.b64encode(params.chunk), b'"' + after
 
     def _encode_read_text(
         self, message: Response, result: ProcessReadResult
@@ -261,7 +298,22 @@ class Codec:
             return self._decode_output(raw)  # type: ignore[return-value]
         if type_ is ProcessReadResult and not self.binary:
             return self._decode_read(raw)  # type: ignore[return-value]
+        if type_ is ProcessWriteParams and not self.binary:
+            return self._decode_write(raw)  # type: ignore[return-value]
         return self._decode(raw, type_)
+
+    def _decode_write(self, raw: msgspec.Raw | bytes | None) -> ProcessWriteParams:
+        # As ``_decode_output``.
+        fast = self._decode(raw, _WriteParamsRaw)
+        chunk = _base64_of(fast.chunk)
+        if chunk is None:
+            return self._decode(raw, ProcessWriteParams)
+        return ProcessWriteParams(
+            process_id=fast.process_id,
+            write_id=fast.write_id,
+            chunk=chunk,
+            close_stdin=fast.close_stdin,
+        )
 
     def _decode_read(self, raw: msgspec.Raw | bytes | None) -> ProcessReadResult:
         # As ``_decode_output``, chunk by chunk; any chunk pybase64 can't take as it

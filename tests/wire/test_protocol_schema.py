@@ -652,6 +652,55 @@ def test_json_read_decode_falls_back_for_escapes_and_names_bad_base64() -> None:
         JSON.decode(result('""').replace(b'"nextSeq":3', b'"nextSeq":"3"'), wire.ProcessReadResult)
 
 
+# --- the JSON fast path for process/write chunks (pybase64) -------------------------------
+
+
+@given(
+    process_id=_ids | st.just('"chunk":""'),
+    write_id=st.text(max_size=20),
+    chunk=st.binary(max_size=3000),
+    close_stdin=st.booleans(),
+    request_id=st.integers(min_value=0, max_value=2**31) | st.text(max_size=10),
+    trace=_traces,
+)
+def test_write_fast_paths_are_byte_identical_to_msgspec(
+    process_id: str,
+    write_id: str,
+    chunk: bytes,
+    close_stdin: bool,
+    request_id: int | str,
+    trace: wire.TraceContext | None,
+) -> None:
+    params = wire.ProcessWriteParams(
+        process_id=process_id, write_id=write_id, chunk=chunk, close_stdin=close_stdin
+    )
+    message = wire.Request(id=request_id, method="process/write", params=params, trace=trace)
+    for codec, reference in ((JSON, msgspec.json.encode), (MSGPACK, msgspec.msgpack.encode)):
+        pieces = codec.encode_pieces(message)
+        encoded = pieces if isinstance(pieces, bytes) else b"".join(pieces)
+        assert encoded == codec.encode(message) == reference(message)
+        assert codec.decode(codec.decode_message(encoded).params, wire.ProcessWriteParams) == params
+    if chunk:  # the base64 is a piece of its own, never copied into the frame
+        pieces = JSON.encode_pieces(message)
+        assert isinstance(pieces, tuple) and len(pieces) == 3
+
+
+def test_json_write_decode_falls_back_for_escapes_and_keeps_every_check() -> None:
+    def params(chunk: str | None, write_id: str = "w") -> bytes:
+        member = b"" if chunk is None else b',"chunk":' + chunk.encode()
+        return b'{"processId":"p","writeId":"' + write_id.encode() + b'"' + member + b"}"
+
+    assert JSON.decode(params('"\\/w=="'), wire.ProcessWriteParams).chunk == b"\xff"
+    assert JSON.decode(params(None), wire.ProcessWriteParams).chunk == b""  # the default
+    for bad in ('"@@@@"', "7", "null"):
+        with pytest.raises(InvalidParams, match=r"\$\.chunk"):
+            JSON.decode(params(bad), wire.ProcessWriteParams)
+    too_long = "w" * (process.MAX_WRITE_ID_LENGTH + 1)
+    for chunk in ('"AA=="', '"\\/w=="'):  # the fast path and the fallback alike
+        with pytest.raises(InvalidParams, match=r"\$\.writeId"):
+            JSON.decode(params(chunk, too_long), wire.ProcessWriteParams)
+
+
 # --- the client's one-pass decode of output notifications ---------------------------------
 
 
