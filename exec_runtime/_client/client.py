@@ -75,6 +75,9 @@ RECOVERY_DEADLINE = 25.0
 RETRY_INTERVAL = 0.1
 """Between reconnect attempts, and between ``initialize`` retries while the old
 connection is still attached."""
+RECOVERY_READS = 16
+"""Catch-up reads in flight at once while a resumed session catches up (each may bring
+up to the ack window of retained output)."""
 GAP_GRACE = 0.05
 """How long a seq gap may wait for the live stream before a ``process/read`` fills it."""
 ACK_BYTES = 1 << 20
@@ -1107,6 +1110,32 @@ class ExecClient(metaclass=_NoPublicConstructor):
         self.session_id = result.session_id
         self.environment = result.environment_info
 
+    async def _catch_up_all(self, link: _Link) -> None:
+        """Resume every started, unfinished process on ``link``: its catch-up reads go
+        out together, up to ``RECOVERY_READS`` at once, so a session of many processes
+        recovers in about one round trip rather than one per process. Raises
+        ``_LinkLost`` if the link drops meanwhile (the recovery then starts again)."""
+        lost = False
+
+        async def catch_up(stream: ProcessStream, limiter: trio.CapacityLimiter) -> None:
+            nonlocal lost
+            async with limiter:
+                try:
+                    await self._catch_up(stream, link)
+                except ProtocolError as exc:
+                    self._fail_process_soon(stream, f"process {stream.process_id}: {exc.message}")
+                except _LinkLost:
+                    lost = True
+                    nursery.cancel_scope.cancel()
+
+        limiter = trio.CapacityLimiter(RECOVERY_READS)
+        async with trio.open_nursery() as nursery:
+            for stream in list(self._streams.values()):
+                if stream.started and not stream.done.is_set():
+                    nursery.start_soon(catch_up, stream, limiter)
+        if lost:
+            raise _LinkLost()
+
     async def _recover(self) -> _Link:
         self._reconnects += 1
         self._metrics.reconnects.add(1)
@@ -1121,14 +1150,7 @@ class ExecClient(metaclass=_NoPublicConstructor):
                     await trio.sleep(self._retry_interval)
                     continue
                 try:
-                    for stream in list(self._streams.values()):
-                        if stream.started and not stream.done.is_set():
-                            try:
-                                await self._catch_up(stream, link)
-                            except ProtocolError as exc:
-                                self._fail_process_soon(
-                                    stream, f"process {stream.process_id}: {exc.message}"
-                                )
+                    await self._catch_up_all(link)
                 except _LinkLost:
                     await trio.sleep(self._retry_interval)
                     continue

@@ -57,6 +57,10 @@ class FaultPlan:
     """Probability that a notification is delivered twice."""
     reorder_window: int = 0
     """Hold up to this many notifications and release them in a random order."""
+    gather_responses: tuple[str, int] | None = None
+    """``(method, n)``: hold the responses to ``method`` until ``n`` are held, then
+    deliver them together (a client that waits for one answer before it sends the
+    next request never gets one)."""
 
 
 class FaultController:
@@ -128,6 +132,7 @@ class FaultyTransport:
         self._method_of_id: dict[Any, str] = {}
         self._ready: list[bytes | bytearray | str] = []
         self._held: list[bytes | bytearray | str] = []
+        self._gathered: list[bytes | bytearray | str] = []
         self._dropped = False
         self._receive_scope: trio.CancelScope | None = None
 
@@ -233,6 +238,13 @@ class FaultyTransport:
             self.drop()
             return
         copies = 2 if is_notification and self._rng.random() < self._plan.duplicate else 1
+        gather = self._plan.gather_responses
+        if gather is not None and method == "response:" + gather[0]:
+            self._gathered.append(data)
+            if len(self._gathered) >= gather[1]:
+                self._ready.extend(self._gathered)
+                self._gathered.clear()
+            return
         if is_notification and self._plan.reorder_window > 0:
             self._held.extend([data] * copies)
             if len(self._held) >= self._plan.reorder_window:

@@ -27,7 +27,7 @@ from exec_runtime import (
     ServerConfig,
     TransportError,
 )
-from exec_runtime._client.client import DETACHED_SEND_BYTES
+from exec_runtime._client.client import DETACHED_SEND_BYTES, RECOVERY_READS
 from exec_runtime.testing import FaultPlan, check_pattern, open_faulty_local, scripted_argv
 from tests.support.daemon_process import process_gone
 from tests.support.daemon_state import track_daemon
@@ -602,3 +602,81 @@ async def test_a_consumer_lagging_through_a_reconnect_loses_nothing(
                 if isinstance(event, Output):
                     received += len(event.data)
             assert received == size
+
+
+async def test_a_resumed_session_sends_every_catch_up_read_before_any_answer(
+    nursery: trio.Nursery,
+) -> None:
+    """After a drop, the catch-up reads of a session's running processes go out
+    together: the transport holds every ``process/read`` answer until six are waiting,
+    which a client that reads one process after another never gets to (it waits for
+    each answer before it asks again), so there a session of N processes recovered in
+    N round trips."""
+    count = 6
+    plan = FaultPlan(gather_responses=("process/read", count))
+    with trio.fail_after(30):
+        async with open_faulty_local(plan) as (client, faults):
+            argv = [PY, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+            collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
+            for collector in collectors:
+                await collector.wait_output(b"up\n")
+            assert faults.reads == 0  # pushed, none read
+            faults.drop()
+            await until(lambda: client.statistics().recoveries == 1)
+            assert faults.reads == count  # one catch-up read per process, all answered
+            assert client.statistics().failed_processes == 0
+            for collector in collectors:
+                await collector.proc.kill()
+                await collector.done.wait()
+                assert_complete(collector.events)
+                assert collector.output() == b"up\n"
+
+
+async def test_a_session_of_more_processes_than_reads_in_flight_recovers_every_one(
+    nursery: trio.Nursery,
+) -> None:
+    """Three times ``RECOVERY_READS`` processes: the catch-up reads go out in turns, and
+    every process is resumed, each with one read."""
+    count = 3 * RECOVERY_READS
+    with trio.fail_after(30):
+        async with open_faulty_local(FaultPlan()) as (client, faults):
+            argv = [PY, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+            collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
+            for collector in collectors:
+                await collector.wait_output(b"up\n")
+            faults.drop()
+            await until(lambda: client.statistics().recoveries == 1)
+            assert faults.reads == count
+            for collector in collectors:
+                await collector.proc.kill()
+            for collector in collectors:
+                await collector.done.wait()
+                assert_complete(collector.events)
+                assert collector.output() == b"up\n"
+            assert client.statistics().failed_processes == 0
+
+
+async def test_a_drop_while_the_catch_up_reads_are_out_starts_the_recovery_again(
+    nursery: trio.Nursery,
+) -> None:
+    """The first resumed link drops as a catch-up read goes out, with the other reads
+    in flight: they are abandoned together and the next link catches every process up,
+    losing nothing."""
+    count = 4
+    plan = FaultPlan(drop_at_method="process/read", max_drops=2)
+    with trio.fail_after(30):
+        async with open_faulty_local(plan) as (client, faults):
+            argv = [PY, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+            collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
+            for collector in collectors:
+                await collector.wait_output(b"up\n")
+            faults.drop()  # the first drop; the second comes at the first catch-up read
+            await until(lambda: client.statistics().recoveries == 1)
+            assert faults.drops == 2 and faults.connections == 3
+            assert client.statistics().failed_processes == 0
+            for collector in collectors:
+                await collector.proc.kill()
+            for collector in collectors:
+                await collector.done.wait()
+                assert_complete(collector.events)
+                assert collector.output() == b"up\n"
