@@ -616,7 +616,7 @@ async def test_a_resumed_session_sends_every_catch_up_read_before_any_answer(
     plan = FaultPlan(gather_responses=("process/read", count))
     with trio.fail_after(30):
         async with open_faulty_local(plan) as (client, faults):
-            argv = [PY, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+            argv = ["sh", "-c", "echo up; exec sleep 60"]
             collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
             for collector in collectors:
                 await collector.wait_output(b"up\n")
@@ -640,7 +640,7 @@ async def test_a_session_of_more_processes_than_reads_in_flight_recovers_every_o
     count = 3 * RECOVERY_READS
     with trio.fail_after(30):
         async with open_faulty_local(FaultPlan()) as (client, faults):
-            argv = [PY, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+            argv = ["sh", "-c", "echo up; exec sleep 60"]
             collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
             for collector in collectors:
                 await collector.wait_output(b"up\n")
@@ -666,7 +666,7 @@ async def test_a_drop_while_the_catch_up_reads_are_out_starts_the_recovery_again
     plan = FaultPlan(drop_at_method="process/read", max_drops=2)
     with trio.fail_after(30):
         async with open_faulty_local(plan) as (client, faults):
-            argv = [PY, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+            argv = ["sh", "-c", "echo up; exec sleep 60"]
             collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
             for collector in collectors:
                 await collector.wait_output(b"up\n")
