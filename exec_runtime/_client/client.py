@@ -20,7 +20,7 @@ import math
 import os
 import signal
 import subprocess
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -76,8 +76,8 @@ RETRY_INTERVAL = 0.1
 """Between reconnect attempts, and between ``initialize`` retries while the old
 connection is still attached."""
 RECOVERY_READS = 16
-"""Catch-up reads in flight at once while a resumed session catches up (each may bring
-up to the ack window of retained output)."""
+"""Catch-up reads in flight at once while a resumed session catches up (each answer may
+bring up to the ack window of retained output)."""
 GAP_GRACE = 0.05
 """How long a seq gap may wait for the live stream before a ``process/read`` fills it."""
 ACK_BYTES = 1 << 20
@@ -728,12 +728,28 @@ class ExecClient(metaclass=_NoPublicConstructor):
                 # Reads are idempotent and writes carry their writeId: retry after recovery.
 
     async def _call_on(self, link: _Link, method: str, params: Any, result_type: type[T]) -> T:
+        request_id, call = await self._send_call(link, method, params)
+        return await self._reply_to(link, request_id, call, method, result_type)
+
+    async def _send_call(
+        self, link: _Link, method: str, params: Any
+    ) -> tuple[int, _PendingCall]:
+        """Send a request on ``link``; its reply is awaited with ``_reply_to``."""
         request_id = next(self._ids)
         call = _PendingCall()
         link.pending[request_id] = call
         try:
             trace = current_carrier()  # the host's active span, if any: the daemon joins it
             await link.send(wire.Request(id=request_id, method=method, params=params, trace=trace))
+        except BaseException:
+            link.pending.pop(request_id, None)
+            raise
+        return request_id, call
+
+    async def _reply_to(
+        self, link: _Link, request_id: int, call: _PendingCall, method: str, result_type: type[T]
+    ) -> T:
+        try:
             await call.done.wait()
         finally:
             link.pending.pop(request_id, None)
@@ -948,34 +964,55 @@ class ExecClient(metaclass=_NoPublicConstructor):
                 except ExecRuntimeError:
                     pass  # the link went down: recovery catches up instead
 
-    async def _catch_up(self, stream: ProcessStream, link: _Link | None = None) -> None:
-        """Fill the network's gap (or, during recovery on ``link``, resume) with a
-        read: ``ClientStream.catch_up``, the same merge as a lagging consumer's."""
-        after_seq = stream.read_after(Reader.NETWORK)
-        if link is None:
-            snapshot = await self._read(stream.process_id, after_seq)
-        else:
-            self._gap_reads += 1
-            self._calls["process/read"] += 1
-            self._metrics.gap_reads.add(1)
-            self._metrics.call("process/read")
-            result = await self._call_on(
-                link,
-                "process/read",
-                wire.ProcessReadParams(process_id=stream.process_id, after_seq=after_seq),
-                wire.ProcessReadResult,
-            )
-            snapshot = _snapshot(result)
+    async def _catch_up(self, stream: ProcessStream) -> None:
+        """Fill the network's gap with a read: ``ClientStream.catch_up``, the same merge
+        as a lagging consumer's."""
+        snapshot = await self._read(stream.process_id, stream.read_after(Reader.NETWORK))
         try:
             events = stream.catch_up(Reader.NETWORK, snapshot)
         except GapLost as exc:
-            message = f"process {stream.process_id}: {exc}"
-            if link is None:
-                await self._fail_process(stream, message)
-            else:
-                self._fail_process_soon(stream, message)  # during recovery
+            await self._fail_process(stream, f"process {stream.process_id}: {exc}")
             return
         self._deliver(stream, events)
+
+    async def _catch_up_all(self, link: _Link) -> None:
+        """Resume every started, unfinished process on ``link`` with a read from its
+        cursor. The reads go out together, up to ``RECOVERY_READS`` in flight, so a
+        session of many processes recovers in about one round trip rather than one per
+        process; the answers are merged in this task, in the order the reads went out.
+        Raises ``_LinkLost`` if the link drops meanwhile (the recovery starts again)."""
+        streams = iter(
+            [s for s in list(self._streams.values()) if s.started and not s.done.is_set()]
+        )
+        waiting: deque[tuple[ProcessStream, int, _PendingCall]] = deque()
+        try:
+            while True:
+                while len(waiting) < RECOVERY_READS and (stream := next(streams, None)) is not None:
+                    params = wire.ProcessReadParams(
+                        process_id=stream.process_id, after_seq=stream.read_after(Reader.NETWORK)
+                    )
+                    self._gap_reads += 1
+                    self._calls["process/read"] += 1
+                    self._metrics.gap_reads.add(1)
+                    self._metrics.call("process/read")
+                    waiting.append((stream, *await self._send_call(link, "process/read", params)))
+                if not waiting:
+                    return
+                stream, request_id, call = waiting.popleft()
+                try:
+                    result = await self._reply_to(
+                        link, request_id, call, "process/read", wire.ProcessReadResult
+                    )
+                    events = stream.catch_up(Reader.NETWORK, _snapshot(result))
+                except ProtocolError as exc:
+                    self._fail_process_soon(stream, f"process {stream.process_id}: {exc.message}")
+                except GapLost as exc:
+                    self._fail_process_soon(stream, f"process {stream.process_id}: {exc}")
+                else:
+                    self._deliver(stream, events)
+        finally:
+            for _, request_id, _ in waiting:
+                link.pending.pop(request_id, None)
 
     # --- links and recovery -------------------------------------------------------
 
@@ -1109,32 +1146,6 @@ class ExecClient(metaclass=_NoPublicConstructor):
             raise TransportError(DISCONNECTED) from None
         self.session_id = result.session_id
         self.environment = result.environment_info
-
-    async def _catch_up_all(self, link: _Link) -> None:
-        """Resume every started, unfinished process on ``link``: its catch-up reads go
-        out together, up to ``RECOVERY_READS`` at once, so a session of many processes
-        recovers in about one round trip rather than one per process. Raises
-        ``_LinkLost`` if the link drops meanwhile (the recovery then starts again)."""
-        lost = False
-
-        async def catch_up(stream: ProcessStream, limiter: trio.CapacityLimiter) -> None:
-            nonlocal lost
-            async with limiter:
-                try:
-                    await self._catch_up(stream, link)
-                except ProtocolError as exc:
-                    self._fail_process_soon(stream, f"process {stream.process_id}: {exc.message}")
-                except _LinkLost:
-                    lost = True
-                    nursery.cancel_scope.cancel()
-
-        limiter = trio.CapacityLimiter(RECOVERY_READS)
-        async with trio.open_nursery() as nursery:
-            for stream in list(self._streams.values()):
-                if stream.started and not stream.done.is_set():
-                    nursery.start_soon(catch_up, stream, limiter)
-        if lost:
-            raise _LinkLost()
 
     async def _recover(self) -> _Link:
         self._reconnects += 1

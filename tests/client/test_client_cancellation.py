@@ -9,7 +9,6 @@ import warnings
 from contextlib import aclosing
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -26,7 +25,7 @@ from exec_runtime import (
     ServerConfig,
 )
 from exec_runtime._client.client import RUN_KILL_WAIT, ClientState
-from exec_runtime.testing import open_faulty_local
+from exec_runtime.testing import FaultPlan, open_faulty_local
 from tests.support.children import writer_script
 from tests.support.daemon_process import eventually, process_gone
 from tests.support.daemon_state import track_daemon
@@ -215,18 +214,11 @@ async def test_closing_the_client_during_a_recovery_stops_it() -> None:
 async def test_a_recovery_that_runs_out_of_time_in_its_catch_up_leaves_no_link() -> None:
     """The recovery deadline passing while the new connection catches processes up
     fails the client, and that connection must go with it (no link on a failed client)."""
+    # The recovery's one read is never answered: its answer waits for a second one.
+    plan = FaultPlan(gather_responses=("process/read", 2))
     with trio.fail_after(10):
-        async with open_faulty_local(recovery_deadline=0.5) as (client, faults):
+        async with open_faulty_local(plan, recovery_deadline=0.5) as (client, faults):
             proc = await client.start(["sleep", "30"])
-            catch_up = client._catch_up
-            never = trio.Event()
-
-            async def hanging_catch_up(stream: Any, link: Any = None) -> None:
-                if link is not None:
-                    await never.wait()  # the recovery's read, never answered
-                await catch_up(stream, link)
-
-            client._catch_up = hanging_catch_up  # type: ignore[method-assign]
             faults.drop()
             await eventually(lambda: client.state is ClientState.FAILED)
             events = [event async for event in proc.events()]
