@@ -988,6 +988,8 @@ class ExecClient(metaclass=_NoPublicConstructor):
         try:
             while True:
                 while len(waiting) < RECOVERY_READS and (stream := next(streams, None)) is not None:
+                    if stream.done.is_set():
+                        continue  # completed from pushes while earlier reads were out
                     params = wire.ProcessReadParams(
                         process_id=stream.process_id, after_seq=stream.read_after(Reader.NETWORK)
                     )
