@@ -30,6 +30,8 @@ NAME = "recovery"
 TOTAL = 10_000_000
 DROP_FRACTION = 0.3
 TRIALS = 5
+MANY = 20
+"""Running processes in the many-processes recovery (a delay proxy, 80 ms RTT)."""
 """Drops per stream (quick: 1): one drop's recovery time swings by 2x from run to run."""
 STREAMS = {
     "full-speed": ["head", "-c", str(TOTAL), "/dev/zero"],
@@ -86,6 +88,27 @@ async def stream_once(url: str, argv: list[str], proxy: DelayProxy | None) -> di
         )
         figures["drop_to_closed_ms"] = (t_end - t_drop) * 1000
     return figures
+
+
+async def resume_ms(url: str, proxy: DelayProxy, processes: int) -> float:
+    """Start ``processes`` that print a line and wait; once each line arrived, cut the
+    link; the time until the client has resumed them all (its recovery count goes up,
+    after every catch-up read was answered)."""
+    argv = ["sh", "-c", "echo up; exec sleep 60"]
+    async with exec_runtime.open_client(url) as client:
+        procs = [await client.start(argv) for _ in range(processes)]
+        for proc in procs:
+            async for event in proc.events():
+                if isinstance(event, exec_runtime.Output):
+                    break
+        start = time.perf_counter()
+        proxy.cut()
+        while not client.statistics().recoveries:  # noqa: ASYNC110 - no recovery hook to wait on
+            await trio.sleep(0.0005)
+        elapsed = (time.perf_counter() - start) * 1000
+        for proc in procs:
+            await proc.kill()
+    return elapsed
 
 
 async def handshake_ms(url: str, repeats: int = 5) -> float:
@@ -149,5 +172,22 @@ async def run(opts: Options) -> ScenarioResult:
                 ),
             ]
         result.figures["fresh_handshake_ms"] = connect_ms
+        # A session of many running processes over a long link: each needs a catch-up
+        # read, and one round trip for all of them is what the client aims at.
+        far: DelayProxy = await nursery.start(DelayProxy(host, int(port), delay=0.04).run)
+        many = [await resume_ms(far.url, far, MANY) for _ in range(trials)]
+        one = [await resume_ms(far.url, far, 1) for _ in range(trials)]
+        result.figures["many_processes"] = {"processes": MANY, "ms": many, "one_ms": one}
+        result.rows.append(
+            Row(
+                f"recovery, {MANY} running processes at 80 ms RTT: drop -> caught up",
+                statistics.median(many),
+                statistics.median(one),
+                "ms",
+                f"median of {trials} ({', '.join(f'{ms:.0f}' for ms in many)}); "
+                "baseline one process through the same link",
+                baseline_label="one process",
+            )
+        )
         nursery.cancel_scope.cancel()
     return result
