@@ -604,6 +604,25 @@ async def test_a_consumer_lagging_through_a_reconnect_loses_nothing(
             assert received == size
 
 
+async def started_and_up(nursery: trio.Nursery, client: ExecClient, count: int) -> list[Collector]:
+    """``count`` processes that print ``up`` and wait; returns once every line arrived."""
+    argv = ["sh", "-c", "echo up; exec sleep 60"]
+    collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
+    for collector in collectors:
+        await collector.wait_output(b"up\n")
+    return collectors
+
+
+async def killed_complete_with_their_line(collectors: list[Collector]) -> None:
+    """Kill each; each ends complete (every seq, one exit, closed) with its one line."""
+    for collector in collectors:
+        await collector.proc.kill()
+    for collector in collectors:
+        await collector.done.wait()
+        assert_complete(collector.events)
+        assert collector.output() == b"up\n"
+
+
 async def test_a_resumed_session_sends_every_catch_up_read_before_any_answer(
     nursery: trio.Nursery,
 ) -> None:
@@ -616,20 +635,13 @@ async def test_a_resumed_session_sends_every_catch_up_read_before_any_answer(
     plan = FaultPlan(gather_responses=("process/read", count))
     with trio.fail_after(30):
         async with open_faulty_local(plan) as (client, faults):
-            argv = ["sh", "-c", "echo up; exec sleep 60"]
-            collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
-            for collector in collectors:
-                await collector.wait_output(b"up\n")
+            collectors = await started_and_up(nursery, client, count)
             assert faults.reads == 0  # pushed, none read
             faults.drop()
             await until(lambda: client.statistics().recoveries == 1)
             assert faults.reads == count  # one catch-up read per process, all answered
             assert client.statistics().failed_processes == 0
-            for collector in collectors:
-                await collector.proc.kill()
-                await collector.done.wait()
-                assert_complete(collector.events)
-                assert collector.output() == b"up\n"
+            await killed_complete_with_their_line(collectors)
 
 
 async def test_a_session_of_more_processes_than_reads_in_flight_recovers_every_one(
@@ -640,19 +652,11 @@ async def test_a_session_of_more_processes_than_reads_in_flight_recovers_every_o
     count = 3 * RECOVERY_READS
     with trio.fail_after(30):
         async with open_faulty_local(FaultPlan()) as (client, faults):
-            argv = ["sh", "-c", "echo up; exec sleep 60"]
-            collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
-            for collector in collectors:
-                await collector.wait_output(b"up\n")
+            collectors = await started_and_up(nursery, client, count)
             faults.drop()
             await until(lambda: client.statistics().recoveries == 1)
             assert faults.reads == count
-            for collector in collectors:
-                await collector.proc.kill()
-            for collector in collectors:
-                await collector.done.wait()
-                assert_complete(collector.events)
-                assert collector.output() == b"up\n"
+            await killed_complete_with_their_line(collectors)
             assert client.statistics().failed_processes == 0
 
 
@@ -666,17 +670,9 @@ async def test_a_drop_while_the_catch_up_reads_are_out_starts_the_recovery_again
     plan = FaultPlan(drop_at_method="process/read", max_drops=2)
     with trio.fail_after(30):
         async with open_faulty_local(plan) as (client, faults):
-            argv = ["sh", "-c", "echo up; exec sleep 60"]
-            collectors = [collect_in(nursery, await client.start(argv)) for _ in range(count)]
-            for collector in collectors:
-                await collector.wait_output(b"up\n")
+            collectors = await started_and_up(nursery, client, count)
             faults.drop()  # the first drop; the second comes at the first catch-up read
             await until(lambda: client.statistics().recoveries == 1)
             assert faults.drops == 2 and faults.connections == 3
             assert client.statistics().failed_processes == 0
-            for collector in collectors:
-                await collector.proc.kill()
-            for collector in collectors:
-                await collector.done.wait()
-                assert_complete(collector.events)
-                assert collector.output() == b"up\n"
+            await killed_complete_with_their_line(collectors)
