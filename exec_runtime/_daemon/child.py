@@ -28,6 +28,7 @@ from .._core.events import StreamName
 from .budget import Account
 from .orphans import WATCHDOG
 from .reaper import kill_sessions, session_members
+from .spawner import open_process
 
 log = logging.getLogger("exec_runtime.process")
 
@@ -699,7 +700,7 @@ async def _spawn_pipes(
     pass_fds: tuple[int, ...],
     preexec: PreExec,
 ) -> Child:
-    process = await trio.lowlevel.open_process(
+    process = await open_process(
         args,
         executable=executable,
         cwd=spec.cwd,
@@ -707,7 +708,6 @@ async def _spawn_pipes(
         stdin=subprocess.PIPE if spec.pipe_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
         pass_fds=pass_fds,
         preexec_fn=preexec,
     )
@@ -744,7 +744,7 @@ async def _spawn_pty(
     master, slave = os.openpty()
     try:
         set_winsize(master, *spec.tty_size)
-        process = await trio.lowlevel.open_process(
+        process = await open_process(
             args,
             executable=executable,
             cwd=spec.cwd,
@@ -752,7 +752,6 @@ async def _spawn_pty(
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            start_new_session=True,
             pass_fds=pass_fds,
             preexec_fn=in_child,
         )

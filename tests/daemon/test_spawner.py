@@ -1,0 +1,220 @@
+"""The spawn threads (``_daemon/spawner.py``): they outlive what they spawn, and each
+spawns from a descriptor table of its own that holds only what the child needs."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+import exec_runtime
+from exec_runtime import Sandbox
+from exec_runtime._daemon import spawner
+from exec_runtime._daemon.spawner import SPAWNER, open_process
+from tests.daemon.test_sandbox import need
+
+
+def thread_table(tid: int) -> set[int]:
+    """The descriptor numbers open in thread ``tid``'s table."""
+    return {int(name) for name in os.listdir(f"/proc/self/task/{tid}/fd")}
+
+
+@contextmanager
+def many_open_descriptors(pairs: int) -> Iterator[None]:
+    fds: list[int] = []
+    try:
+        for _ in range(pairs):
+            fds += os.pipe()
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+async def echo_through(
+    proc: exec_runtime.ProcessHandle, events: exec_runtime.ProcessEvents, line: bytes
+) -> bytes:
+    """Write ``line`` to ``cat`` and collect its output until the line is back."""
+    await proc.write(line)
+    seen = b""
+    async for event in events:
+        if isinstance(event, exec_runtime.Output):
+            seen += event.data
+            if line in seen:
+                return seen
+        elif isinstance(event, exec_runtime.Exited):
+            raise AssertionError(f"cat exited ({event.exit_code}) before echoing {line!r}")
+    raise AssertionError("no echo")
+
+
+async def test_a_sandboxed_command_outlives_the_thread_that_spawned_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bwrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread* that forked
+    it exits. Spawned from trio's worker threads, which retire after 10 s idle, a
+    sandboxed command was SIGKILLed 10 s after its start (here: once trio's idle
+    timeout, shortened, let every worker thread go)."""
+    need("bwrap")
+    monkeypatch.setattr(trio._core._thread_cache, "IDLE_TIMEOUT", 0.05)
+    async with exec_runtime.open_local() as client:
+        with trio.fail_after(30):
+            proc = await client.start(["cat"], sandbox=Sandbox.read_only(), pipe_stdin=True)
+            assert proc.sandbox_type == "linuxSeccomp"
+            events = proc.events()
+            assert b"first" in await echo_through(proc, events, b"first\n")
+            # Every trio worker thread (the 10 s ones of earlier tests included) retires.
+            while any(t.name.startswith("Trio thread") for t in threading.enumerate()):
+                await trio.sleep(0.01)
+            assert b"still here" in await echo_through(proc, events, b"still here\n")
+            await proc.close_stdin()
+            assert await proc.wait() == 0
+
+
+async def test_spawn_threads_hold_only_what_the_child_needs() -> None:
+    """A fork copies the forking thread's descriptor table, and the child closes it
+    all: two passes over every descriptor the daemon holds, per spawn. The spawn
+    threads' own tables hold three /dev/null descriptors between spawns, however many
+    the rest of the process has open."""
+    if spawner._lean_syscalls() is None:
+        pytest.skip("this kernel refuses close_range(CLOSE_RANGE_UNSHARE) or pidfd_getfd")
+    with many_open_descriptors(500):
+        async with exec_runtime.open_local() as client:
+            spawned = SPAWNER.spawned
+            with trio.fail_after(30):
+                result = await client.run(["sh", "-c", "echo out; echo err >&2"])
+            assert SPAWNER.spawned == spawned + 1
+        assert (result.stdout, result.stderr) == (b"out\n", b"err\n")
+        assert SPAWNER.lean
+        tids = SPAWNER.thread_ids()
+        assert len(tids) == spawner.THREADS
+        assert len(thread_table(threading.get_native_id())) > 1000
+        for tid in tids:
+            table = thread_table(tid)
+            assert table == {0, 1, 2}, table
+            assert all(os.readlink(f"/proc/self/task/{tid}/fd/{fd}") == "/dev/null" for fd in table)
+
+
+@pytest.mark.parametrize("low", [False, True])
+async def test_passed_descriptors_keep_their_numbers_in_the_child(low: bool) -> None:
+    """bwrap reads its seccomp program from ``--seccomp FD`` and Landlock's preexec
+    restricts with the ruleset's number: a descriptor given to the child has the number
+    the daemon gave it, wherever the spawn thread's copies landed (``low``: numbers a
+    spawn thread's own copies would take first)."""
+    read_end, write_end = os.pipe()
+    targets = [write_end] if low else [fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, 300)]
+    if not low:
+        os.close(write_end)
+    extra_read, extra_write = os.pipe()
+    targets.append(extra_write)
+    script = "import os\n" + "".join(f"os.write({fd}, b'{fd}\\n')\n" for fd in targets)
+    try:
+        with trio.fail_after(30):
+            process = await open_process(
+                [sys.executable, "-c", script],
+                executable=sys.executable,
+                cwd="/",
+                env={"PATH": os.defpath},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=tuple(targets),
+            )
+            assert await process.wait() == 0
+        os.close(targets[0])
+        os.close(extra_write)
+        assert os.read(read_end, 100) == f"{targets[0]}\n".encode()
+        assert os.read(extra_read, 100) == f"{extra_write}\n".encode()
+        assert process.stdout is not None and process.stderr is not None
+        await process.stdout.aclose()
+        await process.stderr.aclose()
+    finally:
+        os.close(read_end)
+        os.close(extra_read)
+    for tid in SPAWNER.thread_ids():
+        assert thread_table(tid) == {0, 1, 2} or not SPAWNER.lean
+
+
+@pytest.mark.parametrize(
+    ("cwd", "executable", "code"),
+    [
+        ("/nonexistent-dir", "/bin/true", errno.ENOENT),
+        ("/", "/nonexistent-program", errno.ENOENT),
+        ("/", "not-executable", errno.EACCES),
+    ],
+)
+async def test_a_failed_spawn_raises_its_error_and_leaves_nothing_open(
+    cwd: str, executable: str, code: int, tmp_path: Path
+) -> None:
+    if executable == "not-executable":
+        executable = str(tmp_path / executable)
+        Path(executable).write_text("#!/bin/sh\n")
+    gc.collect()  # earlier tests' processes close their pidfds when collected
+    before = thread_table(threading.get_native_id())
+    with trio.fail_after(30), pytest.raises(OSError) as caught:
+        await open_process(
+            [executable],
+            executable=executable,
+            cwd=cwd,
+            env={},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    assert caught.value.errno == code
+    assert thread_table(threading.get_native_id()) == before
+    if SPAWNER.lean:
+        for tid in SPAWNER.thread_ids():
+            assert thread_table(tid) == {0, 1, 2}
+
+
+async def test_a_spawn_is_not_cancelled_half_way() -> None:
+    """A spawn already handed to a thread completes, and its process comes back to the
+    cancelled caller to be reaped, as with ``trio.to_thread.run_sync``."""
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        process = await open_process(
+            ["true"],
+            executable="/bin/true",
+            cwd="/",
+            env={},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    assert scope.cancelled_caught is False
+    with trio.fail_after(30):
+        assert await process.wait() == 0
+
+
+def test_the_threads_are_forgotten_in_a_forked_child() -> None:
+    """A fork keeps only the forking thread: the child starts its own spawn threads."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        ok = SPAWNER.thread_ids() == []
+
+        async def spawn() -> int:
+            process = await open_process(
+                ["true"],
+                executable="/bin/true",
+                cwd="/",
+                env={},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            return await process.wait()
+
+        ok = ok and trio.run(spawn) == 0
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
