@@ -4,11 +4,21 @@ Ours: ``client.run([TRUE])`` through a daemon subprocess on loopback (msgpack fr
 JSON frames as a second row). Baselines in the same run, interleaved in blocks of 25:
 ``trio.run_process`` in this process (the floor: the same spawn, pipes captured) and
 ``open_local()`` (the same client and daemon code over an in-memory transport).
+
+With many descriptors open: the same ``open_local()`` one-shot against
+``trio.run_process``, both in this process while it holds ``BUSY_FDS`` more open
+descriptors (pipes), as a daemon running ~2,700 processes does (about six each). A
+fork copies the forking thread's descriptor table and the child closes it, so a
+spawn from a thread that shares the process's table pays for every one of them; the
+daemon's spawn threads keep tables of their own (``_daemon/spawner.py``).
 """
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+import os
+import resource
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 
 import trio
 
@@ -27,6 +37,23 @@ from ._common import (
 )
 
 NAME = "one-shot"
+BUSY_FDS = 16_000
+
+
+@contextmanager
+def busy_descriptors(wanted: int) -> Iterator[int]:
+    """Hold ``wanted`` more open descriptors (fewer if the hard limit is lower)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held: list[int] = []
+    try:
+        while len(held) < min(wanted, hard - 2_000):
+            held += os.pipe()
+        yield len(held)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def floor_true() -> None:
@@ -54,6 +81,9 @@ async def run(opts: Options) -> ScenarioResult:
             idle_n = 20 if opts.quick else 60
             idle_variants = {k: variants[k] for k in ("trio.run_process", "daemon msgpack")}
             idle_samples = await sample_after_idle(idle_variants, idle_n)
+            busy_variants = {k: variants[k] for k in ("trio.run_process", "open_local")}
+            with busy_descriptors(BUSY_FDS) as busy_fds:
+                busy_samples = await sample_interleaved(busy_variants, n // 2)
         reads = {
             "daemon msgpack": remote.statistics().calls.get("process/read", 0),
             "daemon json": remote_json.statistics().calls.get("process/read", 0),
@@ -95,6 +125,19 @@ async def run(opts: Options) -> ScenarioResult:
             idle["trio.run_process"]["p50"],
             "ms",
             f"baseline trio.run_process after the same idle; n={idle_n} each",
+            baseline_label="trio.run_process",
+        )
+    )
+    busy = {name: summary_ms(values) for name, values in busy_samples.items()}
+    result.figures["busy_latency_ms"] = busy
+    result.figures["busy_fds"] = busy_fds
+    result.rows.append(
+        Row(
+            f"one-shot open_local p50, {busy_fds:,} more descriptors open",
+            busy["open_local"]["p50"],
+            busy["trio.run_process"]["p50"],
+            "ms",
+            f"baseline trio.run_process with the same descriptors open; n={n // 2} each",
             baseline_label="trio.run_process",
         )
     )
