@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Final
 
 import attrs
@@ -171,9 +171,12 @@ _GC_PAUSE: Final = _GcPause()
 
 
 class _SpawnThread(threading.Thread):
-    def __init__(self, jobs: queue.SimpleQueue[_Job], ready: threading.Event) -> None:
+    def __init__(
+        self, jobs: queue.SimpleQueue[_Job], courier: queue.SimpleQueue[int], ready: threading.Event
+    ) -> None:
         super().__init__(name="exec-runtime spawner", daemon=True)
         self._jobs = jobs
+        self._courier = courier
         self._ready = ready
         self._calls: _Syscalls | None = None
 
@@ -200,49 +203,66 @@ class _SpawnThread(threading.Thread):
             self._ready.set()
         while True:
             job = self._jobs.get()
-            with _GC_PAUSE():
+            # Never let an error end the thread: its children would get their
+            # parent-death signal. Nothing can be logged from here (see above).
+            with _GC_PAUSE(), suppress(BaseException):
                 self._run(job)
             del job
 
     def _run(self, job: _Job) -> None:
         if self._calls is None:
-            job.result = outcome.capture(_popen, job.request, *_stdio(job.request))
-            _signal_done(job.done_fd)
+            try:
+                job.result = outcome.capture(_popen, job.request, *_stdio(job.request))
+            finally:
+                _signal_done(job.done_fd)
             return
-        with ExitStack() as held:
-            copies = self._take(job, held)
+        owned: set[int] = set()
+        """Numbers in this thread's table to close once the spawn is done, each once."""
+        copies: dict[int, int] = {}
+        try:
+            self._take(job, copies, owned)
             stdin, stdout, stderr = (copies.get(fd, fd) for fd in _stdio(job.request))
             job.result = outcome.capture(_popen, job.request, stdin, stdout, stderr)
-            _signal_done(copies[job.done_fd])
+        except BaseException as exc:
+            job.result = outcome.Error(exc)
+        finally:
+            done = copies.get(job.done_fd)
+            if done is None:
+                self._courier.put(job.done_fd)  # it writes in the daemon's table
+            else:
+                _signal_done(done)
+            for fd in owned:
+                with suppress(OSError):
+                    os.close(fd)
 
-    def _take(self, job: _Job, held: ExitStack) -> dict[int, int]:
-        """Copy the job's descriptors from the daemon's table into this thread's: each
-        of ``pass_fds`` at its own number, the others anywhere. ``held`` closes them all
-        (the child has its own copies by then). Returns the daemon's number -> ours."""
+    def _take(self, job: _Job, copies: dict[int, int], owned: set[int]) -> None:
+        """Copy the job's descriptors from the daemon's table into this thread's, into
+        ``copies`` (the daemon's number -> ours; the eventfd first): each of
+        ``pass_fds`` at its own number, the others anywhere. Every number it opens here
+        goes into ``owned``."""
         assert self._calls is not None
         request = job.request
+        others = {*(fd for fd in _stdio(request) if fd >= 0), *request.pass_fds}
         me = os.pidfd_open(os.getpid())
         try:
-            copies: dict[int, int] = {}
-            for fd in {job.done_fd, *(fd for fd in _stdio(request) if fd >= 0), *request.pass_fds}:
-                copy = self._calls.pidfd_getfd(me, fd)
-                held.callback(os.close, copy)
-                copies[fd] = copy
+            for fd in [job.done_fd, *sorted(others)]:
+                copies[fd] = self._calls.pidfd_getfd(me, fd)
+                owned.add(copies[fd])
         finally:
             os.close(me)
         if request.pass_fds:
-            # Move every copy above the numbers pass_fds must have, then put those in
-            # place: nothing can be in the way.
+            # Move every copy above the numbers pass_fds must have (only 0-2 stay
+            # below), then put those in place: nothing can be in the way.
             floor = max(request.pass_fds) + 1
             for fd, copy in list(copies.items()):
                 if copy < floor:
-                    moved = fcntl.fcntl(copy, fcntl.F_DUPFD_CLOEXEC, floor)
-                    held.callback(os.close, moved)
-                    copies[fd] = moved
+                    copies[fd] = fcntl.fcntl(copy, fcntl.F_DUPFD_CLOEXEC, floor)
+                    owned.add(copies[fd])
+                    owned.discard(copy)
+                    os.close(copy)
             for fd in request.pass_fds:
                 os.dup2(copies[fd], fd, inheritable=False)
-                held.callback(os.close, fd)
-        return copies
+                owned.add(fd)
 
 
 def _stdio(request: _Request) -> tuple[int, int, int]:
@@ -250,7 +270,13 @@ def _stdio(request: _Request) -> tuple[int, int, int]:
 
 
 def _signal_done(fd: int) -> None:
-    os.write(fd, (1).to_bytes(8, sys.byteorder))
+    with suppress(OSError):  # only a bug could make it fail; the waiter would hang
+        os.write(fd, (1).to_bytes(8, sys.byteorder))
+
+
+def _courier(done_fds: queue.SimpleQueue[int]) -> None:
+    while True:
+        _signal_done(done_fds.get())
 
 
 def _popen(request: _Request, stdin: int, stdout: int, stderr: int) -> subprocess.Popen[bytes]:
@@ -285,6 +311,11 @@ class Spawner:
         """The threads spawn from tables of their own (known once one has spawned)."""
         return bool(self._threads) and all(t.lean for t in self._threads)
 
+    def threads_alive(self) -> bool:
+        """Every spawn thread started is still there (one that ended would have taken
+        the children it spawned with it, through their parent-death signal)."""
+        return all(t.is_alive() for t in self._threads)
+
     def thread_ids(self) -> list[int]:
         """The threads' kernel ids (``/proc/self/task/<id>``)."""
         return [t.native_id for t in self._threads if t.native_id is not None]
@@ -293,9 +324,15 @@ class Spawner:
         with self._lock:
             if self._threads:
                 return
+            # The courier shares the daemon's table: it signals a finished spawn for a
+            # thread that could not copy the job's eventfd into its own table.
+            courier: queue.SimpleQueue[int] = queue.SimpleQueue()
+            threading.Thread(
+                target=_courier, args=(courier,), name="exec-runtime spawn courier", daemon=True
+            ).start()
             for _ in range(self._count):
                 ready = threading.Event()
-                thread = _SpawnThread(self._jobs, ready)
+                thread = _SpawnThread(self._jobs, courier, ready)
                 thread.start()
                 ready.wait()
                 self._threads.append(thread)
