@@ -11,8 +11,8 @@ one of trio's worker threads. Two things were wrong with that, both measured:
   These threads never exit.
 - **A fork walks every descriptor the daemon holds.** It copies the forking thread's
   table, and the child then closes all of it but what it keeps: per spawn, two passes
-  over every open descriptor (``/bin/true``: 0.5 ms with 6 open, 4.3 ms with 16,000;
-  a daemon running 3,000 processes holds about 18,000). Each thread here gives itself
+  over every open descriptor (``/bin/true``: 0.5 ms with 6 open, 2.3-4.3 ms with
+  16,000; a daemon running 2,700 processes holds about 16,000). Each thread here gives itself
   an empty table (``close_range(CLOSE_RANGE_UNSHARE)``: the kernel copies nothing) and
   takes only what the child needs from the daemon's (``pidfd_getfd``), so a spawn costs
   the same however many descriptors the daemon has open.
@@ -25,12 +25,16 @@ The descriptors a child is given keep their numbers in it (``pass_fds``: bwrap's
 A thread with a table of its own must not touch any descriptor by a number it got from
 the rest of the process, for that number means something else (or nothing) there. So:
 it tells the waiting task that a spawn is done through an eventfd it copied in (not
-``run_sync_soon``, which writes to trio's wake-up descriptor by number); it drops no
-object whose finaliser might close a descriptor (the waiting task holds the request
-until the spawn is done); and the garbage collector is paused while it spawns, so a
-collection cannot run some other object's finaliser in it. (Signals go to the main
-thread, which never blocks them: the kernel gives a process-directed signal to the
-main thread first when it can take it.)
+``run_sync_soon``, which writes to trio's wake-up descriptor by number); what it may
+drop last (the request) holds numbers, strings and a callable, nothing whose finaliser
+closes a descriptor; the garbage collector is paused while it spawns, so a collection
+cannot run some other object's finaliser in it; and it logs nothing once its table is
+its own. Python's signal handler also writes to a wake-up descriptor by number, in
+whichever thread the signal interrupts: the kernel gives a process-directed signal to
+the main thread first unless that thread already has one pending, the daemon handles
+only SIGINT, SIGTERM and the like (none for SIGCHLD), and outside a spawn this table
+holds /dev/null on 0-2 and nothing else, so such a write could land only on a spawn's
+own copies, in a window of well under a millisecond. We accept that.
 """
 
 from __future__ import annotations
