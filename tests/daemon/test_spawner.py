@@ -272,3 +272,86 @@ def test_passed_descriptors_on_the_numbers_a_spawn_thread_takes_first() -> None:
         [sys.executable, "-c", LOW_NUMBERS_SCRIPT], capture_output=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+def request_for(
+    argv: list[str], *, stdout: int = subprocess.DEVNULL, pass_fds: tuple[int, ...] = ()
+) -> spawner._Request:
+    return spawner._Request(
+        argv, argv[0], "/", {"PATH": os.defpath}, subprocess.DEVNULL, stdout,
+        subprocess.DEVNULL, pass_fds, None,
+    )  # fmt: skip
+
+
+async def test_threads_that_share_the_daemons_table_spawn_as_well(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the kernel refuses close_range(CLOSE_RANGE_UNSHARE) or pidfd_getfd (before
+    Linux 5.9, or a seccomp filter), the threads spawn from the shared table."""
+    monkeypatch.setattr(spawner, "_lean_syscalls", lambda: None)
+    shared = spawner.Spawner(threads=2)
+    read_end, write_end = os.pipe()
+    high = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, 300)
+    os.close(write_end)
+    try:
+        with trio.fail_after(30):
+            popen = await shared.popen(
+                request_for([sys.executable, "-c", f"import os; os.write({high}, b'x')"],
+                            pass_fds=(high,))
+            )  # fmt: skip
+            while popen.poll() is None:  # noqa: ASYNC110 - a plain Popen has no trio wait
+                await trio.sleep(0.005)
+        assert popen.returncode == 0
+        os.close(high)
+        assert os.read(read_end, 10) == b"x"
+        with trio.fail_after(30), pytest.raises(FileNotFoundError):
+            await shared.popen(request_for(["/nonexistent-program"]))
+    finally:
+        os.close(read_end)
+    assert not shared.lean
+    assert shared.threads_alive()
+    for tid in shared.thread_ids():
+        assert len(thread_table(tid)) > 3  # the daemon's table
+
+
+async def test_a_descriptor_that_cannot_be_copied_fails_that_spawn_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy refused by the kernel fails the spawn with its error, leaves nothing in
+    the thread's table, and ends no thread; if it is the job's eventfd that cannot be
+    copied, the courier (in the daemon's table) still wakes the waiting task."""
+    if spawner._lean_syscalls() is None:
+        pytest.skip("this kernel refuses close_range(CLOSE_RANGE_UNSHARE) or pidfd_getfd")
+    refused: set[int] = set()
+    real = spawner._Syscalls.pidfd_getfd
+
+    def pidfd_getfd(self: spawner._Syscalls, pidfd: int, fd: int) -> int:
+        if fd in refused:
+            raise OSError(errno.EMFILE, "refused by the test")
+        return real(self, pidfd, fd)
+
+    monkeypatch.setattr(spawner._Syscalls, "pidfd_getfd", pidfd_getfd)
+    lean = spawner.Spawner(threads=1)
+    read_end, write_end = os.pipe()
+    try:
+        with trio.fail_after(30):
+            await lean.popen(request_for(["/bin/true"]))  # starts the thread
+            refused.add(write_end)
+            with pytest.raises(OSError) as caught:
+                await lean.popen(request_for(["/bin/true"], stdout=write_end))
+            assert caught.value.errno == errno.EMFILE
+            # The next eventfd gets the lowest free number: refuse every low one.
+            refused.update(range(3, 4096))
+            with pytest.raises(OSError) as caught:
+                await lean.popen(request_for(["/bin/true"]))
+            assert caught.value.errno == errno.EMFILE
+            refused.clear()
+            popen = await lean.popen(request_for(["/bin/true"]))
+        assert popen.wait(timeout=30) == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert lean.lean
+    assert lean.threads_alive()
+    [tid] = lean.thread_ids()
+    assert thread_table(tid) == {0, 1, 2}
