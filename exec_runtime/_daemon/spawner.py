@@ -50,8 +50,8 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from typing import Final
 
 import attrs
@@ -149,27 +149,29 @@ def _lean_syscalls() -> _Syscalls | None:
 
 
 class _GcPause:
-    """The garbage collector off while any spawn thread spawns (process-wide, counted)."""
+    """The garbage collector off while any spawn thread spawns (process-wide, counted).
+
+    Plain methods, not a context manager: entering must not allocate a tracked object
+    (a generator, a ``with`` target), for an allocation is what starts a collection.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._reenable = False
 
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
+    def enter(self) -> None:
         with self._lock:
             if self._depth == 0:
                 self._reenable = gc.isenabled()
                 gc.disable()
             self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._reenable:
-                    gc.enable()
+
+    def exit(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._reenable:
+                gc.enable()
 
 
 _GC_PAUSE: Final = _GcPause()
@@ -244,18 +246,23 @@ class _SpawnThread(threading.Thread):
                     self._calls = None
                 else:
                     # 0-2 taken, so what is copied in never lands on a child's stdio
-                    # number before Popen moves it there.
-                    for _ in range(3):
-                        os.open(os.devnull, os.O_RDWR)
+                    # number before Popen moves it there (CPython copes if it does).
+                    with suppress(OSError):
+                        for _ in range(3):
+                            os.open(os.devnull, os.O_RDWR)
         finally:
             self._ready.set()
         while True:
             job = self._board.next_job(self._slot)
-            # Never let an error end the thread: its children would get their
-            # parent-death signal. Nothing can be logged from here (see above).
-            with _GC_PAUSE(), suppress(BaseException):
-                self._run(job)
-            del job
+            _GC_PAUSE.enter()
+            try:
+                # Never let an error end the thread: its children would get their
+                # parent-death signal. Nothing can be logged from here (see above).
+                with suppress(BaseException):
+                    self._run(job)
+                del job
+            finally:
+                _GC_PAUSE.exit()
 
     def _run(self, job: _Job) -> None:
         if self._calls is None:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -355,3 +356,39 @@ async def test_a_descriptor_that_cannot_be_copied_fails_that_spawn_only(
     assert lean.threads_alive()
     [tid] = lean.thread_ids()
     assert thread_table(tid) == {0, 1, 2}
+
+
+async def test_the_collector_is_off_while_a_spawn_thread_spawns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A collection in a spawn thread would run other objects' finalisers there, which
+    close descriptors by number, in the wrong table. Nested pauses (four threads) turn
+    it back on only once the last ends, and only if it was on."""
+    seen: list[bool] = []
+    real = spawner._popen
+
+    def popen(*args: Any) -> subprocess.Popen[bytes]:
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    monkeypatch.setattr(spawner, "_popen", popen)
+    assert gc.isenabled()
+    with trio.fail_after(30):
+        child = await SPAWNER.popen(request_for(["/bin/true"]))
+    assert child.wait(timeout=30) == 0
+    assert seen == [False]
+    assert gc.isenabled()
+    pause = spawner._GcPause()
+    pause.enter()
+    pause.enter()
+    pause.exit()
+    assert not gc.isenabled()
+    pause.exit()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        pause.enter()
+        pause.exit()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
