@@ -173,6 +173,14 @@ class _GcPause:
             if self._depth == 0 and self._reenable:
                 gc.enable()
 
+    def forget(self) -> None:
+        """In a forked child: the spawns that paused it stayed behind in the parent
+        (and so may the lock)."""
+        self._lock = threading.Lock()
+        if self._depth and self._reenable:
+            gc.enable()
+        self._depth = 0
+
 
 _GC_PAUSE: Final = _GcPause()
 
@@ -438,6 +446,7 @@ def _done_signal() -> tuple[int, int]:
 SPAWNER: Final = Spawner()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=SPAWNER._forget_threads)
+    os.register_at_fork(after_in_child=_GC_PAUSE.forget)
 
 
 @trio.lowlevel.enable_ki_protection

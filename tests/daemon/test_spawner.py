@@ -203,10 +203,18 @@ async def test_a_spawn_is_not_cancelled_half_way() -> None:
 
 
 def test_the_threads_are_forgotten_in_a_forked_child() -> None:
-    """A fork keeps only the forking thread: the child starts its own spawn threads."""
-    pid = os.fork()
+    """A fork keeps only the forking thread: the child starts its own spawn threads,
+    and a pause of the collector by a spawn under way in the parent is not the child's."""
+    spawner._GC_PAUSE.enter()  # as if a spawn thread were spawning at the fork
+    try:
+        pid = os.fork()
+    except BaseException:
+        spawner._GC_PAUSE.exit()
+        raise
+    if pid != 0:
+        spawner._GC_PAUSE.exit()
     if pid == 0:  # pragma: no cover - the child
-        ok = SPAWNER.thread_ids() == []
+        ok = SPAWNER.thread_ids() == [] and gc.isenabled()
 
         async def spawn() -> int:
             process = await open_process(
