@@ -183,20 +183,25 @@ async def test_a_failed_spawn_raises_its_error_and_leaves_nothing_open(
             assert thread_table(tid) == {0, 1, 2}
 
 
+async def open_true() -> trio.Process:
+    """``/bin/true`` through :func:`open_process`, with no pipes."""
+    return await open_process(
+        ["true"],
+        executable="/bin/true",
+        cwd="/",
+        env={},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def test_a_spawn_is_not_cancelled_half_way() -> None:
     """A spawn already handed to a thread completes, and its process comes back to the
     cancelled caller to be reaped, as with ``trio.to_thread.run_sync``."""
     with trio.CancelScope() as scope:
         scope.cancel()
-        process = await open_process(
-            ["true"],
-            executable="/bin/true",
-            cwd="/",
-            env={},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = await open_true()
     assert scope.cancelled_caught is False
     with trio.fail_after(30):
         assert await process.wait() == 0
@@ -217,16 +222,7 @@ def test_the_threads_are_forgotten_in_a_forked_child() -> None:
         ok = SPAWNER.thread_ids() == [] and gc.isenabled()
 
         async def spawn() -> int:
-            process = await open_process(
-                ["true"],
-                executable="/bin/true",
-                cwd="/",
-                env={},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            return await process.wait()
+            return await (await open_true()).wait()
 
         ok = ok and trio.run(spawn) == 0
         os._exit(0 if ok else 1)
