@@ -30,9 +30,9 @@ NAME = "recovery"
 TOTAL = 10_000_000
 DROP_FRACTION = 0.3
 TRIALS = 5
+"""Drops per stream (quick: 1): one drop's recovery time swings by 2x from run to run."""
 MANY = 20
 """Running processes in the many-processes recovery (a delay proxy, 80 ms RTT)."""
-"""Drops per stream (quick: 1): one drop's recovery time swings by 2x from run to run."""
 STREAMS = {
     "full-speed": ["head", "-c", str(TOTAL), "/dev/zero"],
     "paced": [
